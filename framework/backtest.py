@@ -1,0 +1,255 @@
+"""The vectorised backtester: ``Backtest(strategy, data, **settings).run()``.
+
+One compiled loop (``framework.runner``) walks every bar of every column through the strategy's
+``decide_nb`` and the simulator's ``fill_nb`` / ``order_nb``; this module prepares the arrays and
+turns the records into pandas objects and statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from framework import enums, metrics, runner, sim_nb
+from framework.data import load_ohlcv, validate_ohlcv
+from framework.settings import SimSettings
+from framework.strategy import Strategy
+
+DataInput = str | Path | pd.DataFrame | Mapping[str, "str | Path | pd.DataFrame"]
+
+
+def _resolve_strategy(strategy: Strategy | type[Strategy] | str) -> Strategy:
+    if isinstance(strategy, str):
+        from strategies import get_strategy
+
+        return get_strategy(strategy)()
+    if isinstance(strategy, type) and issubclass(strategy, Strategy):
+        return strategy()
+    if isinstance(strategy, Strategy):
+        return strategy
+    raise TypeError(
+        f"strategy must be a Strategy instance, a Strategy subclass or a registered name, got {strategy!r}"
+    )
+
+
+def _load_one(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        return validate_ohlcv(source)[0]
+    return load_ohlcv(source)
+
+
+def load_instruments(data: DataInput) -> dict[str, pd.DataFrame]:
+    """Validated OHLCV frames by instrument name, all on one shared index."""
+    if isinstance(data, Mapping):
+        if not data:
+            raise ValueError("data is an empty mapping; give at least one instrument")
+        frames = {str(name): _load_one(src) for name, src in data.items()}
+    else:
+        name = Path(data).stem if isinstance(data, (str, Path)) else "asset"
+        frames = {name: _load_one(data)}
+    first_name, first = next(iter(frames.items()))
+    for name, frame in frames.items():
+        if not frame.index.equals(first.index):
+            raise ValueError(
+                f"instruments {first_name!r} and {name!r} have different timestamps; "
+                "align them on one index first (e.g. an inner join of their indexes)"
+            )
+    return frames
+
+
+def _stack(frames: dict[str, pd.DataFrame], column: str) -> np.ndarray:
+    cols = []
+    for frame in frames.values():
+        if column in frame:
+            cols.append(frame[column].to_numpy(dtype=np.float64))
+        else:  # index-price series carry no volume
+            cols.append(np.full(len(frame), np.nan))
+    return np.ascontiguousarray(np.column_stack(cols))
+
+
+class Backtest:
+    """A strategy over historical bars of one or more instruments.
+
+    Args:
+        strategy: a ``Strategy`` instance (with its parameters), a class (defaults) or the
+            registered name of a bundled strategy (``"sma_cross"``).
+        data: an OHLCV DataFrame, a path (CSV/Parquet), a bundled dataset name
+            (``"BTC_USDT-1d"``) or a mapping ``{instrument: any of those}`` sharing timestamps.
+        **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
+            strategy's ``sim_defaults`` apply first, your settings override them.
+    """
+
+    def __init__(self, strategy: Strategy | type[Strategy] | str, data: DataInput, **settings: Any) -> None:
+        self.strategy = _resolve_strategy(strategy)
+        self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
+        self.frames = load_instruments(data)
+        self.index: pd.DatetimeIndex = next(iter(self.frames.values())).index
+        if len(self.index) < 2:
+            raise ValueError(f"need at least 2 bars to backtest, got {len(self.index)}")
+        self.ann_factor = metrics.bars_per_year(self.index)
+
+    def run(self) -> "BacktestResult":
+        """Simulate every bar; returns orders, trades, equity, positions and statistics."""
+        arrays = {c: _stack(self.frames, c) for c in ("open", "high", "low", "close", "volume")}
+        n_cols = arrays["close"].shape[1]
+        groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
+        simp = np.ascontiguousarray(np.tile(self.settings.vector(self.ann_factor), (len(groups) - 1, 1)))
+        sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
+        day = runner.utc_day_numbers(self.index)
+        kernels = runner.drivers(type(self.strategy))
+        equity, cash, pos, fills = kernels.backtest_nb(
+            arrays["open"], arrays["high"], arrays["low"], arrays["close"], arrays["volume"],
+            day, sp, simp, groups,
+        )
+        return BacktestResult(
+            strategy=self.strategy,
+            settings=self.settings,
+            frames=self.frames,
+            ann_factor=self.ann_factor,
+            group_equity=equity,
+            group_cash=cash,
+            position_qty=pos,
+            fills=fills,
+        )
+
+
+@dataclass
+class BacktestResult:
+    """Everything a backtest produced. Series are indexed by bar timestamps (UTC)."""
+
+    strategy: Strategy
+    settings: SimSettings
+    frames: dict[str, pd.DataFrame]
+    ann_factor: float
+    group_equity: np.ndarray = field(repr=False)
+    group_cash: np.ndarray = field(repr=False)
+    position_qty: np.ndarray = field(repr=False)
+    fills: np.ndarray = field(repr=False)  # order_dt records
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return next(iter(self.frames.values())).index
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.frames)
+
+    @cached_property
+    def close(self) -> np.ndarray:
+        return _stack(self.frames, "close")
+
+    @cached_property
+    def equity(self) -> pd.Series:
+        """Total equity (cash plus positions at the close), summed over cash groups."""
+        return pd.Series(self.group_equity.sum(axis=1), index=self.index, name="equity")
+
+    @cached_property
+    def cash(self) -> pd.Series:
+        return pd.Series(self.group_cash.sum(axis=1), index=self.index, name="cash")
+
+    @cached_property
+    def positions(self) -> pd.DataFrame:
+        """Signed position quantity per instrument at each close."""
+        return pd.DataFrame(self.position_qty, index=self.index, columns=self.columns)
+
+    @cached_property
+    def drawdown(self) -> pd.Series:
+        return pd.Series(metrics.drawdown(self.equity.to_numpy()), index=self.index, name="drawdown")
+
+    @cached_property
+    def trade_records(self) -> np.ndarray:
+        """``trade_dt`` records; a position open at the end is a trade marked ``open_at_end``."""
+        return sim_nb.trades_from_fills_nb(
+            self.fills, len(self.columns), len(self.index) - 1, np.ascontiguousarray(self.close[-1])
+        )
+
+    @cached_property
+    def orders(self) -> pd.DataFrame:
+        """One row per fill: time, instrument, side, quantity, price, fees, order type, reason."""
+        f = self.fills
+        return pd.DataFrame(
+            {
+                "id": f["id"],
+                "time": self.index[f["bar"]],
+                "instrument": np.array(self.columns, dtype=object)[f["col"]],
+                "side": np.where(f["side"] > 0, "buy", "sell"),
+                "qty": f["qty"],
+                "price": f["price"],
+                "fees": f["fees"],
+                "order_type": np.array(enums.ORDER_TYPE_NAMES, dtype=object)[f["order_type"]],
+                "reason": np.array(enums.REASON_NAMES, dtype=object)[f["reason"]],
+            }
+        )
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        """One row per round trip: entry/exit time and price, qty, side, pnl, return, duration."""
+        return trades_frame(self.trade_records, self.index, self.columns)
+
+    @cached_property
+    def exposure(self) -> np.ndarray:
+        """True where any position is open at the bar's close."""
+        return (self.position_qty != 0.0).any(axis=1)
+
+    @cached_property
+    def stats(self) -> dict[str, object]:
+        return metrics.performance_stats(self.equity, self.trade_records, self.exposure, self.ann_factor)
+
+    @cached_property
+    def benchmark(self) -> tuple[pd.Series, np.ndarray]:
+        """Buy-and-hold equity and trades: each instrument bought at the first close with the
+        same fees (equal cash per instrument), held to the end."""
+        close = self.close
+        n_cols = close.shape[1]
+        cash0 = self.settings.init_cash if self.settings.cash_sharing else self.settings.init_cash * n_cols
+        per_col = cash0 / n_cols
+        qty = per_col / (close[0] * (1.0 + self.settings.fees))
+        fees = qty * close[0] * self.settings.fees
+        equity = (per_col - qty * close[0] - fees + qty * close).sum(axis=1)
+        trades = np.zeros(n_cols, dtype=enums.trade_dt)
+        trades["col"] = np.arange(n_cols)
+        trades["direction"] = 1
+        trades["qty"] = qty
+        trades["entry_price"] = close[0]
+        trades["entry_fees"] = fees
+        trades["exit_bar"] = len(close) - 1
+        trades["exit_price"] = close[-1]
+        trades["pnl"] = qty * (close[-1] - close[0]) - fees
+        trades["ret"] = trades["pnl"] / (qty * close[0])
+        trades["exit_reason"] = enums.REASON_END
+        return pd.Series(equity, index=self.index, name="buy_and_hold"), trades
+
+    @cached_property
+    def benchmark_stats(self) -> dict[str, object]:
+        equity, trades = self.benchmark
+        return metrics.performance_stats(equity, trades, np.ones(len(equity), dtype=bool), self.ann_factor)
+
+    def stats_table(self) -> str:
+        """The strategy's statistics beside buy-and-hold of the traded instruments."""
+        return metrics.stats_table(self.stats, self.benchmark_stats, (self.strategy.label(), "Buy & Hold"))
+
+
+def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, columns: list[str]) -> pd.DataFrame:
+    """``trade_dt`` records as a readable DataFrame."""
+    return pd.DataFrame(
+        {
+            "instrument": np.array(columns, dtype=object)[records["col"]],
+            "side": np.where(records["direction"] > 0, "long", "short"),
+            "qty": records["qty"],
+            "entry_time": index[records["entry_bar"]],
+            "entry_price": records["entry_price"],
+            "exit_time": index[records["exit_bar"]],
+            "exit_price": records["exit_price"],
+            "pnl": records["pnl"],
+            "return": records["ret"],
+            "duration": index[records["exit_bar"]] - index[records["entry_bar"]],
+            "exit_reason": np.array(enums.REASON_NAMES, dtype=object)[records["exit_reason"]],
+            "fees": records["entry_fees"] + records["exit_fees"],
+        }
+    )

@@ -1,0 +1,619 @@
+"""OHLCV data access: load CSV/Parquet or a bundled dataset, validate and repair, resample, align.
+
+Conventions used throughout:
+
+- A frame has a UTC ``DatetimeIndex`` named ``timestamp`` (nanosecond unit) holding each candle's
+  *open* time, and float64 columns ``open, high, low, close`` plus ``volume`` when the source has it.
+- Timeframes are ccxt strings (``"1m"``, ``"4h"``, ``"1d"``, ``"1w"``, ``"1M"``); durations in
+  integer milliseconds are named ``*_ms``.
+
+Validation rules (see :func:`validate_ohlcv`):
+
+=====================  ========  ==========================================================
+issue                  severity  meaning
+=====================  ========  ==========================================================
+``missing_timestamp``  error     the timestamp is empty / NaT
+``nan``                error     a NaN in open/high/low/close/volume
+``non_positive``       error     a price <= 0
+``negative_volume``    error     volume < 0
+``ohlc_inconsistent``  error     high below open/close/low, or low above open/close
+``duplicate``          error     a timestamp seen in an earlier row
+``out_of_order``       error     a timestamp earlier than one in an earlier row
+``gap``                error     24/7 series: a candle missing (spacing > the typical spacing)
+``gap``                warning   session series: data missing for more than 5 days
+``spike``              warning   an outlier bar (robust z-score of returns or wicks above
+                                 ``spike_threshold``); an error when ``strict=True``
+=====================  ========  ==========================================================
+
+The calendar decides how gaps are judged: a series is ``"24/7"`` when at least 5% of its bars
+fall on Saturdays (crypto), otherwise ``"sessions"`` (stocks, forex), where nights, weekends and
+holidays are normal closures. Pass ``calendar=`` to override the guess.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+POLICIES = ("raise", "drop", "fill")
+_TIMESTAMP_NAMES = ("timestamp", "date", "datetime", "time")
+_SESSION_GAP_WARN = pd.Timedelta(days=5)
+_MAX_ROWS_IN_MESSAGE = 5
+
+Policy = Literal["raise", "drop", "fill"]
+Calendar = Literal["auto", "24/7", "sessions"]
+
+
+# --- timeframes ---------------------------------------------------------------------------------
+
+_TF_RE = re.compile(r"^(\d+)([smhdwMy])$")
+_TF_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
+          "M": 2_592_000_000, "y": 31_536_000_000}  # M and y as ccxt counts them (30 d, 365 d)
+
+
+def timeframe_to_ms(timeframe: str) -> int:
+    """Length of a ccxt timeframe string in milliseconds (``"1h"`` -> 3_600_000).
+
+    Months and years count 30 and 365 days, as in ccxt.
+    """
+    m = _TF_RE.match(timeframe)
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}: expected a number and a unit, "
+            "e.g. '1m', '15m', '1h', '4h', '1d', '1w', '1M'"
+        )
+    return int(m.group(1)) * _TF_MS[m.group(2)]
+
+
+def _format_spacing(td: pd.Timedelta | None) -> str:
+    if td is None:
+        return "unknown"
+    ms = int(td / pd.Timedelta(milliseconds=1))
+    for unit in ("w", "d", "h", "m", "s"):
+        if ms % _TF_MS[unit] == 0:
+            return f"{ms // _TF_MS[unit]}{unit}"
+    return str(td)
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Issue:
+    """One finding: ``row`` is the 0-based position in the data as given (None for whole-frame
+    issues); ``timestamp`` the row's time (for a gap: the last candle before it)."""
+
+    kind: str
+    severity: Literal["error", "warning"]
+    row: int | None
+    timestamp: pd.Timestamp | None
+    detail: str
+
+    def describe(self) -> str:
+        where = [] if self.row is None else [f"row {self.row}"]
+        if self.timestamp is not None and not pd.isna(self.timestamp):
+            where.append(self.timestamp.isoformat())
+        loc = f" ({', '.join(where)})" if where else ""
+        return f"{self.kind}{loc}: {self.detail}"
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate_ohlcv` found and did. ``ok`` is True when there is no error."""
+
+    n_rows: int
+    spacing: pd.Timedelta | None = None
+    calendar: str = "unknown"
+    policy: str = "raise"
+    issues: list[Issue] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    name: str = "data"
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def rows(self, kind: str) -> list[int]:
+        """Row positions of the issues of one kind (e.g. ``report.rows("duplicate")``)."""
+        return [i.row for i in self.issues if i.kind == kind and i.row is not None]
+
+    def to_frame(self) -> pd.DataFrame:
+        """All issues as a table (columns kind, severity, row, timestamp, detail)."""
+        return pd.DataFrame(
+            [(i.kind, i.severity, i.row, i.timestamp, i.detail) for i in self.issues],
+            columns=["kind", "severity", "row", "timestamp", "detail"],
+        )
+
+    def summary(self, max_rows: int = _MAX_ROWS_IN_MESSAGE) -> str:
+        """Human-readable report: one line per kind with its first ``max_rows`` offending rows."""
+        head = (
+            f"{self.name}: {self.n_rows} rows, spacing {_format_spacing(self.spacing)}, "
+            f"calendar {self.calendar}: {len(self.errors)} error(s), "
+            f"{len(self.warnings)} warning(s)"
+        )
+        lines = [head]
+        by_kind: dict[tuple[str, str], list[Issue]] = {}
+        for issue in self.issues:
+            by_kind.setdefault((issue.severity, issue.kind), []).append(issue)
+        for (severity, kind), items in sorted(by_kind.items()):
+            lines.append(f"  {severity:<7} {kind:<18} {len(items)}")
+            for issue in items[:max_rows]:
+                lines.append(f"      {issue.describe()}")
+            if len(items) > max_rows:
+                lines.append(f"      ... and {len(items) - max_rows} more")
+        lines += [f"  action: {a}" for a in self.actions]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+class DataValidationError(ValueError):
+    """Raised when OHLCV data fails validation; ``.report`` holds every finding."""
+
+    def __init__(self, report: ValidationReport, message: str | None = None):
+        self.report = report
+        if message is None:
+            first = "; ".join(i.describe() for i in report.errors[:_MAX_ROWS_IN_MESSAGE])
+            more = len(report.errors) - _MAX_ROWS_IN_MESSAGE
+            message = (
+                f"{report.name} failed validation with {len(report.errors)} error(s): {first}"
+                + (f"; ... and {more} more" if more > 0 else "")
+                + ". Fix the source, or pass policy='drop' to drop the offending rows "
+                "(and sort out-of-order ones) or policy='fill' to repair them and fill "
+                "missing candles with flat ones. The full list is in the exception's .report."
+            )
+        super().__init__(message)
+
+
+# --- loading -------------------------------------------------------------------------------------
+
+def bundled_datasets() -> list[str]:
+    """Names of the sample datasets shipped in the repository's ``data/`` folder."""
+    if not DATA_DIR.is_dir():
+        return []
+    return sorted(
+        p.stem for p in DATA_DIR.iterdir() if p.is_file() and p.suffix in (".csv", ".parquet")
+    )
+
+
+def resolve_source(source: str | Path) -> Path:
+    """Turn a file path or a bundled dataset name (``"BTC_USDT-1d"``) into an existing path."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if isinstance(source, str) and not path.suffix and path.name == source:
+        for suffix in (".csv", ".parquet"):
+            candidate = DATA_DIR / f"{source}{suffix}"
+            if candidate.is_file():
+                return candidate
+    names = ", ".join(bundled_datasets()) or "(none found)"
+    raise FileNotFoundError(
+        f"no OHLCV file or bundled dataset named {str(source)!r}. Give a path to a .csv or "
+        f".parquet file, or one of the bundled datasets: {names}"
+    )
+
+
+def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into the standard shape, without validating its rows.
+
+    Column names are matched case-insensitively; the time column may be called timestamp, date,
+    datetime or time (or be the Parquet index). Times are ISO 8601 strings (naive ones are taken
+    as UTC) or integer epoch milliseconds. A value that is not a number raises ``ValueError``
+    naming the column, the row and the file line.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        line_offset = 2  # header line + 1-based lines
+    elif suffix in (".parquet", ".pq"):
+        raw = pd.read_parquet(path)
+        if isinstance(raw.index, pd.DatetimeIndex):
+            raw = raw.reset_index(names=raw.index.name or "timestamp")
+        line_offset = None
+    else:
+        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv or .parquet")
+    return _standardise(raw, name=str(path), line_offset=line_offset)
+
+
+def _standardise(raw: pd.DataFrame, *, name: str, line_offset: int | None) -> pd.DataFrame:
+    """Lower-case columns, parse the time column into a UTC index, and make prices float64."""
+    lowered = [str(c).strip().lower() for c in raw.columns]
+    dupes = sorted({c for c in lowered if lowered.count(c) > 1})
+    if dupes:
+        raise ValueError(f"{name}: columns {dupes} appear more than once (names are case-insensitive)")
+    raw = raw.set_axis(lowered, axis=1)
+
+    def where(i: int) -> str:
+        return f"row {i}" + (f" (line {i + line_offset})" if line_offset is not None else "")
+
+    if isinstance(raw.index, pd.DatetimeIndex):
+        index = raw.index
+    else:
+        tcol = next((c for c in _TIMESTAMP_NAMES if c in raw.columns), None)
+        if tcol is None:
+            raise DataValidationError(
+                ValidationReport(n_rows=len(raw), name=name),
+                f"{name}: no time column; expected one named {' / '.join(_TIMESTAMP_NAMES)} "
+                f"(or a DatetimeIndex); found columns {list(raw.columns)}",
+            )
+        index = _parse_times(raw[tcol], name=name, where=where)
+        raw = raw.drop(columns=[tcol])
+    missing = [c for c in PRICE_COLUMNS if c not in raw.columns]
+    if missing:
+        report = ValidationReport(n_rows=len(raw), name=name)
+        report.issues.append(Issue("missing_columns", "error", None, None, f"missing {missing}"))
+        raise DataValidationError(
+            report,
+            f"{name}: missing column(s) {missing}; OHLCV data needs open, high, low, close "
+            f"(volume optional); found {list(raw.columns)}",
+        )
+    cols = [c for c in OHLCV_COLUMNS if c in raw.columns]
+    out = {}
+    for col in cols:
+        values = raw[col]
+        if pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype):
+            out[col] = values.to_numpy(dtype="float64", na_value=np.nan)
+            continue
+        parsed = pd.to_numeric(values, errors="coerce")
+        bad = np.flatnonzero(parsed.isna().to_numpy() & values.notna().to_numpy())
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{name}: column {col!r} {where(i)} holds {values.iloc[i]!r}, which is not a "
+                f"number ({bad.size} such value(s)); fix the file — nothing is coerced silently"
+            )
+        out[col] = parsed.to_numpy(dtype="float64", na_value=np.nan)
+    index = _to_utc_index(index)
+    return pd.DataFrame(out, index=index)
+
+
+def _parse_times(col: pd.Series, *, name: str, where) -> pd.DatetimeIndex:
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        return pd.DatetimeIndex(col)
+    if pd.api.types.is_numeric_dtype(col.dtype):
+        return pd.DatetimeIndex(pd.to_datetime(col, unit="ms", utc=True))
+    as_str = col.astype("string")
+    if as_str.str.fullmatch(r"\d{10,14}").fillna(False).all():
+        return pd.DatetimeIndex(pd.to_datetime(as_str.astype("int64"), unit="ms", utc=True))
+    parsed = pd.to_datetime(as_str, utc=True, errors="coerce", format="ISO8601")
+    bad = np.flatnonzero(parsed.isna().to_numpy() & as_str.notna().to_numpy())
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(
+            f"{name}: time {as_str.iloc[i]!r} at {where(i)} is not an ISO 8601 date/time "
+            f"({bad.size} such value(s)); expected e.g. 2024-01-31T00:00:00Z"
+        )
+    return pd.DatetimeIndex(parsed)
+
+
+def _to_utc_index(index: pd.Index) -> pd.DatetimeIndex:
+    index = pd.DatetimeIndex(index)
+    # naive times are read as UTC (documented); aware ones are converted, which is lossless
+    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    return index.as_unit("ns").rename("timestamp")
+
+
+def load_ohlcv(
+    source: str | Path | pd.DataFrame,
+    *,
+    policy: Policy = "raise",
+    **validate_kwargs,
+) -> pd.DataFrame:
+    """Load and validate OHLCV data.
+
+    Args:
+        source: a path to a ``.csv`` / ``.parquet`` file, the name of a bundled dataset (a file
+            stem in the repository's ``data/`` folder, e.g. ``"BTC_USDT-1d"``), or a DataFrame.
+        policy: what to do with errors, see :func:`validate_ohlcv`.
+        **validate_kwargs: passed to :func:`validate_ohlcv` (``calendar``, ``strict``, ...).
+
+    Returns:
+        The validated (and, under ``drop``/``fill``, repaired) frame. Warnings are logged.
+
+    Raises:
+        FileNotFoundError: unknown path or name (the message lists the bundled datasets).
+        DataValidationError: the data has errors and ``policy="raise"``.
+    """
+    if isinstance(source, pd.DataFrame):
+        frame, report = validate_ohlcv(source, policy=policy, **validate_kwargs)
+    else:
+        path = resolve_source(source)
+        validate_kwargs.setdefault("name", str(path))
+        frame, report = validate_ohlcv(read_ohlcv_file(path), policy=policy, **validate_kwargs)
+    if report.warnings:
+        log.warning("%s", report.summary())
+    return frame
+
+
+# --- validation ------------------------------------------------------------------------------------
+
+def infer_spacing(index: pd.DatetimeIndex) -> pd.Timedelta | None:
+    """The most common positive distance between consecutive timestamps (None if < 2 rows)."""
+    if len(index) < 2:
+        return None
+    diffs = np.diff(index.asi8)
+    diffs = diffs[diffs > 0]
+    if diffs.size == 0:
+        return None
+    values, counts = np.unique(diffs, return_counts=True)
+    return pd.Timedelta(int(values[np.argmax(counts)]), unit=index.unit)
+
+
+def infer_calendar(index: pd.DatetimeIndex) -> str:
+    """``"24/7"`` when at least 5% of the bars fall on a Saturday, else ``"sessions"``."""
+    if len(index) == 0:
+        return "24/7"
+    return "24/7" if float(np.mean(index.dayofweek == 5)) >= 0.05 else "sessions"
+
+
+def validate_ohlcv(
+    df: pd.DataFrame,
+    *,
+    policy: Policy = "raise",
+    calendar: Calendar = "auto",
+    spike_threshold: float = 25.0,
+    strict: bool = False,
+    name: str = "data",
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Check OHLCV data and, depending on ``policy``, raise, drop or repair what is wrong.
+
+    The rules are listed in the module docstring. Row numbers in the report are 0-based
+    positions in ``df`` as given.
+
+    Args:
+        df: a frame with a DatetimeIndex (or a timestamp/date column) and open, high, low,
+            close (and optionally volume) columns, any case.
+        policy: ``"raise"`` (default) raises :class:`DataValidationError` if there is any
+            error; ``"drop"`` drops the offending rows, sorts out-of-order ones and keeps the
+            first of duplicated timestamps (gaps stay); ``"fill"`` does the same but replaces
+            bad rows, and in a 24/7 series missing candles, by flat candles at the previous
+            close with zero volume.
+        calendar: ``"auto"`` guesses from the data; ``"24/7"`` makes every gap an error;
+            ``"sessions"`` tolerates closures (only gaps > 5 days are reported, as warnings).
+        spike_threshold: outlier threshold in robust standard deviations (median absolute
+            deviation x 1.4826) of log close-to-close returns and of wick lengths.
+        strict: treat warnings (spikes, long session gaps) as errors.
+        name: what to call the data in messages (a file name, a symbol).
+
+    Returns:
+        ``(frame, report)``: the frame in the standard shape (see module docstring) and the
+        :class:`ValidationReport`.
+    """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
+    if calendar not in ("auto", "24/7", "sessions"):
+        raise ValueError(f"unknown calendar {calendar!r}; use 'auto', '24/7' or 'sessions'")
+    frame = _standardise(df, name=name, line_offset=None)
+    n = len(frame)
+    report = ValidationReport(n_rows=n, policy=policy, name=name)
+    idx = frame.index
+    ts = idx.asi8
+    warn_or_error = "error" if strict else "warning"
+
+    def add(kind: str, rows: np.ndarray, detail, severity: str = "error") -> None:
+        for r in rows:
+            r = int(r)
+            report.issues.append(Issue(kind, severity, r, idx[r], detail(r) if callable(detail) else detail))
+
+    bad = np.zeros(n, dtype=bool)  # rows whose values are unusable
+    nat = np.asarray(idx.isna())
+    add("missing_timestamp", np.flatnonzero(nat), "no timestamp")
+    values = frame.to_numpy()
+    nan_rows = np.isnan(values).any(axis=1) & ~nat
+    add("nan", np.flatnonzero(nan_rows),
+        lambda r: "NaN in " + ", ".join(c for c in frame.columns if np.isnan(frame[c].iloc[r])))
+    o, h, lo, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        nonpos = (values[:, :4] <= 0).any(axis=1)
+        tol = 1e-9 * np.abs(h)  # float noise in exported files is not an inconsistency
+        incons = ((h < np.maximum(o, c) - tol) | (lo > np.minimum(o, c) + tol) | (h < lo - tol)) & ~nonpos
+        neg_vol = (frame["volume"].to_numpy() < 0) if "volume" in frame else np.zeros(n, bool)
+    add("non_positive", np.flatnonzero(nonpos),
+        lambda r: "price <= 0: " + _row_text(frame, r))
+    add("ohlc_inconsistent", np.flatnonzero(incons),
+        lambda r: "high/low do not contain open/close: " + _row_text(frame, r))
+    add("negative_volume", np.flatnonzero(neg_vol), lambda r: f"volume {frame['volume'].iloc[r]}")
+    bad |= nat | nan_rows | nonpos | incons | neg_vol
+
+    # order and duplicates, judged on rows that have a timestamp
+    ts_valid = np.where(nat, np.iinfo(np.int64).min, ts)
+    running_max = np.maximum.accumulate(ts_valid) if n else ts_valid
+    prev_max = np.concatenate(([np.iinfo(np.int64).min], running_max[:-1])) if n else running_max
+    out_of_order = (ts_valid < prev_max) & ~nat
+    dup = np.asarray(idx.duplicated(keep="first")) & ~nat
+    first_pos = {}
+    for r in np.flatnonzero(dup):
+        first_pos.setdefault(int(ts[r]), int(np.flatnonzero(ts == ts[r])[0]))
+    add("duplicate", np.flatnonzero(dup), lambda r: f"same timestamp as row {first_pos[int(ts[r])]}")
+    add("out_of_order", np.flatnonzero(out_of_order & ~dup),
+        lambda r: "earlier than a previous row; the data is not sorted by time")
+
+    # the clean subset: sorted, unique, valid rows; gaps and spikes are judged on it
+    keep = ~bad & ~dup
+    clean_pos = np.flatnonzero(keep)
+    clean_pos = clean_pos[np.argsort(ts[clean_pos], kind="stable")]
+    clean = frame.iloc[clean_pos]
+    spacing = infer_spacing(clean.index)
+    cal = infer_calendar(clean.index) if calendar == "auto" else calendar
+    report.spacing, report.calendar = spacing, cal
+    if spacing is not None and spacing < pd.Timedelta(days=28):  # months are irregular
+        diffs = np.diff(clean.index.asi8)
+        if cal == "24/7":
+            gap_at = np.flatnonzero(diffs > spacing.value)
+            for g in gap_at:
+                missing = diffs[g] // spacing.value - 1
+                report.issues.append(Issue(
+                    "gap", "error", int(clean_pos[g]), clean.index[g],
+                    f"{missing} candle(s) missing before {clean.index[g + 1].isoformat()}"))
+        else:
+            gap_at = np.flatnonzero(diffs > max(spacing, _SESSION_GAP_WARN).value)
+            for g in gap_at:
+                report.issues.append(Issue(
+                    "gap", warn_or_error, int(clean_pos[g]), clean.index[g],
+                    f"no data for {pd.Timedelta(int(diffs[g]), unit=clean.index.unit)} "
+                    f"until {clean.index[g + 1].isoformat()}"))
+    spike_local = _spikes(clean, spike_threshold)
+    for j, why in spike_local:
+        report.issues.append(Issue("spike", warn_or_error, int(clean_pos[j]), clean.index[j], why))
+
+    if report.ok:
+        return _repair(frame, report, clean_pos, spike_local, spacing, cal, policy="drop",
+                       quiet=True), report
+    if policy == "raise":
+        raise DataValidationError(report)
+    return _repair(frame, report, clean_pos, spike_local, spacing, cal, policy=policy), report
+
+
+def _row_text(frame: pd.DataFrame, r: int) -> str:
+    return ", ".join(f"{c}={frame[c].iloc[r]:g}" for c in PRICE_COLUMNS)
+
+
+def _spikes(clean: pd.DataFrame, k: float) -> list[tuple[int, str]]:
+    """Outlier bars in a clean, sorted frame: a close that jumps and comes straight back, or a
+    wick far longer than usual. Scales are robust (MAD), so the outliers do not hide themselves."""
+    if len(clean) < 20 or not np.isfinite(k):
+        return []
+    close = clean["close"].to_numpy()
+    body_hi = np.maximum(clean["open"].to_numpy(), close)
+    body_lo = np.minimum(clean["open"].to_numpy(), close)
+    found: dict[int, str] = {}
+
+    def robust_scale(x: np.ndarray) -> float:
+        return 1.4826 * float(np.median(np.abs(x - np.median(x))))
+
+    r = np.diff(np.log(close))
+    s = robust_scale(r)
+    if s > 0:
+        z = (r - np.median(r)) / s
+        # bar j+1 spikes when the return into it and out of it are both extreme and opposite
+        hit = np.flatnonzero((np.abs(z[:-1]) > k) & (np.abs(z[1:]) > k) & (np.sign(z[:-1]) != np.sign(z[1:])))
+        for j in hit:
+            found[int(j + 1)] = f"close jumps {r[j]:+.1%} then {r[j + 1]:+.1%} (|z| > {k:g})"
+        # a wick that sticks out beyond both neighbours' wicks by more than k return-scales
+        hi, lo = clean["high"].to_numpy(), clean["low"].to_numpy()
+        up = np.log(hi[1:-1] / np.maximum.reduce([hi[:-2], hi[2:], body_hi[1:-1]]))
+        down = np.log(np.minimum.reduce([lo[:-2], lo[2:], body_lo[1:-1]]) / lo[1:-1])
+        for label, excess in (("high", up), ("low", down)):
+            for j in np.flatnonzero(excess > k * s):
+                found.setdefault(int(j + 1), f"{label} sticks out {np.expm1(excess[j]):.1%} beyond "
+                                             f"its neighbours (> {k:g} robust sd)")
+    return sorted(found.items())
+
+
+def _repair(frame, report, clean_pos, spikes, spacing, cal, *, policy, quiet=False):
+    """Build the output frame from the clean rows; under ``fill`` insert flat candles."""
+    drop_spikes = any(i.kind == "spike" and i.severity == "error" for i in report.issues)
+    pos = clean_pos
+    if drop_spikes:
+        spike_set = {j for j, _ in spikes}
+        pos = np.array([p for j, p in enumerate(clean_pos) if j not in spike_set], dtype=np.int64)
+    out = frame.iloc[pos].copy()
+    if not quiet:
+        dropped = len(frame) - len(out)
+        if not np.all(np.diff(clean_pos) > 0):
+            report.actions.append("sorted rows by time")
+        if dropped:
+            report.actions.append(f"dropped {dropped} row(s)")
+    if policy == "fill" and len(out):
+        # replace dropped rows / missing candles by flat candles at the previous close
+        if cal == "24/7" and spacing is not None and spacing < pd.Timedelta(days=28):
+            full = pd.date_range(out.index[0], out.index[-1], freq=spacing, name="timestamp")
+        else:
+            bad_times = frame.index[np.setdiff1d(np.arange(len(frame)), pos)]
+            bad_times = bad_times[(~bad_times.isna()) & (bad_times > out.index[0])]
+            full = out.index.union(bad_times).unique()
+        added = len(full) - len(out)
+        if added:
+            out = out.reindex(full)
+            prev_close = out["close"].ffill()
+            for col in PRICE_COLUMNS:
+                out[col] = out[col].fillna(prev_close)
+            if "volume" in out:
+                out["volume"] = out["volume"].fillna(0.0)
+            report.actions.append(f"filled {added} candle(s) with the previous close")
+    out.index = out.index.rename("timestamp")
+    return out
+
+
+# --- reshaping ---------------------------------------------------------------------------------------
+
+def resample_ohlcv(df: pd.DataFrame, timeframe: str, *, drop_partial_last: bool = False) -> pd.DataFrame:
+    """Aggregate candles to a higher timeframe: first open, max high, min low, last close,
+    summed volume. Bins are labelled by their open time, aligned to the UTC epoch (days start
+    at 00:00 UTC, weeks on Monday as on Binance, months on the 1st). Bins without any source
+    candle are left out (a closure stays a closure).
+
+    Args:
+        df: a frame in the standard shape.
+        timeframe: the target ccxt timeframe, e.g. ``"4h"`` or ``"1d"``.
+        drop_partial_last: drop the last bin when the source data ends before the bin does
+            (a still-forming candle). Only meaningful for 24/7 data.
+    """
+    m = _TF_RE.match(timeframe)
+    if not m:
+        timeframe_to_ms(timeframe)  # raises the standard message
+    num, unit = int(m.group(1)), m.group(2)
+    agg = {"open": "first", "high": "max", "low": "min", "close": "last"}
+    if "volume" in df:
+        agg["volume"] = "sum"
+    if unit == "M":
+        rule, origin = f"{num}MS", "epoch"
+    elif unit == "w":
+        rule, origin = f"{7 * num}D", pd.Timestamp("1970-01-05", tz="UTC")  # a Monday
+    elif unit == "y":
+        rule, origin = f"{12 * num}MS", "epoch"
+    else:
+        rule, origin = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe)), "epoch"
+    grouped = df.resample(rule, origin=origin, label="left", closed="left")
+    out = grouped.agg(agg)
+    counts = grouped["close"].count()
+    out = out[counts > 0]
+    if drop_partial_last and len(out):
+        src_spacing = infer_spacing(df.index) or pd.Timedelta(0)
+        last_bin_end = out.index[-1] + (pd.tseries.frequencies.to_offset(rule) if isinstance(rule, str) else rule)
+        if df.index[-1] + src_spacing < last_bin_end:
+            out = out.iloc[:-1]
+    out.index = out.index.rename("timestamp")
+    return out
+
+
+def align_ohlcv(frames: Mapping[str, pd.DataFrame], *, how: Literal["inner", "outer"] = "inner") -> pd.DataFrame:
+    """Put several instruments on one time index.
+
+    Returns a frame with two-level columns ``(field, symbol)``, so ``aligned["close"]`` is a
+    frame with one column per symbol. ``how="inner"`` keeps the timestamps every symbol has;
+    ``"outer"`` keeps all and leaves NaN where a symbol has no candle.
+    """
+    if not frames:
+        raise ValueError("align_ohlcv needs at least one frame")
+    fields = [c for c in OHLCV_COLUMNS if all(c in f.columns for f in frames.values())]
+    index = None
+    for f in frames.values():
+        index = f.index if index is None else (
+            index.intersection(f.index) if how == "inner" else index.union(f.index))
+    parts = {(fld, sym): f[fld].reindex(index) for fld in fields for sym, f in frames.items()}
+    out = pd.DataFrame(parts, index=index)
+    out.columns = pd.MultiIndex.from_tuples(out.columns, names=["field", "symbol"])
+    out.index = out.index.rename("timestamp")
+    return out

@@ -1,0 +1,224 @@
+"""The simulation step against hand-computed fills, cash and equity (DESIGN.md semantics)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from framework.backtest import Backtest
+from tests.scripted import Scripted
+
+LONG, EXIT, SHORT = 1, 2, 3
+
+
+def bars(rows, freq="1D", start="2024-01-01"):
+    """rows: (open, high, low, close, script code) per bar."""
+    arr = np.array(rows, dtype=float)
+    index = pd.date_range(start, periods=len(arr), freq=freq, tz="UTC", name="timestamp")
+    return pd.DataFrame(arr, index=index, columns=["open", "high", "low", "close", "volume"])
+
+
+def run(rows, strategy=None, freq="1D", **settings):
+    settings.setdefault("init_cash", 1000.0)
+    settings.setdefault("fees", 0.01)
+    return Backtest(strategy or Scripted(), bars(rows, freq), **settings).run()
+
+
+FLAT = (100, 101, 99, 100, 0)
+
+
+def test_market_order_fills_next_open_with_fees_and_slippage():
+    rows = [(100, 101, 99, 100, LONG), (102, 103, 101, 102, 0), (104, 106, 103, 105, EXIT), (103, 104, 102, 103, 0)]
+    res = run(rows, slippage=0.001)
+    buy = 102 * 1.001
+    qty = 1000 / (buy * 1.01)  # all in: cash covers notional plus the 1 % fee
+    sell = 103 * (1 - 0.001)
+    o = res.orders
+    assert list(o["side"]) == ["buy", "sell"]
+    assert list(o["time"]) == [res.index[1], res.index[3]]
+    np.testing.assert_allclose(o["price"], [buy, sell], rtol=1e-12)
+    np.testing.assert_allclose(o["qty"], [qty, qty], rtol=1e-12)
+    np.testing.assert_allclose(o["fees"], [qty * buy * 0.01, qty * sell * 0.01], rtol=1e-12)
+    expected_equity = [1000, qty * 102, qty * 105, qty * sell * 0.99]
+    np.testing.assert_allclose(res.equity, expected_equity, rtol=1e-12, atol=1e-9)
+    t = res.trades.iloc[0]
+    assert t["side"] == "long" and t["exit_reason"] == "signal"
+    np.testing.assert_allclose(t["pnl"], qty * (sell - buy) - qty * buy * 0.01 - qty * sell * 0.01, rtol=1e-12)
+
+
+def test_cash_plus_positions_is_equity_every_bar():
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, 300)))
+    codes = rng.choice([0, 0, 0, LONG, EXIT, SHORT], 300)
+    rows = [(c * 0.999, c * 1.01, c * 0.99, c, k) for c, k in zip(close, codes)]
+    res = run(rows, allow_short=True, fees=0.002)
+    np.testing.assert_allclose(res.cash + (res.positions.iloc[:, 0] * close), res.equity, rtol=1e-12)
+    # every fee booked is in the fills, and pnl of closed trades adds up to the equity change
+    closed = res.trade_records
+    np.testing.assert_allclose(closed["pnl"].sum(), res.equity.iloc[-1] - 1000, rtol=1e-9)
+
+
+def test_short_position_profits_when_price_falls():
+    rows = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, 0), (90, 91, 89, 90, EXIT), (80, 81, 79, 80, 0)]
+    res = run(rows, allow_short=True, fees=0.0)
+    qty = 1000 / 100
+    np.testing.assert_allclose(res.equity.iloc[-1], 1000 + qty * (100 - 80), rtol=1e-12)
+    assert res.trades.iloc[0]["side"] == "short"
+
+
+def test_short_signal_closes_long_when_shorts_disabled():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, SHORT), (110, 111, 109, 110, 0), (120, 121, 119, 120, 0)]
+    res = run(rows, fees=0.0)
+    assert list(res.orders["side"]) == ["buy", "sell"]
+    assert (res.positions.iloc[-1] == 0).all()
+
+
+def test_reversal_closes_then_opens_at_the_same_price():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, SHORT), (110, 111, 109, 110, 0), (120, 121, 119, 120, 0)]
+    res = run(rows, fees=0.0, allow_short=True)
+    o = res.orders
+    assert list(o["side"]) == ["buy", "sell", "sell"]
+    assert o["price"].iloc[1] == o["price"].iloc[2] == 110
+    np.testing.assert_allclose(o["qty"].iloc[2], 1000 / 110, rtol=1e-12)  # equity 1000 after the flat round trip
+
+
+@pytest.mark.parametrize(
+    "offset, bar1, expected_price",
+    [
+        (-0.02, (99, 100, 97, 99, 0), 98.0),  # touched inside the bar: fills at the limit
+        (-0.02, (97, 98, 96, 97, 0), 97.0),  # opens through the limit: fills at the (better) open
+        (-0.02, (99, 100, 98.5, 99, 0), None),  # not touched: the order expires
+    ],
+)
+def test_limit_buy(offset, bar1, expected_price):
+    rows = [(100, 101, 99, 100, LONG), bar1, FLAT]
+    res = run(rows, Scripted(order_type=1, offset=offset), fees=0.0)
+    if expected_price is None:
+        assert len(res.orders) == 0
+    else:
+        assert res.orders["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
+        assert res.orders["order_type"].iloc[0] == "limit"
+
+
+@pytest.mark.parametrize(
+    "bar1, expected_price",
+    [
+        ((101, 103, 100, 102, 0), 102.0 * 1.01),  # triggered inside the bar at the stop (+ slippage)
+        ((104, 105, 103, 104, 0), 104.0 * 1.01),  # gaps above the stop: fills at the open
+        ((100, 101.5, 99, 100, 0), None),  # never reaches the stop
+    ],
+)
+def test_stop_buy(bar1, expected_price):
+    rows = [(100, 101, 99, 100, LONG), bar1, FLAT]
+    res = run(rows, Scripted(order_type=2, offset=0.02), fees=0.0, slippage=0.01)
+    if expected_price is None:
+        assert len(res.orders) == 0
+    else:
+        assert res.orders["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
+
+
+def test_stop_loss_first_when_both_touched():
+    rows = [(100, 101, 99, 100, LONG), (100, 111, 89, 100, 0), FLAT]
+    res = run(rows, fees=0.0, sl_pct=0.1, tp_pct=0.1)
+    t = res.trades.iloc[0]
+    assert t["exit_reason"] == "stop_loss"
+    assert t["exit_price"] == pytest.approx(90.0, rel=1e-12)
+    assert t["exit_time"] == res.index[1]  # same bar as the entry: the entry happened at the open
+
+
+def test_take_profit_and_gap_through_stop():
+    rows = [(100, 101, 99, 100, LONG), (100, 104, 99, 103, 0), (103, 111, 102, 108, 0), FLAT]
+    res = run(rows, fees=0.0, tp_pct=0.1)
+    t = res.trades.iloc[0]
+    assert (t["exit_reason"], t["exit_price"]) == ("take_profit", pytest.approx(110.0))
+    # a gap below the stop fills at the open, not at the stop price
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (80, 82, 79, 81, 0), FLAT]
+    t = run(rows, fees=0.0, sl_pct=0.1).trades.iloc[0]
+    assert (t["exit_reason"], t["exit_price"]) == ("stop_loss", 80.0)
+
+
+def test_trailing_stop_follows_the_best_high():
+    rows = [(100, 101, 99, 100, LONG), (100, 110, 99, 109, 0), (109, 120, 108, 119, 0), (119, 119, 107, 110, 0), FLAT]
+    t = run(rows, fees=0.0, trail_pct=0.1).trades.iloc[0]
+    # best high before bar 3 is 120 -> stop at 108, touched by bar 3's low of 107
+    assert (t["exit_reason"], t["exit_price"], t["exit_time"]) == ("trailing_stop", pytest.approx(108.0), t["exit_time"])
+    assert t["exit_time"] == pd.Timestamp("2024-01-04", tz="UTC")
+
+
+def test_sizing_fraction_and_cash():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), FLAT]
+    assert run(rows, fees=0.0, size=0.25).orders["qty"].iloc[0] == pytest.approx(2.5)
+    assert run(rows, fees=0.0, sizing="cash", size=300.0).orders["qty"].iloc[0] == pytest.approx(3.0)
+
+
+def test_risk_sizing_with_atr_stop_distance():
+    # constant true range of 4 (high - low, no gaps) makes the ATR exactly 4 once warmed up
+    rows = [(100, 102, 98, 100, 0)] * 5 + [(100, 102, 98, 100, LONG), (100, 102, 98, 100, 0), (100, 102, 98, 100, 0)]
+    res = run(rows, fees=0.0, sizing="risk", size=0.02, atr_window=3, atr_stop_mult=2.5, sl_atr=2.5)
+    qty = 1000 * 0.02 / (4 * 2.5)  # risk amount / stop distance
+    assert res.orders["qty"].iloc[0] == pytest.approx(qty, rel=1e-12)
+    # and that stop sits 2.5 ATR below the entry
+    rows2 = rows[:7] + [(100, 102, 89, 95, 0), FLAT]
+    t = run(rows2, fees=0.0, sizing="risk", size=0.02, atr_window=3, atr_stop_mult=2.5, sl_atr=2.5).trades.iloc[0]
+    assert (t["exit_reason"], t["exit_price"]) == ("stop_loss", pytest.approx(90.0))
+
+
+def test_vol_target_sizing():
+    # log returns alternate +r, -r: sample std over an even window w is r * sqrt(w / (w - 1))
+    r, w = 0.01, 4
+    closes = [100.0]
+    for i in range(8):
+        closes.append(closes[-1] * np.exp(r if i % 2 == 0 else -r))
+    codes = [0] * 8 + [LONG]
+    rows = [(c, c * 1.001, c * 0.999, c, k) for c, k in zip(closes, codes)] + [(100, 101, 99, 100, 0)]
+    res = run(rows, freq="1D", fees=0.0, sizing="vol_target", size=0.2, vol_window=w)
+    vol = r * np.sqrt(w / (w - 1)) * np.sqrt(365)
+    assert res.orders["qty"].iloc[0] == pytest.approx(min(1000 * 0.2 / vol, 1000) / 100, rel=1e-9)
+
+
+def test_max_drawdown_halts_and_flattens():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 70, 75, 0), (76, 77, 75, 76, LONG), (80, 81, 79, 80, LONG), FLAT]
+    res = run(rows, fees=0.0, max_drawdown=0.2)
+    o = res.orders
+    assert list(o["reason"]) == ["signal", "max_drawdown"]
+    assert o["time"].iloc[1] == res.index[3] and o["price"].iloc[1] == 76
+    assert (res.positions.iloc[3:] == 0).all().all()  # the LONG at bar 3 and 4 is ignored: halted
+
+
+def test_daily_loss_limit_blocks_the_rest_of_the_day():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 90, 92, 0), (92, 93, 91, 92, LONG), (92, 93, 91, 92, LONG), FLAT, FLAT]
+    res = run(rows, freq="8h", fees=0.0, daily_loss=0.05)
+    o = res.orders
+    # bar 2 closes 8 % below the day's opening equity -> exit at bar 3's open; no re-entry that day
+    assert list(o["reason"])[:2] == ["signal", "daily_loss"]
+    assert o["time"].iloc[1] == res.index[3]
+    # bars 3-5: 2024-01-02 00:00, 08:00, 16:00: the LONG decided at bar 3 (a new day) may enter again
+    assert o["time"].iloc[2] == res.index[4]
+
+
+def test_max_trades_per_day_and_cooldown():
+    day = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, EXIT)] * 3 + [FLAT]
+    res = run(day, freq="4h", fees=0.0, max_trades_per_day=2)
+    assert (res.orders["side"] == "buy").sum() == 2
+    # cooldown: a stop-out at bar 1 blocks entries decided at bars 1..2 (cooldown_bars=2)
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 89, 95, LONG), (95, 96, 94, 95, LONG), (95, 96, 94, 95, LONG), FLAT, FLAT]
+    res = run(rows, fees=0.0, sl_pct=0.1, cooldown_bars=2)
+    buys = res.orders[res.orders["side"] == "buy"]
+    assert list(buys["time"]) == [res.index[1], res.index[4]]
+
+
+def test_position_notional_and_exposure_caps():
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), FLAT]
+    assert run(rows, fees=0.0, max_position_notional=250.0).orders["qty"].iloc[0] == pytest.approx(2.5)
+    assert run(rows, fees=0.0, max_exposure=0.4).orders["qty"].iloc[0] == pytest.approx(4.0)
+
+
+def test_cash_sharing_group_with_max_positions():
+    a = bars([(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), FLAT])
+    b = bars([(50, 51, 49, 50, 0), (50, 51, 49, 50, LONG), (50, 51, 49, 50, 0)])
+    res = Backtest(Scripted(), {"A": a, "B": b}, init_cash=1000.0, fees=0.0, size=0.5,
+                   cash_sharing=True, max_positions=1).run()
+    assert list(res.orders["instrument"]) == ["A"]  # B's entry is refused: one position at a time
+    res = Backtest(Scripted(), {"A": a, "B": b}, init_cash=1000.0, fees=0.0, size=0.5, cash_sharing=True).run()
+    assert list(res.orders["instrument"]) == ["A", "B"]
+    np.testing.assert_allclose(res.orders["qty"], [5.0, 10.0])  # half of the shared 1000 each
+    np.testing.assert_allclose(res.cash.iloc[-1], 0.0, atol=1e-9)
