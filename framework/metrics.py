@@ -123,7 +123,8 @@ def performance_stats(
         - ``max_drawdown``: most negative ``equity / running peak - 1`` (fraction, <= 0).
         - ``max_drawdown_duration`` (Timedelta): the longest time under water, from the peak to
           the first bar back at or above it, or to the last bar if it never recovers; the
-          longest is chosen in bars. Timedelta(0) without drawdown.
+          longest is chosen in bars. Timedelta(0) without drawdown. (backtesting.py counts the
+          same way; vectorbt's drawdown ``duration`` starts one bar after the peak.)
         - ``win_rate``: share of trades with pnl > 0 (NaN without trades).
         - ``profit_factor``: gross profit / gross loss (sum of pnl > 0 over |sum of pnl < 0|);
           NaN without trades, +inf with profits and no losing trade.
@@ -277,7 +278,8 @@ def _check_trades(trades: np.ndarray, n_bars: int) -> np.ndarray:
         bad = (trades[field] < 0) | (trades[field] >= n_bars)
         if bad.any():
             raise ValueError(
-                f"trade {field} {trades[field][bad][0]} is outside the equity's bars 0..{n_bars - 1}"
+                f"trade {field} {trades[field][bad][0]} is outside the equity's bars "
+                f"0..{n_bars - 1}"
             )
     return trades
 
@@ -305,7 +307,7 @@ def _format_value(value: object, kind: str) -> str:
 
 def _format_timedelta(td: pd.Timedelta) -> str:
     """``12d 04:00`` (days, hours:minutes), ``12d`` for whole days, seconds only when non-zero."""
-    total_s = int(round(td.total_seconds()))
+    total_s = round(td.total_seconds())
     sign = "-" if total_s < 0 else ""
     days, rem = divmod(abs(total_s), 86400)
     hours, rem = divmod(rem, 3600)

@@ -58,7 +58,6 @@ def stats_init_nb(rf_bar: float) -> np.ndarray:
     """Return an empty statistics state for a per-bar risk-free rate ``rf_bar`` (fraction)."""
     state = np.zeros(N_STATS_STATE, dtype=np.float64)
     state[S_RF_BAR] = rf_bar
-    state[S_MAX_DD] = 0.0
     return state
 
 
@@ -90,8 +89,7 @@ def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
             state[S_UNDERWATER] = 1.0
             _note_underwater_nb(state, bar)
             dd = equity / state[S_PEAK] - 1.0
-            if dd < state[S_MAX_DD]:
-                state[S_MAX_DD] = dd
+            state[S_MAX_DD] = min(state[S_MAX_DD], dd)
     if in_market:
         state[S_EXPOSED_BARS] += 1.0
     state[S_LAST_EQUITY] = equity

@@ -14,6 +14,9 @@ import numpy as np
 from framework import enums
 
 
+_ALTERNATIVES = (("sl_pct", "sl_atr"), ("tp_pct", "tp_atr"), ("trail_pct", "trail_atr"))
+
+
 @dataclass(frozen=True)
 class SimSettings:
     """How orders are sized, filled and limited. See the README's "Fill semantics"."""
@@ -80,9 +83,17 @@ class SimSettings:
 
     @classmethod
     def build(cls, base: dict[str, Any] | None = None, **overrides: Any) -> "SimSettings":
-        """Settings from defaults, then ``base``, then ``overrides``; unknown names raise."""
+        """Settings from defaults, then ``base``, then ``overrides``; unknown names raise.
+
+        ``sl_pct`` and ``sl_atr`` (likewise tp, trail) are two forms of one stop: an override of
+        either form replaces whichever form ``base`` gave."""
         known = {f.name for f in fields(cls)}
-        merged = {**(base or {}), **overrides}
+        base = dict(base or {})
+        for pair in _ALTERNATIVES:  # an override of one form replaces the base's other form
+            for given, other in (pair, pair[::-1]):
+                if given in overrides and other not in overrides:
+                    base.pop(other, None)
+        merged = {**base, **overrides}
         unknown = sorted(set(merged) - known)
         if unknown:
             raise ValueError(

@@ -171,7 +171,10 @@ def test_million_bars_in_seconds():
         ({"n_bars": 1}, "n_bars must be an integer >= 2"),
         ({"n_bars": 10.5}, "n_bars must be an integer >= 2"),
         ({"n_bars": 10, "n_assets": 0}, "n_assets must be an integer >= 1"),
-        ({"n_bars": 10, "n_assets": 3, "correlation": -0.5}, r"correlation must lie in \(-0.5, 1\)"),
+        (
+            {"n_bars": 10, "n_assets": 3, "correlation": -0.5},
+            r"correlation must lie in \(-0.5, 1\)",
+        ),
         ({"n_bars": 10, "n_assets": 2, "correlation": 1.0}, r"correlation must lie in \(-1, 1\)"),
         ({"n_bars": 10, "n_assets": 2, "correlation": np.eye(3)}, "shape"),
         ({"n_bars": 10, "n_assets": 2, "correlation": [[1, 2], [2, 1]]}, "positive definite"),
