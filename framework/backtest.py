@@ -203,32 +203,37 @@ class BacktestResult:
 
     @cached_property
     def benchmark(self) -> tuple[pd.Series, np.ndarray]:
-        """Buy-and-hold equity and trades: each instrument bought at the first close with the
-        same fees (equal cash per instrument), held to the end."""
+        """Buy-and-hold equity and trades: what a strategy going long on every instrument at the
+        first close gets, i.e. bought at the second bar's open with the same fees and slippage
+        (equal cash per instrument) and held to the end."""
         close = self.close
+        entry = _stack(self.frames, "open")[1] * (1.0 + self.settings.slippage)
         n_cols = close.shape[1]
-        cash0 = self.settings.init_cash if self.settings.cash_sharing else self.settings.init_cash * n_cols
-        per_col = cash0 / n_cols
-        qty = per_col / (close[0] * (1.0 + self.settings.fees))
-        fees = qty * close[0] * self.settings.fees
-        equity = (per_col - qty * close[0] - fees + qty * close).sum(axis=1)
+        per_col = self.settings.init_cash if not self.settings.cash_sharing else self.settings.init_cash / n_cols
+        qty = per_col / (entry * (1.0 + self.settings.fees))
+        fees = qty * entry * self.settings.fees
+        held = per_col - qty * entry - fees + qty * close  # (bars, columns)
+        held[0] = per_col
         trades = np.zeros(n_cols, dtype=enums.trade_dt)
         trades["col"] = np.arange(n_cols)
         trades["direction"] = 1
         trades["qty"] = qty
-        trades["entry_price"] = close[0]
+        trades["entry_bar"] = 1
+        trades["entry_price"] = entry
         trades["entry_fees"] = fees
         trades["exit_bar"] = len(close) - 1
         trades["exit_price"] = close[-1]
-        trades["pnl"] = qty * (close[-1] - close[0]) - fees
-        trades["ret"] = trades["pnl"] / (qty * close[0])
+        trades["pnl"] = qty * (close[-1] - entry) - fees
+        trades["ret"] = trades["pnl"] / (qty * entry)
         trades["exit_reason"] = enums.REASON_END
-        return pd.Series(equity, index=self.index, name="buy_and_hold"), trades
+        return pd.Series(held.sum(axis=1), index=self.index, name="buy_and_hold"), trades
 
     @cached_property
     def benchmark_stats(self) -> dict[str, object]:
         equity, trades = self.benchmark
-        return metrics.performance_stats(equity, trades, np.ones(len(equity), dtype=bool), self.ann_factor)
+        exposure = np.ones(len(equity), dtype=bool)
+        exposure[0] = False
+        return metrics.performance_stats(equity, trades, exposure, self.ann_factor)
 
     def stats_table(self) -> str:
         """The strategy's statistics beside buy-and-hold of the traded instruments."""

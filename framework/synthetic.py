@@ -102,7 +102,9 @@ def generate_ohlcv(
     n_bars = _check_count("n_bars", n_bars, minimum=2)
     n_assets = _check_count("n_assets", n_assets, minimum=1)
     bar = parse_freq(freq)
-    index = pd.date_range(_utc_timestamp(start), periods=n_bars, freq=bar, name="timestamp")
+    index = pd.date_range(
+        _utc_timestamp(start), periods=n_bars, freq=bar, name="timestamp", unit="ns"
+    )
     names = _check_names(names, n_assets)
     p0 = np.asarray(start_price, dtype=np.float64)
     if p0.ndim == 0:

@@ -1,0 +1,121 @@
+"""Backtest API: result contents, statistics beside buy-and-hold, settings and data errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from framework.backtest import Backtest
+from framework.data import DataValidationError
+from framework.synthetic import generate_ohlcv
+from strategies.sma_cross import SmaCross
+
+STAT_KEYS = [
+    "total_return", "cagr", "ann_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
+    "max_drawdown_duration", "win_rate", "profit_factor", "expectancy", "total_trades",
+    "avg_trade_duration", "largest_win", "largest_loss", "exposure_time",
+]
+
+
+@pytest.fixture(scope="module")
+def result():
+    return Backtest(SmaCross(fast=5, slow=20), "BTC_USDT-1d", fees=0.001).run()
+
+
+def test_result_has_everything_the_issue_names(result):
+    assert set(STAT_KEYS) <= set(result.stats) and set(STAT_KEYS) <= set(result.benchmark_stats)
+    trades = result.trades
+    for col in ("entry_time", "exit_time", "entry_price", "exit_price", "qty", "side", "pnl", "return", "duration", "exit_reason"):
+        assert col in trades
+    assert len(trades) == result.stats["total_trades"] > 10
+    assert {"time", "side", "qty", "price", "fees", "order_type", "reason"} <= set(result.orders)
+    assert result.equity.index.equals(result.index) and result.cash.index.equals(result.index)
+    assert result.positions.shape == (len(result.index), 1)
+    np.testing.assert_allclose(result.drawdown, result.equity / result.equity.cummax() - 1)
+    assert result.stats["max_drawdown"] == pytest.approx(result.drawdown.min())
+    table = result.stats_table()
+    assert "Buy & Hold" in table and "Sharpe ratio" in table
+
+
+def test_buy_and_hold_benchmark_is_the_asset_return_less_fees(result):
+    bars = result.frames["BTC_USDT-1d"]
+    expected = bars["close"].iloc[-1] / bars["open"].iloc[1] / 1.001 - 1  # bought at the 2nd open
+    assert result.benchmark_stats["total_return"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_annualisation_follows_the_bar_frequency():
+    daily = Backtest(SmaCross(), generate_ohlcv(500, freq="1D", seed=1))
+    hourly = Backtest(SmaCross(), generate_ohlcv(500, freq="1h", seed=1))
+    assert daily.ann_factor == 365 and hourly.ann_factor == 365 * 24
+    res = hourly.run()
+    r = res.equity.pct_change().dropna()
+    assert res.stats["sharpe"] == pytest.approx(r.mean() / r.std() * np.sqrt(8760), rel=1e-9)
+
+
+def test_strategy_by_name_or_class():
+    data = generate_ohlcv(400, freq="1h", seed=2)
+    a = Backtest("sma_cross", data).run()
+    b = Backtest(SmaCross, data).run()
+    np.testing.assert_array_equal(a.fills, b.fills)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"fees": 0.5}, r"fees must be in \[0, 0.1\]"),
+        ({"size": 0.0}, r"size must be in \(0, 1\]"),
+        ({"sizing": "risk", "size": 1.5}, r"size must be in \(0, 1\]"),
+        ({"sizing": "kelly"}, "sizing must be one of fraction, cash, risk, vol_target"),
+        ({"sl_pct": 1.2}, r"sl_pct must be in \(0, 1\)"),
+        ({"atr_window": 0}, "atr_window must be an integer >= 1"),
+        ({"fee": 0.1}, "unknown setting 'fee'; valid settings:"),
+        ({"sl_pct": 0.1, "sl_atr": 2.0}, "either sl_pct or sl_atr"),
+    ],
+)
+def test_invalid_settings_name_the_setting(settings, message):
+    with pytest.raises(ValueError, match=message):
+        Backtest(SmaCross(), generate_ohlcv(100, seed=1), **settings)
+
+
+def _broken(kind):
+    d = generate_ohlcv(60, freq="1D", seed=4)
+    if kind == "nan":
+        d.iloc[10, d.columns.get_loc("close")] = np.nan
+    elif kind == "duplicate":
+        d.index = d.index.insert(5, d.index[5])[:60]
+    elif kind == "unsorted":
+        d = d.iloc[[0, 1, 3, 2, *range(4, 60)]]
+    elif kind == "missing":
+        d = d.drop(columns=["low"])
+    elif kind == "non_positive":
+        d.iloc[7, d.columns.get_loc("open")] = 0.0
+    elif kind == "high_below_low":
+        d.iloc[9, d.columns.get_loc("high")] = d["low"].iloc[9] - 1
+    return d
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("nan", r"row 10, 2020-01-11"),
+        ("duplicate", r"row 6, 2020-01-06"),
+        ("unsorted", r"row 3, 2020-01-03"),
+        ("missing", r"missing column\(s\) \['low'\]"),
+        ("non_positive", r"row 7, 2020-01-08"),
+        ("high_below_low", r"row 9, 2020-01-10"),
+    ],
+)
+def test_bad_data_raises_naming_the_first_offending_rows(kind, expected):
+    with pytest.raises(DataValidationError, match=expected):
+        Backtest(SmaCross(), _broken(kind))
+
+
+def test_unknown_dataset_name_lists_bundled_names():
+    with pytest.raises(Exception, match="BTC_USDT-1d"):
+        Backtest(SmaCross(), "BTC_USDT-3m")
+
+
+def test_instruments_must_share_timestamps():
+    a = generate_ohlcv(100, freq="1h", seed=1)
+    b = generate_ohlcv(100, freq="1h", seed=2, start="2021-01-01")
+    with pytest.raises(ValueError, match="different timestamps"):
+        Backtest(SmaCross(), {"A": a, "B": b})
