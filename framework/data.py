@@ -77,6 +77,15 @@ def timeframe_to_ms(timeframe: str) -> int:
     return int(m.group(1)) * _TF_MS[m.group(2)]
 
 
+def to_ms(value: int | str | pd.Timestamp) -> int:
+    """Epoch milliseconds from ms, an ISO 8601 string, a datetime or a Timestamp (naive = UTC)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    ts = pd.Timestamp(value)
+    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    return int(ts.as_unit("ns").value // 1_000_000)
+
+
 def _format_spacing(td: pd.Timedelta | None) -> str:
     if td is None:
         return "unknown"

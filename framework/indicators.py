@@ -252,7 +252,7 @@ def bbands(close: ArrayLike, window: int = 20, k: float = 2.0) -> BBandsResult:
     (close - lower) / (upper - lower) (NaN when the bands coincide, e.g. on flat prices),
     bandwidth = (upper - lower) / mid as a fraction (0.1 = 10 %). Warm-up: ``window - 1``.
     """
-    window = _window("bbands", "window", window)
+    window = _window("bbands", "window", window, minimum=2)
     k = _positive("bbands", "k", k)
     return BBandsResult(*_apply("bbands", nb.bbands_nb, {"close": close}, (window, k),
                                 BBandsResult._fields))
@@ -264,7 +264,7 @@ def zscore(x: ArrayLike, window: int) -> Output:
     Population std (ddof=0, like :func:`bbands`); dimensionless. NaN when the window is flat
     (std 0). Warm-up: ``window - 1`` bars.
     """
-    window = _window("zscore", "window", window)
+    window = _window("zscore", "window", window, minimum=2)
     return _apply("zscore", nb.zscore_nb, {"x": x}, (window,))
 
 

@@ -15,8 +15,9 @@ Every indicator ``xxx`` comes as three ``@njit(cache=True)`` functions:
 Conventions
 -----------
 - Axis 0 is time; the array kernels take 1-D arrays (one instrument).
-- Windows are whole numbers of bars. ``xxx_init_nb`` raises ``ValueError`` for an invalid one
-  (the pandas wrappers in ``framework.indicators`` say which parameter was wrong).
+- Windows are whole numbers of bars, >= 1 (>= 2 where a standard deviation is taken: bbands,
+  zscore, realized_vol). ``xxx_init_nb`` raises ``ValueError`` for an invalid one (the pandas
+  wrappers in ``framework.indicators`` say which parameter was wrong and why).
 - Warm-up: the value is NaN until enough bars were seen. The number of leading NaNs on clean
   data is given in each docstring ("warm-up").
 - Missing data: a non-finite input (NaN, +-inf; and for ``realized_vol`` a non-positive close)
@@ -575,7 +576,9 @@ def stoch_nb(high, low, close, k_window, d_window):
 # Bollinger state: [k] + window
 @njit(cache=True)
 def bbands_init_nb(window, k):
-    n = _as_window(window, 1)
+    n = _as_window(window, 2)
+    if not (k > 0.0 and math.isfinite(k)):
+        raise ValueError("bbands: k must be a finite number > 0")
     s = np.empty(1 + _win_size(n))
     s[0] = k
     _win_init(s, 1, n)
@@ -615,7 +618,10 @@ def bbands_nb(close, window, k):
 
 @njit(cache=True)
 def zscore_init_nb(window):
-    return sma_init_nb(window)  # same state: one rolling window
+    n = _as_window(window, 2)  # the std of one value is always 0
+    s = np.empty(_win_size(n))
+    _win_init(s, 0, n)
+    return s
 
 
 @njit(cache=True)

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 import pandas as pd
 
-from framework.data import timeframe_to_ms
+from framework.data import timeframe_to_ms, to_ms
 
 from .auth import check_signed
 from .clock import ClockMode, ReplayClock
@@ -46,15 +46,6 @@ def _fmt(x: float) -> str:
     """Shortest decimal text that reads back as the same float (no exponent), like Binance's
     decimal strings but without losing digits of the replayed data."""
     return np.format_float_positional(float(x), trim="-")
-
-
-def to_ms(value: int | float | str | pd.Timestamp) -> int:
-    """Epoch ms from ms, an ISO 8601 string or a Timestamp (naive = UTC)."""
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    ts = pd.Timestamp(value)
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-    return int(ts.value // 1_000_000)
 
 
 @dataclass
@@ -179,7 +170,7 @@ class LocalExchange:
         """Dispatch one API request; returns the JSON-able answer or raises ApiError."""
         route = _ROUTES.get((method, path))
         if route is None:
-            raise ApiError(404, -1000, f"the TradPal local exchange does not implement {method} {path}")
+            raise ApiError(404, -1, f"the TradPal local exchange does not implement {method} {path}")
         fn, needs_signature = route
         if needs_signature:
             if signed_key is None:
@@ -435,7 +426,7 @@ def _account(ex, p, key):
 
 
 def _currencies(ex, p, key):
-    return []  # ccxt then derives currencies from the markets
+    return []  # no wallet/margin data: ccxt then derives currencies from the markets
 
 
 _ROUTES = {
@@ -460,6 +451,8 @@ _ROUTES = {
     ("GET", "/api/v3/allOrders"): (_all_orders, True),
     ("GET", "/api/v3/myTrades"): (_my_trades, True),
     ("GET", "/sapi/v1/capital/config/getall"): (_currencies, True),
+    ("GET", "/sapi/v1/margin/allPairs"): (_currencies, True),
+    ("GET", "/sapi/v1/margin/isolated/allPairs"): (_currencies, True),
 }
 _SIGNED_PATHS = {path for (_, path), (_, signed) in _ROUTES.items() if signed}
 
@@ -628,4 +621,4 @@ def load_market(path: str | Path) -> MarketData:
     return MarketData.from_path(path)
 
 
-__all__ = ["LocalExchange", "ReplayClock", "RequestRecord", "to_ms", "load_market"]
+__all__ = ["LocalExchange", "RequestRecord", "load_market"]

@@ -1,0 +1,374 @@
+"""Download OHLCV through ccxt: pagination, rate limits, retries, and an incremental Parquet cache.
+
+- Pagination: pages of ``page_limit`` candles from ``since`` until ``until`` (or the last
+  closed candle), each page starting one timeframe after the last candle received.
+- Rate limit: ccxt's own limiter (``enableRateLimit=True``, spacing ``exchange.rateLimit`` ms
+  times the endpoint's cost) paces the requests.
+- Retries: ccxt's ``NetworkError`` family (``RequestTimeout``, ``RateLimitExceeded``,
+  ``DDoSProtection``, ``ExchangeNotAvailable``, ...) is retried with exponential backoff, at
+  least as long as the server's ``Retry-After``; after ``max_retries`` a :class:`DownloadError`
+  says what failed. Other ccxt errors (bad symbol, authentication) are not retried.
+- Cache: one Parquet file per (exchange, symbol, timeframe) under ``data/cache/`` (override
+  with ``cache_dir`` or ``TRADPAL_CACHE_DIR``). It records which time ranges it covers, so a
+  later download of an overlapping range only fetches what is missing. Only closed candles
+  are stored: "now" is the exchange's own clock (``fetch_time``), read before fetching, and a
+  candle is closed when ``open + timeframe <= now``.
+
+Times: ``since``/``until`` accept epoch ms, ISO 8601 strings or Timestamps (naive = UTC);
+``until`` is exclusive and refers to candle open times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from .data import DATA_DIR, ValidationReport, align_ohlcv, timeframe_to_ms, to_ms, validate_ohlcv
+
+T = TypeVar("T")
+RETRYABLE = (ccxt.NetworkError,)  # RequestTimeout, RateLimitExceeded, ExchangeNotAvailable, ...
+_META_KEY = b"tradpal"
+
+
+class DownloadError(RuntimeError):
+    """A download failed for good (retries exhausted, or an error that retrying cannot fix)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff: wait ``base_delay_s * factor**attempt`` (capped at ``max_delay_s``)
+    after each failure, ``max_retries`` times, then give up. Delays in seconds."""
+
+    max_retries: int = 5
+    base_delay_s: float = 1.0
+    factor: float = 2.0
+    max_delay_s: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.max_delay_s, self.base_delay_s * self.factor**attempt)
+
+
+def _retry_after_s(exchange: Any, error: Exception) -> float | None:
+    """The server's Retry-After (seconds) when ``error`` came with a 429-style answer."""
+    if exchange is None or not isinstance(error, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
+        return None
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def call_with_retries(
+    fn: Callable[..., T],
+    *args: Any,
+    retry: RetryPolicy = RetryPolicy(),
+    what: str = "request",
+    exchange: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    **kwargs: Any,
+) -> T:
+    """Call ``fn(*args, **kwargs)``, retrying ccxt network errors with exponential backoff.
+
+    Args:
+        what: a description for the error message ("fetch_ohlcv BTC/USDT 1h since ...").
+        exchange: the ccxt exchange, to honour a ``Retry-After`` header.
+
+    Raises:
+        DownloadError: after ``retry.max_retries`` retries, naming ``what`` and the last error.
+    """
+    for attempt in range(retry.max_retries + 1):
+        try:
+            return fn(*args, **kwargs)
+        except RETRYABLE as e:
+            if attempt == retry.max_retries:
+                raise DownloadError(
+                    f"{what} failed {attempt + 1} times in a row; last error: "
+                    f"{type(e).__name__}: {e}. Check the exchange URL and your connection, or "
+                    "allow more attempts with RetryPolicy(max_retries=...)."
+                ) from e
+            wait = retry.delay(attempt)
+            server_wait = _retry_after_s(exchange, e)
+            sleep(max(wait, server_wait) if server_wait is not None else wait)
+    raise AssertionError("unreachable")
+
+
+# --- exchanges -------------------------------------------------------------------------------
+
+def point_exchange_at(exchange: ccxt.Exchange, base_url: str) -> ccxt.Exchange:
+    """Send every API request of a ccxt exchange to ``base_url`` (scheme and host), keeping
+    each endpoint's path: ``https://api.binance.com/api/v3`` becomes ``{base_url}/api/v3``."""
+    base = urlsplit(base_url)
+    if not base.scheme or not base.netloc:
+        raise ValueError(f"exchange URL {base_url!r} must look like http://127.0.0.1:8765")
+
+    def rewrite(url: Any) -> Any:
+        if isinstance(url, str):
+            parts = urlsplit(url)
+            return parts._replace(scheme=base.scheme, netloc=base.netloc).geturl()
+        if isinstance(url, dict):
+            return {k: rewrite(v) for k, v in url.items()}
+        return url
+
+    exchange.urls["api"] = rewrite(exchange.urls["api"])
+    return exchange
+
+
+def load_credentials(exchange_id: str) -> dict[str, str]:
+    """API credentials for ``exchange_id`` from the environment
+    (``TRADPAL_<ID>_API_KEY`` / ``TRADPAL_<ID>_SECRET``) or from a JSON file named by
+    ``TRADPAL_CREDENTIALS_FILE`` (``{"binance": {"apiKey": ..., "secret": ...}}``), which must
+    live outside the repository. Returns ``{}`` when none are configured."""
+    prefix = f"TRADPAL_{exchange_id.upper()}_"
+    key, secret = os.environ.get(prefix + "API_KEY"), os.environ.get(prefix + "SECRET")
+    if key and secret:
+        return {"apiKey": key, "secret": secret}
+    path = os.environ.get("TRADPAL_CREDENTIALS_FILE")
+    if not path:
+        return {}
+    path_r = Path(path).expanduser().resolve()
+    repo = DATA_DIR.parent.resolve()
+    if path_r == repo or repo in path_r.parents:
+        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path} is inside the repository; keep "
+                         "secrets outside it (e.g. ~/.config/tradpal/credentials.json)")
+    creds = json.loads(path_r.read_text()).get(exchange_id, {})
+    return {k: creds[k] for k in ("apiKey", "secret", "password") if k in creds}
+
+
+def create_exchange(
+    exchange_id: str,
+    *,
+    url: str | None = None,
+    credentials: bool | dict[str, str] = False,
+    timeout_ms: int | None = None,
+    config: dict | None = None,
+) -> ccxt.Exchange:
+    """A ccxt exchange with its rate limiter on.
+
+    Args:
+        exchange_id: a ccxt id such as ``"binance"``.
+        url: send all API requests to this base URL (e.g. the local exchange).
+        credentials: True to read them with :func:`load_credentials`, or a dict
+            ``{"apiKey", "secret"}``; public data needs none.
+        timeout_ms: per-request timeout in milliseconds (ccxt's default is 10 000).
+        config: more ccxt options.
+    """
+    if exchange_id not in ccxt.exchanges:
+        raise ValueError(f"unknown ccxt exchange {exchange_id!r}; see ccxt.exchanges for the ids")
+    cfg: dict[str, Any] = {"enableRateLimit": True, **(config or {})}
+    if timeout_ms is not None:
+        cfg["timeout"] = int(timeout_ms)
+    if credentials is True:
+        cfg.update(load_credentials(exchange_id))
+    elif isinstance(credentials, dict):
+        cfg.update(credentials)
+    exchange = getattr(ccxt, exchange_id)(cfg)
+    if url:
+        point_exchange_at(exchange, url)
+    return exchange
+
+
+# --- cache --------------------------------------------------------------------------------
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TRADPAL_CACHE_DIR") or DATA_DIR / "cache")
+
+
+def cache_path(cache_dir: Path, exchange_id: str, symbol: str, timeframe: str) -> Path:
+    """``<cache_dir>/<exchange>/<BASE_QUOTE>-<tf>.parquet`` (``/`` and ``:`` become ``_``)."""
+    safe = symbol.replace("/", "_").replace(":", "_")
+    return Path(cache_dir) / exchange_id / f"{safe}-{timeframe}.parquet"
+
+
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(r for r in ranges if r[1] > r[0]):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
+
+
+def _subtract(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of ``[start, end)`` outside the ``covered`` half-open ranges."""
+    missing, cursor = [], start
+    for a, b in _merge_ranges(covered):
+        if b <= cursor or a >= end:
+            continue
+        if a > cursor:
+            missing.append((cursor, a))
+        cursor = max(cursor, b)
+    if cursor < end:
+        missing.append((cursor, end))
+    return missing
+
+
+def read_cache(path: Path) -> tuple[pd.DataFrame, list[tuple[int, int]]]:
+    """Candles and covered ranges ``[(start_ms, end_ms), ...]`` of a cache file."""
+    if not path.exists():
+        return _empty_frame(), []
+    table = pq.read_table(path)
+    meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+    frame = table.to_pandas()
+    frame.index = pd.DatetimeIndex(frame.index).as_unit("ns").rename("timestamp")
+    return frame, [tuple(r) for r in meta.get("coverage", [])]
+
+
+def _write_cache(path: Path, frame: pd.DataFrame, coverage: list[tuple[int, int]], meta: dict) -> None:
+    table = pa.Table.from_pandas(frame, preserve_index=True)
+    info = dict(meta, coverage=[list(r) for r in _merge_ranges(coverage)])
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(info).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+
+
+def _empty_frame() -> pd.DataFrame:
+    index = pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns")
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in ("open", "high", "low", "close", "volume")},
+                        index=index)
+
+
+def _to_frame(rows: list[list]) -> pd.DataFrame:
+    if not rows:
+        return _empty_frame()
+    arr = np.asarray(rows, dtype="float64")
+    index = pd.DatetimeIndex(pd.to_datetime(arr[:, 0].astype(np.int64), unit="ms", utc=True)).as_unit("ns")
+    return pd.DataFrame(arr[:, 1:6], columns=["open", "high", "low", "close", "volume"],
+                        index=index.rename("timestamp"))
+
+
+# --- download ------------------------------------------------------------------------------
+
+@dataclass
+class DownloadResult:
+    """``data``: the candles of the requested range; ``fetched``: candles received from the
+    exchange in this call; ``requests``: OHLCV requests made (retries included); ``path``: the
+    cache file (None without cache); ``report``: validation findings on ``data``."""
+
+    data: pd.DataFrame
+    fetched: int
+    requests: int
+    path: Path | None
+    report: ValidationReport
+
+
+def _page_limit(exchange: ccxt.Exchange) -> int:
+    features = getattr(exchange, "features", None) or {}
+    for kind in ("spot", "swap", "future"):
+        limit = ((features.get(kind) or {}).get("fetchOHLCV") or {}).get("limit")
+        if limit:
+            return int(limit)
+    return 500
+
+
+def download_ohlcv(
+    exchange: ccxt.Exchange,
+    symbol: str,
+    timeframe: str,
+    since: int | str | pd.Timestamp,
+    until: int | str | pd.Timestamp | None = None,
+    *,
+    cache: bool = True,
+    cache_dir: str | Path | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    page_limit: int | None = None,
+    progress: bool | None = None,
+) -> DownloadResult:
+    """Download closed candles of ``symbol`` in ``[since, until)`` through ccxt, using and
+    extending the cache.
+
+    Args:
+        exchange: a ccxt exchange (see :func:`create_exchange`).
+        symbol: unified symbol, ``"BTC/USDT"``.
+        timeframe: ccxt timeframe, ``"1h"``.
+        since, until: range of candle open times; ``until`` defaults to now (exclusive).
+        cache: read and write the Parquet cache.
+        cache_dir: cache root; default ``data/cache`` (or ``TRADPAL_CACHE_DIR``).
+        retry: backoff policy for network errors.
+        page_limit: candles per request; default the exchange's maximum.
+        progress: show a tqdm bar; default only when stderr is a terminal.
+    """
+    tf_ms = timeframe_to_ms(timeframe)
+    since_ms = to_ms(since)
+    counter = {"n": 0}
+
+    def call(fn, *args, what, **kwargs):
+        def counted(*a, **k):
+            counter["n"] += 1
+            return fn(*a, **k)
+        return call_with_retries(counted, *args, retry=retry, what=what, exchange=exchange, **kwargs)
+
+    call(exchange.load_markets, what=f"{exchange.id} load_markets")
+    if symbol not in exchange.markets:
+        raise DownloadError(f"{exchange.id} has no market {symbol!r}; it has e.g. "
+                            f"{', '.join(sorted(exchange.markets)[:10])}")
+    # the exchange's clock decides which candle is still open (replays run in the past)
+    now_ms = (call(exchange.fetch_time, what=f"{exchange.id} fetch_time")
+              if exchange.has.get("fetchTime") else exchange.milliseconds())
+    closed_end = now_ms - tf_ms + 1  # candles opened before this are closed
+    until_ms = closed_end if until is None else min(to_ms(until), closed_end)
+    path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
+    cached, coverage = read_cache(path) if path else (_empty_frame(), [])
+    missing = _subtract(since_ms, until_ms, coverage) if until_ms > since_ms else []
+    limit = page_limit or _page_limit(exchange)
+    show = sys.stderr.isatty() if progress is None else progress
+    total = sum((b - a + tf_ms - 1) // tf_ms for a, b in missing)
+    counter["n"] = 0  # count OHLCV requests only
+    pages: list[pd.DataFrame] = []
+    with tqdm(total=total, unit="candle", desc=f"{symbol} {timeframe}", disable=not show) as bar:
+        for start, end in missing:
+            cursor = start
+            while cursor < end:
+                rows = call(exchange.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit,
+                            what=f"{exchange.id} fetch_ohlcv {symbol} {timeframe} since "
+                                 f"{pd.Timestamp(cursor, unit='ms', tz='UTC').isoformat()}")
+                rows = [r for r in rows if cursor <= r[0] < end]
+                if not rows:
+                    break  # nothing more in this range (end of listing, or a long outage)
+                pages.append(_to_frame(rows))
+                bar.update(len(rows))
+                cursor = int(rows[-1][0]) + tf_ms
+    fetched = _empty_frame() if not pages else pd.concat(pages)
+    merged = pd.concat([cached, fetched]) if len(cached) else fetched
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    if path is not None and missing:
+        _write_cache(path, merged, coverage + missing,
+                     {"exchange": exchange.id, "symbol": symbol, "timeframe": timeframe})
+    lo, hi = pd.Timestamp(since_ms, unit="ms", tz="UTC"), pd.Timestamp(until_ms, unit="ms", tz="UTC")
+    data = merged[(merged.index >= lo) & (merged.index < hi)]
+    _, report = validate_ohlcv(data, policy="drop", name=f"{exchange.id} {symbol} {timeframe}")
+    return DownloadResult(data, len(fetched), counter["n"], path, report)
+
+
+def download_many(
+    exchange: ccxt.Exchange,
+    symbols: Sequence[str],
+    timeframe: str,
+    since: int | str | pd.Timestamp,
+    until: int | str | pd.Timestamp | None = None,
+    *,
+    how: str = "inner",
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """Download several symbols and align them on one index (see :func:`align_ohlcv`);
+    ``kwargs`` go to :func:`download_ohlcv`."""
+    frames = {s: download_ohlcv(exchange, s, timeframe, since, until, **kwargs).data for s in symbols}
+    return align_ohlcv(frames, how=how)
