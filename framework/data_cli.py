@@ -1,0 +1,149 @@
+"""``tradpal data fetch``, ``tradpal data check`` and ``tradpal exchange serve``.
+
+Wired into ``framework.cli`` by :func:`register`; every handler takes the parsed arguments and
+returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    """Add the ``data`` and ``exchange`` command groups to the ``tradpal`` parser."""
+    data = subparsers.add_parser("data", help="download, cache and check OHLCV data")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+
+    p = data_sub.add_parser("fetch", help="download candles through ccxt into the cache")
+    p.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
+    p.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
+    p.add_argument("--timeframe", required=True, help="ccxt timeframe, e.g. 1h")
+    p.add_argument("--since", required=True, help="first candle, ISO date/time (UTC), e.g. 2023-01-01")
+    p.add_argument("--until", help="stop before this time (UTC; default: the last closed candle)")
+    p.add_argument("--exchange-url", help="send API requests here instead, e.g. the local "
+                   "exchange at http://127.0.0.1:8765")
+    p.add_argument("--cache-dir", help="cache root (default data/cache or $TRADPAL_CACHE_DIR)")
+    p.add_argument("--retries", type=int, default=5, help="retries per request on network errors")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=cmd_fetch)
+
+    p = data_sub.add_parser("check", help="validate an OHLCV file and print the report")
+    p.add_argument("path", help="a .csv or .parquet file, or a bundled dataset name")
+    p.add_argument("--calendar", choices=("auto", "24/7", "sessions"), default="auto",
+                   help="how to judge gaps (default: guess from the data)")
+    p.add_argument("--strict", action="store_true", help="treat warnings (spikes) as problems")
+    p.add_argument("--spike-threshold", type=float, default=None,
+                   help="outlier threshold in robust standard deviations (default 25)")
+    p.set_defaults(func=cmd_check)
+
+    exch = subparsers.add_parser("exchange", help="the local replaying exchange")
+    exch_sub = exch.add_subparsers(dest="exchange_command", required=True)
+    p = exch_sub.add_parser("serve", help="serve a dataset over Binance's REST API on 127.0.0.1")
+    p.add_argument("--data", required=True, help="file or folder named like BTC_USDT-1h.csv, or a "
+                   "bundled dataset name")
+    p.add_argument("--port", type=int, default=8765, help="TCP port (0: any free port)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--start", help="replay start time (UTC); default the end of the data")
+    p.add_argument("--clock", choices=("stepped", "realtime", "fast"), default="realtime",
+                   help="how replay time moves (default realtime)")
+    p.add_argument("--speed", type=float, default=1.0, help="realtime speed-up, e.g. 60")
+    p.add_argument("--keys", help="JSON file {\"API_KEY\": \"SECRET\"} of accepted keys; also "
+                   "$TRADPAL_LOCAL_API_KEY/$TRADPAL_LOCAL_SECRET. Without either, a random pair "
+                   "is written to ~/.config/tradpal/local-exchange-keys.json")
+    p.add_argument("--balance", action="append", default=None, metavar="ASSET=AMOUNT",
+                   help="starting balance of each account (repeatable; default USDT=10000)")
+    p.add_argument("--fee", type=float, default=0.001, help="fee as a fraction (0.001 = 0.1%%)")
+    p.add_argument("--spread", type=float, default=0.0, help="bid-ask spread as a fraction of price")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from framework.download import DownloadError, RetryPolicy, create_exchange, download_ohlcv
+
+    try:
+        exchange = create_exchange(args.exchange, url=args.exchange_url)
+        result = download_ohlcv(
+            exchange, args.symbol, args.timeframe, args.since, args.until,
+            cache_dir=args.cache_dir, retry=RetryPolicy(max_retries=args.retries),
+            progress=False if args.no_progress else None)
+    except (DownloadError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # ccxt errors that retrying cannot fix (bad symbol, auth, ...)
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"fetched {result.fetched} new candle(s) in {result.requests} request(s); "
+          f"{len(result.data)} candle(s) in range")
+    print(f"cache: {result.path}")
+    if not result.report.ok or result.report.warnings:
+        print(result.report.summary())
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from framework.data import DataValidationError, read_ohlcv_file, resolve_source, validate_ohlcv
+
+    kwargs = {"calendar": args.calendar, "strict": args.strict}
+    if args.spike_threshold is not None:
+        kwargs["spike_threshold"] = args.spike_threshold
+    try:
+        path = resolve_source(args.path)
+        frame = read_ohlcv_file(path)
+        _, report = validate_ohlcv(frame, policy="drop", name=str(path), **kwargs)
+    except DataValidationError as e:  # a structural problem (missing columns)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(report.summary(max_rows=20))
+    if report.ok:
+        print("OK" + (" (with warnings)" if report.warnings else ""))
+        return 0
+    print("PROBLEMS: load with policy='drop' or policy='fill' to repair, or fix the file")
+    return 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from framework.local_exchange import LocalExchange
+    from framework.local_exchange.auth import generate_api_keys, load_api_keys
+
+    try:
+        keys = load_api_keys(args.keys)
+        if not keys:
+            path = Path.home() / ".config" / "tradpal" / "local-exchange-keys.json"
+            keys = generate_api_keys(path)
+            print(f"generated an API key pair for this exchange in {path} (mode 0600)")
+        balances = {"USDT": 10_000.0}
+        if args.balance:
+            balances = {}
+            for item in args.balance:
+                asset, sep, amount = item.partition("=")
+                if not sep:
+                    raise ValueError(f"--balance expects ASSET=AMOUNT, got {item!r}")
+                balances[asset.strip().upper()] = float(amount)
+        ex = LocalExchange(args.data, start=args.start, clock=args.clock, speed=args.speed,
+                           host=args.host, port=args.port, api_keys=keys, balances=balances,
+                           fee_rate=args.fee, spread=args.spread)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ex.start()
+    status = ex.status()
+    print(f"local exchange listening on {ex.url} ({', '.join(status['symbols'])}; "
+          f"clock {status['mode']}; {len(keys)} API key(s))", flush=True)
+    print(f"point ccxt at it: framework.local_exchange.ccxt_client({ex.url!r}, api_key=..., "
+          "secret=...)  — Ctrl-C to stop", flush=True)
+    try:
+        threading.Event().wait()  # the server runs in its own thread until Ctrl-C
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ex.stop()
+    return 0
