@@ -222,3 +222,21 @@ def test_cash_sharing_group_with_max_positions():
     assert list(res.orders["instrument"]) == ["A", "B"]
     np.testing.assert_allclose(res.orders["qty"], [5.0, 10.0])  # half of the shared 1000 each
     np.testing.assert_allclose(res.cash.iloc[-1], 0.0, atol=1e-9)
+
+
+def test_emergency_stop_raised_by_a_driver_flattens_and_halts():
+    from framework.enums import REASON_EMERGENCY
+    from framework.runner import BarStepper
+    from framework.settings import SimSettings
+
+    stepper = BarStepper(Scripted(), SimSettings(init_cash=1000.0, fees=0.0).vector(365.0))
+    script = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (105, 106, 104, 105, 0),
+              (107, 108, 106, 107, LONG), (108, 109, 107, 108, LONG), (110, 111, 109, 110, 0)]
+    for t, bar in enumerate(script):
+        if t == 2:
+            stepper.emergency_stop()  # raised between the closes of bars 1 and 2
+        stepper.step(t, *bar)
+    fills = stepper.fills
+    assert fills["reason"].tolist() == [0, REASON_EMERGENCY]
+    assert fills["bar"].tolist() == [1, 3] and fills["price"][1] == 107  # flattened at the next open
+    assert stepper.positions.tolist() == [0.0]  # the LONG signals after it are ignored: halted
