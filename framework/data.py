@@ -370,8 +370,9 @@ def infer_spacing(index: pd.DatetimeIndex) -> pd.Timedelta | None:
 
 
 def infer_calendar(index: pd.DatetimeIndex) -> str:
-    """``"24/7"`` when at least 5% of the bars fall on a Saturday, else ``"sessions"``."""
-    if len(index) == 0:
+    """``"24/7"`` when at least 5% of the bars fall on a Saturday, ``"sessions"`` when the data
+    spans a week or more with fewer; shorter data cannot show a weekend and counts as 24/7."""
+    if len(index) < 2 or index[-1] - index[0] < pd.Timedelta(days=7):
         return "24/7"
     return "24/7" if float(np.mean(index.dayofweek == 5)) >= 0.05 else "sessions"
 
@@ -451,10 +452,8 @@ def validate_ohlcv(
     prev_max = np.concatenate(([np.iinfo(np.int64).min], running_max[:-1])) if n else running_max
     out_of_order = (ts_valid < prev_max) & ~nat
     dup = np.asarray(idx.duplicated(keep="first")) & ~nat
-    first_pos = {}
-    for r in np.flatnonzero(dup):
-        first_pos.setdefault(int(ts[r]), int(np.flatnonzero(ts == ts[r])[0]))
-    add("duplicate", np.flatnonzero(dup), lambda r: f"same timestamp as row {first_pos[int(ts[r])]}")
+    _, first_idx, inverse = np.unique(ts, return_index=True, return_inverse=True)
+    add("duplicate", np.flatnonzero(dup), lambda r: f"same timestamp as row {first_idx[inverse[r]]}")
     add("out_of_order", np.flatnonzero(out_of_order & ~dup),
         lambda r: "earlier than a previous row; the data is not sorted by time")
 
@@ -463,25 +462,28 @@ def validate_ohlcv(
     clean_pos = np.flatnonzero(keep)
     clean_pos = clean_pos[np.argsort(ts[clean_pos], kind="stable")]
     clean = frame.iloc[clean_pos]
-    spacing = infer_spacing(clean.index)
-    cal = infer_calendar(clean.index) if calendar == "auto" else calendar
+    # gaps: judged on every row with a timestamp, so a bad row is not also counted as a gap
+    times_pos = np.flatnonzero(~nat & ~dup)
+    times_pos = times_pos[np.argsort(ts[times_pos], kind="stable")]
+    times = idx[times_pos]
+    spacing = infer_spacing(times)
+    cal = infer_calendar(times) if calendar == "auto" else calendar
     report.spacing, report.calendar = spacing, cal
     if spacing is not None and spacing < pd.Timedelta(days=28):  # months are irregular
-        diffs = np.diff(clean.index.asi8)
+        diffs = np.diff(times.asi8)
         if cal == "24/7":
-            gap_at = np.flatnonzero(diffs > spacing.value)
-            for g in gap_at:
+            for g in np.flatnonzero(diffs > spacing.value):
                 missing = diffs[g] // spacing.value - 1
                 report.issues.append(Issue(
-                    "gap", "error", int(clean_pos[g]), clean.index[g],
-                    f"{missing} candle(s) missing before {clean.index[g + 1].isoformat()}"))
+                    "gap", "error", int(times_pos[g]), times[g],
+                    f"{missing} candle(s) missing before {times[g + 1].isoformat()} "
+                    "(if the market closes at times, pass calendar='sessions')"))
         else:
-            gap_at = np.flatnonzero(diffs > max(spacing, _SESSION_GAP_WARN).value)
-            for g in gap_at:
+            for g in np.flatnonzero(diffs > max(spacing, _SESSION_GAP_WARN).value):
                 report.issues.append(Issue(
-                    "gap", warn_or_error, int(clean_pos[g]), clean.index[g],
-                    f"no data for {pd.Timedelta(int(diffs[g]), unit=clean.index.unit)} "
-                    f"until {clean.index[g + 1].isoformat()}"))
+                    "gap", warn_or_error, int(times_pos[g]), times[g],
+                    f"no data for {pd.Timedelta(int(diffs[g]), unit=times.unit)} "
+                    f"until {times[g + 1].isoformat()}"))
     spike_local = _spikes(clean, spike_threshold)
     for j, why in spike_local:
         report.issues.append(Issue("spike", warn_or_error, int(clean_pos[j]), clean.index[j], why))
@@ -586,22 +588,23 @@ def resample_ohlcv(df: pd.DataFrame, timeframe: str, *, drop_partial_last: bool 
     agg = {"open": "first", "high": "max", "low": "min", "close": "last"}
     if "volume" in df:
         agg["volume"] = "sum"
-    if unit == "M":
-        rule, origin = f"{num}MS", "epoch"
-    elif unit == "w":
-        rule, origin = f"{7 * num}D", pd.Timestamp("1970-01-05", tz="UTC")  # a Monday
-    elif unit == "y":
-        rule, origin = f"{12 * num}MS", "epoch"
+    idx = df.index
+    if unit in ("M", "y"):
+        months = num * (12 if unit == "y" else 1)
+        k = ((idx.year - 1970) * 12 + idx.month - 1) // months * months
+        labels = pd.DatetimeIndex(
+            pd.to_datetime(pd.DataFrame({"year": 1970 + k // 12, "month": k % 12 + 1, "day": 1}))
+        ).tz_localize("UTC")
+        ends = labels + pd.DateOffset(months=months)
     else:
-        rule, origin = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe)), "epoch"
-    grouped = df.resample(rule, origin=origin, label="left", closed="left")
-    out = grouped.agg(agg)
-    counts = grouped["close"].count()
-    out = out[counts > 0]
+        width = pd.Timedelta(milliseconds=timeframe_to_ms(timeframe))
+        origin = pd.Timestamp("1970-01-05" if unit == "w" else "1970-01-01", tz="UTC")  # weeks: Monday
+        labels = origin + ((idx - origin) // width) * width
+        ends = labels + width
+    out = df.groupby(labels.as_unit("ns"), sort=True).agg(agg)
     if drop_partial_last and len(out):
-        src_spacing = infer_spacing(df.index) or pd.Timedelta(0)
-        last_bin_end = out.index[-1] + (pd.tseries.frequencies.to_offset(rule) if isinstance(rule, str) else rule)
-        if df.index[-1] + src_spacing < last_bin_end:
+        src_spacing = infer_spacing(idx) or pd.Timedelta(0)
+        if idx[-1] + src_spacing < ends.max():
             out = out.iloc[:-1]
     out.index = out.index.rename("timestamp")
     return out

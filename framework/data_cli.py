@@ -7,12 +7,9 @@ returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import threading
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
@@ -115,11 +112,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from framework.local_exchange.auth import generate_api_keys, load_api_keys
 
     try:
-        keys = load_api_keys(args.keys)
-        if not keys:
-            path = Path.home() / ".config" / "tradpal" / "local-exchange-keys.json"
-            keys = generate_api_keys(path)
-            print(f"generated an API key pair for this exchange in {path} (mode 0600)")
         balances = {"USDT": 10_000.0}
         if args.balance:
             balances = {}
@@ -129,11 +121,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     raise ValueError(f"--balance expects ASSET=AMOUNT, got {item!r}")
                 balances[asset.strip().upper()] = float(amount)
         ex = LocalExchange(args.data, start=args.start, clock=args.clock, speed=args.speed,
-                           host=args.host, port=args.port, api_keys=keys, balances=balances,
+                           host=args.host, port=args.port, balances=balances,
                            fee_rate=args.fee, spread=args.spread)
+        keys = load_api_keys(args.keys)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not keys:
+        path = Path.home() / ".config" / "tradpal" / "local-exchange-keys.json"
+        keys = generate_api_keys(path)
+        print(f"generated an API key pair for this exchange in {path} (mode 0600)")
+    ex.api_keys = keys
     ex.start()
     status = ex.status()
     print(f"local exchange listening on {ex.url} ({', '.join(status['symbols'])}; "

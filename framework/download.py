@@ -323,7 +323,9 @@ def download_ohlcv(
     # the exchange's clock decides which candle is still open (replays run in the past)
     now_ms = (call(exchange.fetch_time, what=f"{exchange.id} fetch_time")
               if exchange.has.get("fetchTime") else exchange.milliseconds())
-    closed_end = now_ms - tf_ms + 1  # candles opened before this are closed
+    # candles opened before this are closed; flooring to the timeframe keeps the cache from
+    # recording slivers of "no candle yet" between two calls inside the same candle
+    closed_end = (now_ms // tf_ms) * tf_ms - tf_ms + 1
     until_ms = closed_end if until is None else min(to_ms(until), closed_end)
     path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
     cached, coverage = read_cache(path) if path else (_empty_frame(), [])

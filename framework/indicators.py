@@ -26,10 +26,28 @@ import pandas as pd
 from framework import indicators_nb as nb
 
 __all__ = [
-    "sma", "ema", "wma", "rsi", "macd", "bbands", "true_range", "atr", "realized_vol", "stoch",
-    "adx", "donchian", "support_resistance", "obv", "vwap", "zscore",
-    "MACDResult", "BBandsResult", "StochResult", "ADXResult", "DonchianResult",
+    "ADXResult",
+    "BBandsResult",
+    "DonchianResult",
+    "MACDResult",
+    "StochResult",
     "SupportResistanceResult",
+    "adx",
+    "atr",
+    "bbands",
+    "donchian",
+    "ema",
+    "macd",
+    "obv",
+    "realized_vol",
+    "rsi",
+    "sma",
+    "stoch",
+    "support_resistance",
+    "true_range",
+    "vwap",
+    "wma",
+    "zscore",
 ]
 
 ArrayLike: TypeAlias = pd.Series | pd.DataFrame | np.ndarray | Sequence[float]
@@ -100,13 +118,13 @@ def _as_2d(fn: str, name: str, x: ArrayLike) -> tuple[np.ndarray, int]:
     A private copy: kernels never see pandas' read-only buffers, which numba would compile a
     second time for.
     """
-    if isinstance(x, (pd.Series, pd.DataFrame)):
-        values = x.to_numpy(dtype=np.float64, na_value=np.nan)
-    else:
-        try:
+    try:
+        if isinstance(x, (pd.Series, pd.DataFrame)):
+            values = x.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
             values = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{fn}: {name} must be numeric, got {type(x).__name__}") from exc
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{fn}: {name} must be numeric, got {type(x).__name__}") from exc
     if values.ndim not in (1, 2):
         raise ValueError(f"{fn}: {name} must be 1-D or 2-D (time on axis 0), got {values.ndim}-D")
     ndim = values.ndim
@@ -223,8 +241,9 @@ def macd(close: ArrayLike, fast: int = 12, slow: int = 26, signal: int = 9) -> M
     signal = _window("macd", "signal", signal)
     if fast >= slow:
         raise ValueError(f"macd: fast must be smaller than slow, got fast={fast}, slow={slow}")
-    return MACDResult(*_apply("macd", nb.macd_nb, {"close": close}, (fast, slow, signal),
-                              MACDResult._fields))
+    return MACDResult(
+        *_apply("macd", nb.macd_nb, {"close": close}, (fast, slow, signal), MACDResult._fields)
+    )
 
 
 def stoch(
@@ -238,8 +257,15 @@ def stoch(
     """
     k_window = _window("stoch", "k_window", k_window)
     d_window = _window("stoch", "d_window", d_window)
-    return StochResult(*_apply("stoch", nb.stoch_nb, {"high": high, "low": low, "close": close},
-                               (k_window, d_window), StochResult._fields))
+    return StochResult(
+        *_apply(
+            "stoch",
+            nb.stoch_nb,
+            {"high": high, "low": low, "close": close},
+            (k_window, d_window),
+            StochResult._fields,
+        )
+    )
 
 
 # --- volatility -------------------------------------------------------------------------------
@@ -254,8 +280,9 @@ def bbands(close: ArrayLike, window: int = 20, k: float = 2.0) -> BBandsResult:
     """
     window = _window("bbands", "window", window, minimum=2)
     k = _positive("bbands", "k", k)
-    return BBandsResult(*_apply("bbands", nb.bbands_nb, {"close": close}, (window, k),
-                                BBandsResult._fields))
+    return BBandsResult(
+        *_apply("bbands", nb.bbands_nb, {"close": close}, (window, k), BBandsResult._fields)
+    )
 
 
 def zscore(x: ArrayLike, window: int) -> Output:
@@ -307,8 +334,15 @@ def adx(high: ArrayLike, low: ArrayLike, close: ArrayLike, window: int = 14) -> 
     Warm-up: ``window`` bars for ``plus_di`` / ``minus_di``, ``2 * window - 1`` for ``adx``.
     """
     window = _window("adx", "window", window)
-    return ADXResult(*_apply("adx", nb.adx_nb, {"high": high, "low": low, "close": close},
-                             (window,), ADXResult._fields))
+    return ADXResult(
+        *_apply(
+            "adx",
+            nb.adx_nb,
+            {"high": high, "low": low, "close": close},
+            (window,),
+            ADXResult._fields,
+        )
+    )
 
 
 def donchian(high: ArrayLike, low: ArrayLike, window: int = 20) -> DonchianResult:
@@ -319,8 +353,15 @@ def donchian(high: ArrayLike, low: ArrayLike, window: int = 20) -> DonchianResul
     the channel of t - 1 (``upper.shift(1)``). Warm-up: ``window - 1`` bars.
     """
     window = _window("donchian", "window", window)
-    return DonchianResult(*_apply("donchian", nb.donchian_nb, {"high": high, "low": low},
-                                  (window,), DonchianResult._fields))
+    return DonchianResult(
+        *_apply(
+            "donchian",
+            nb.donchian_nb,
+            {"high": high, "low": low},
+            (window,),
+            DonchianResult._fields,
+        )
+    )
 
 
 def support_resistance(
@@ -335,9 +376,15 @@ def support_resistance(
     """
     left = _window("support_resistance", "left", left)
     right = _window("support_resistance", "right", right)
-    return SupportResistanceResult(*_apply(
-        "support_resistance", nb.support_resistance_nb, {"high": high, "low": low},
-        (left, right), SupportResistanceResult._fields))
+    return SupportResistanceResult(
+        *_apply(
+            "support_resistance",
+            nb.support_resistance_nb,
+            {"high": high, "low": low},
+            (left, right),
+            SupportResistanceResult._fields,
+        )
+    )
 
 
 # --- volume -----------------------------------------------------------------------------------
@@ -359,5 +406,6 @@ def vwap(
     sums to 0. Warm-up: ``window - 1`` bars.
     """
     window = _window("vwap", "window", window)
-    return _apply("vwap", nb.vwap_nb,
-                  {"high": high, "low": low, "close": close, "volume": volume}, (window,))
+    return _apply(
+        "vwap", nb.vwap_nb, {"high": high, "low": low, "close": close, "volume": volume}, (window,)
+    )

@@ -25,7 +25,7 @@ Conventions
   any input is. The output at a missing bar is always NaN. After it:
 
   * window indicators (sma, wma, bbands, zscore, vwap, realized_vol, stoch, donchian) return
-    NaN for as long as the missing bar is inside their window and recover exactly when it has
+    NaN for as long as the missing bar is inside their window and recover as soon as it has
     left (running sums never absorb a NaN);
   * recursive indicators (ema, macd, rsi, true_range, atr, adx, obv) treat the missing bar as
     absent: the state, including the previous close, is left untouched and the next valid bar
@@ -36,7 +36,10 @@ Conventions
 - Rolling means and variances come from Neumaier-compensated running sums and a Welford-style
   M2 over the valid values of the window. When every value in the window is the same number the
   mean is that number exactly and the variance exactly 0 (tracked with a run counter, as pandas
-  does), so flat data gives flat outputs rather than rounding noise.
+  does), so flat data gives flat outputs rather than rounding noise. The running M2 carries
+  rounding of the order of eps times the variance of recent windows, so a window far calmer
+  than its neighbours gets fewer correct digits than a two-pass std would give (about 1e-11 of
+  the typical std in the tests).
 - EMA and Wilder smoothing are one recursion ``v += alpha * (x - v)`` seeded with the simple
   mean of the first ``n`` values (the TA-Lib / Wilder convention): alpha = 2 / (n + 1) for the
   EMA, 1 / n for Wilder (RSI, ATR, ADX).
@@ -102,7 +105,7 @@ def _ring_init(s, o, cap):
     s[o + 1] = cap
     s[o + 2] = 0.0
     s[o + 3] = 0.0
-    s[o + _RING_HDR:o + _RING_HDR + cap] = NAN
+    s[o + _RING_HDR : o + _RING_HDR + cap] = NAN
 
 
 @njit(cache=True)
@@ -142,7 +145,7 @@ def _win_size(n):
 @njit(cache=True)
 def _win_init(s, o, n):
     s[o] = _win_size(n)
-    s[o + 1:o + _W_HDR] = 0.0
+    s[o + 1 : o + _W_HDR] = 0.0
     s[o + _W_LAST] = NAN
     _ring_init(s, o + _W_HDR, n)
 
@@ -165,8 +168,10 @@ def _win_remove(s, o, y):
         s[o + _W_SUM] = 0.0
         s[o + _W_SUM + 1] = 0.0
         s[o + _W_M2] = 0.0
-        return
-    s[o + _W_M2] -= (y - mean_old) * (y - _win_mean_valid(s, o))
+    elif s[o + _W_VALID] == 1.0:
+        s[o + _W_M2] = 0.0  # likewise: one value has no spread (makes window 2 exact)
+    else:
+        s[o + _W_M2] -= (y - mean_old) * (y - _win_mean_valid(s, o))
 
 
 @njit(cache=True)
@@ -254,7 +259,7 @@ def _ext_init(s, o, n, sign):
     s[o + 4] = 0.0
     s[o + 5] = 0.0
     s[o + 6] = -1.0  # index of the last missing bar
-    s[o + _E_HDR:o + _E_HDR + 2 * n] = NAN
+    s[o + _E_HDR : o + _E_HDR + 2 * n] = NAN
 
 
 @njit(cache=True)
@@ -288,8 +293,10 @@ def _ext_push(s, o, x):
     return NAN
 
 
-# --- smoother (EMA / Wilder): [len, n, alpha, count, seed_sum, value] --------------------------
-_SM_SIZE = 6
+# --- smoother (EMA / Wilder): [len, n, alpha, count, value] ------------------------------------
+# During the seed phase ``value`` is the running mean m += (x - m) / count, which stays exactly
+# c on a constant input c (a plain sum / n need not).
+_SM_SIZE = 5
 
 
 @njit(cache=True)
@@ -299,7 +306,6 @@ def _smooth_init(s, o, n, alpha):
     s[o + 2] = alpha
     s[o + 3] = 0.0
     s[o + 4] = 0.0
-    s[o + 5] = NAN
 
 
 @njit(cache=True)
@@ -312,16 +318,15 @@ def _smooth_push(s, o, x):
         return NAN
     n = s[o + 1]
     count = s[o + 3]
+    v = s[o + 4]
     if count < n:
         count += 1.0
         s[o + 3] = count
-        s[o + 4] += x
-        if count < n:
-            return NAN
-        v = s[o + 4] / n
-    else:
-        v = s[o + 5] + s[o + 2] * (x - s[o + 5])
-    s[o + 5] = v
+        v += (x - v) / count
+        s[o + 4] = v
+        return v if count == n else NAN
+    v += s[o + 2] * (x - v)
+    s[o + 4] = v
     return v
 
 
@@ -415,7 +420,10 @@ def wma_init_nb(window):
 
 @njit(cache=True)
 def wma_update_nb(state, x):
-    """Linearly weighted moving average (weights 1..window, newest heaviest). Warm-up: window - 1."""
+    """Linearly weighted moving average, weights 1..window (newest heaviest).
+
+    Warm-up: window - 1.
+    """
     o = _WMA_WIN
     n = _win_n(state, o)
     full = _ring_full(state, o + _W_HDR)
@@ -479,7 +487,7 @@ def rsi_update_nb(state, close):
     total = up + down
     if total == 0.0:
         return 50.0
-    return 100.0 * up / total
+    return 100.0 * (up / total)  # exactly 100 when nothing fell
 
 
 @njit(cache=True)
@@ -553,7 +561,7 @@ def stoch_update_nb(state, high, low, close):
     ll = _ext_push(state, o_min, low)
     k = NAN
     if hh > ll:  # False for NaN too
-        k = 100.0 * (close - ll) / (hh - ll)
+        k = 100.0 * ((close - ll) / (hh - ll))  # exactly 100 at the high
     _win_push(state, o_d, k)
     d = _win_mean(state, o_d) if _win_ready(state, o_d) else NAN
     return k, d
@@ -572,6 +580,7 @@ def stoch_nb(high, low, close, k_window, d_window):
 # =============================================================================================
 # Volatility and bands
 # =============================================================================================
+
 
 # Bollinger state: [k] + window
 @njit(cache=True)
@@ -923,6 +932,7 @@ def support_resistance_nb(high, low, left, right):
 # =============================================================================================
 # Volume
 # =============================================================================================
+
 
 # OBV state: [prev_close, sum, sum_comp]
 @njit(cache=True)

@@ -22,11 +22,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
-import pandas as pd
 
 from framework.data import timeframe_to_ms, to_ms
 
@@ -105,8 +103,8 @@ class LocalExchange:
     def start(self) -> LocalExchange:
         """Bind and serve in a background thread."""
         self._httpd = _Server((self.host, self._port), _Handler, self)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="local-exchange",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="local-exchange", daemon=True)
         self._thread.start()
         return self
 
@@ -492,6 +490,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
     timeout = 30  # idle keep-alive connections end after this many seconds
     server: _Server
 
@@ -616,9 +615,4 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(body).encode(), "application/json")
 
 
-def load_market(path: str | Path) -> MarketData:
-    """Read a dataset for the exchange (see :meth:`MarketData.from_path`)."""
-    return MarketData.from_path(path)
-
-
-__all__ = ["LocalExchange", "RequestRecord", "load_market"]
+__all__ = ["LocalExchange", "RequestRecord"]

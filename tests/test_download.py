@@ -1,0 +1,238 @@
+"""ccxt downloads against the local exchange: pagination, cache, retries, open candles, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pytest
+
+from framework import data_cli
+from framework.data import load_ohlcv
+from framework.download import (
+    DownloadError,
+    RetryPolicy,
+    call_with_retries,
+    create_exchange,
+    download_many,
+    download_ohlcv,
+    load_credentials,
+    point_exchange_at,
+    read_cache,
+)
+from framework.local_exchange import LocalExchange
+from tests.exchange_fixtures import API_KEY, BTC, ETH, SECRET, START, client, exchange, ms  # noqa: F401
+
+FAST = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)
+KLINES = "/api/v3/klines"
+
+
+def download(ex, since=START, until=None, *, cache_dir, **kw):
+    kw.setdefault("retry", FAST)
+    kw.setdefault("page_limit", 100)
+    c = kw.pop("ccxt", None) or client(ex)
+    return download_ohlcv(c, "BTC/USDT", "1m", since, until, cache_dir=cache_dir, progress=False, **kw)
+
+
+def test_pagination_over_many_pages_returns_the_exact_history(exchange, tmp_path):
+    result = download(exchange, cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(result.data, BTC, check_freq=False)
+    assert result.fetched == 3000 and result.requests == 30
+    seen = exchange.requests(KLINES)
+    assert len(seen) == 30
+    starts = [int(r.params["startTime"]) for r in seen]
+    assert starts == [ms(START) + i * 100 * 60_000 for i in range(30)]
+    assert all(r.params["limit"] == "100" for r in seen)
+    assert result.report.ok
+    assert result.path == tmp_path / "binance" / "BTC_USDT-1m.parquet"
+    pd.testing.assert_frame_equal(load_ohlcv(result.path), BTC, check_freq=False)
+
+
+def test_cache_fetches_only_missing_candles(exchange, tmp_path):
+    t0 = START + pd.Timedelta(minutes=1000)
+    first = download(exchange, t0, t0 + pd.Timedelta(minutes=500), cache_dir=tmp_path)
+    assert first.fetched == 500 and len(exchange.requests(KLINES)) == 5
+    exchange.clear_requests()
+    # overlaps on both sides: 250 candles before and 300 after are missing
+    wider = download(exchange, t0 - pd.Timedelta(minutes=250), t0 + pd.Timedelta(minutes=800),
+                     cache_dir=tmp_path)
+    assert wider.fetched == 550
+    seen = [int(r.params["startTime"]) for r in exchange.requests(KLINES)]
+    assert seen[0] == ms(t0) - 250 * 60_000 and ms(t0 + pd.Timedelta(minutes=500)) in seen
+    assert len(seen) == 3 + 3  # ceil(250/100) before, ceil(300/100) after
+    assert all(not (ms(t0) <= s < ms(t0) + 500 * 60_000) for s in seen)
+    pd.testing.assert_frame_equal(wider.data, BTC.iloc[750:1800], check_freq=False)
+    exchange.clear_requests()
+    again = download(exchange, t0, t0 + pd.Timedelta(minutes=600), cache_dir=tmp_path)
+    assert again.fetched == 0 and again.requests == 0 and exchange.requests(KLINES) == []
+    frame, coverage = read_cache(again.path)
+    assert coverage == [(ms(t0) - 250 * 60_000, ms(t0) + 800 * 60_000)]
+    assert len(frame) == 1050
+
+
+def test_still_open_candle_is_never_stored(tmp_path):
+    # replay time 30 s into the candle of 01:40: that candle is open
+    now = START + pd.Timedelta(minutes=100, seconds=30)
+    with LocalExchange({"BTC/USDT": BTC}, start=now, api_keys={API_KEY: SECRET}) as ex:
+        c = client(ex)
+        raw = c.fetch_ohlcv("BTC/USDT", "1m", since=ms(now) - 90_000, limit=5)
+        assert [r[0] for r in raw] == [ms(now) - 90_000, ms(now) - 30_000]  # last one is open
+        assert raw[-1][4] != BTC["close"].iloc[100]  # ...and its close is not final
+        first = download(ex, cache_dir=tmp_path, ccxt=c)
+        assert first.data.index[-1] == START + pd.Timedelta(minutes=99)
+        pd.testing.assert_frame_equal(first.data, BTC.iloc[:100], check_freq=False)
+        ex.clock.step(5)  # the 01:40 candle closes
+        second = download(ex, cache_dir=tmp_path, ccxt=c)
+        assert second.fetched == 5
+        pd.testing.assert_frame_equal(second.data, BTC.iloc[:105], check_freq=False)
+
+
+@pytest.mark.parametrize("fault, extra_requests", [
+    (lambda f: f.http_error(503, count=2, path=KLINES), 2),
+    (lambda f: f.http_error(502, count=1, path=KLINES), 1),
+    (lambda f: f.drop_connection(count=2, path=KLINES), 2),
+    (lambda f: f.rate_limit(retry_after=0, count=3, path=KLINES), 3),
+])
+def test_transient_faults_are_retried(exchange, tmp_path, fault, extra_requests):
+    fault(exchange.faults)
+    result = download(exchange, START, START + pd.Timedelta(minutes=300), cache_dir=tmp_path)
+    pd.testing.assert_frame_equal(result.data, BTC.iloc[:300], check_freq=False)
+    assert len(exchange.requests(KLINES)) == 3 + extra_requests
+    assert result.requests == 3 + extra_requests
+
+
+def test_retry_after_is_honoured(exchange, tmp_path):
+    exchange.faults.rate_limit(retry_after=1, count=1, path=KLINES)
+    started = time.monotonic()
+    result = download(exchange, START, START + pd.Timedelta(minutes=100), cache_dir=tmp_path)
+    assert result.fetched == 100
+    seen = exchange.requests(KLINES)
+    assert [r.status for r in seen] == [429, 200]
+    assert seen[1].wall_time - seen[0].wall_time >= 1.0  # backoff alone would be 0.01 s
+    assert time.monotonic() - started < 5
+
+
+def test_timeout_from_latency_is_retried(exchange, tmp_path):
+    exchange.faults.latency(0.5, count=1, path=KLINES)
+    c = client(exchange, timeout=200)  # ms
+    result = download(exchange, START, START + pd.Timedelta(minutes=100), cache_dir=tmp_path, ccxt=c)
+    assert result.fetched == 100 and len(exchange.requests(KLINES)) == 2
+
+
+def test_persistent_failure_gives_a_clear_error(exchange, tmp_path):
+    exchange.faults.http_error(503, count=None, path=KLINES)
+    with pytest.raises(DownloadError, match=r"fetch_ohlcv BTC/USDT 1m since 2024-01-01T00:00:00\+00:00 "
+                                            r"failed 4 times in a row; last error: ExchangeNotAvailable"):
+        download(exchange, cache_dir=tmp_path)
+    assert len(exchange.requests(KLINES)) == 4  # 1 + max_retries
+
+
+def test_errors_that_retrying_cannot_fix_are_not_retried(exchange, tmp_path):
+    c = client(exchange)
+    with pytest.raises(DownloadError, match="has no market 'DOGE/USDT'"):
+        download_ohlcv(c, "DOGE/USDT", "1m", START, cache_dir=tmp_path, retry=FAST)
+    calls = []
+
+    def bad():
+        calls.append(1)
+        raise ccxt.AuthenticationError("bad key")
+
+    with pytest.raises(ccxt.AuthenticationError):
+        call_with_retries(bad, retry=FAST)
+    assert len(calls) == 1
+
+
+def test_backoff_is_exponential():
+    waits, calls = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 4:
+            raise ccxt.RequestTimeout("slow")
+        return "ok"
+
+    policy = RetryPolicy(max_retries=5, base_delay_s=0.5, factor=2, max_delay_s=1.5)
+    assert call_with_retries(flaky, retry=policy, sleep=waits.append) == "ok"
+    assert waits == [0.5, 1.0, 1.5]
+
+
+def test_candle_gap_is_skipped_and_reported(exchange, tmp_path):
+    gap_from, gap_to = START + pd.Timedelta(minutes=150), START + pd.Timedelta(minutes=160)
+    exchange.faults.candle_gap(ms(gap_from), ms(gap_to))
+    result = download(exchange, START, START + pd.Timedelta(minutes=400), cache_dir=tmp_path)
+    expected = BTC.iloc[:400]
+    expected = expected[(expected.index < gap_from) | (expected.index >= gap_to)]
+    pd.testing.assert_frame_equal(result.data, expected, check_freq=False)
+    gaps = [i for i in result.report.errors if i.kind == "gap"]
+    assert len(gaps) == 1 and gaps[0].timestamp == gap_from - pd.Timedelta(minutes=1)
+    assert "10 candle(s) missing" in gaps[0].detail
+
+
+def test_rate_limit_spaces_requests(exchange, tmp_path):
+    c = client(exchange, rate_limit_ms=100)
+    cost = c.describe()["api"]["public"]["get"]["klines"]["cost"]
+    download(exchange, START, START + pd.Timedelta(minutes=500), cache_dir=tmp_path, ccxt=c)
+    times = [r.wall_time for r in exchange.requests(KLINES)]
+    assert len(times) == 5
+    assert min(np.diff(times)) >= 0.9 * 0.100 * cost
+
+
+def test_download_many_aligns_symbols(exchange, tmp_path):
+    aligned = download_many(client(exchange), ["BTC/USDT", "ETH/USDT"], "1m", START, cache_dir=tmp_path,
+                            retry=FAST, progress=False)
+    assert aligned.index.equals(ETH.index)  # ETH starts later: inner join
+    assert (aligned["close"]["BTC/USDT"].to_numpy() == BTC["close"].iloc[500:].to_numpy()).all()
+    assert (aligned["close"]["ETH/USDT"].to_numpy() == ETH["close"].to_numpy()).all()
+
+
+def test_progress_bar_on_request(exchange, tmp_path, capsys):
+    download_ohlcv(client(exchange), "BTC/USDT", "1m", START, cache_dir=tmp_path, progress=True,
+                   page_limit=1000)
+    assert "3000/3000" in capsys.readouterr().err
+
+
+def test_fetch_cli_writes_cache_and_prints_path(exchange, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data", "fetch", "--exchange", "binance", "--symbol", "BTC/USDT",
+                              "--timeframe", "1m", "--since", "2024-01-01", "--until", "2024-01-02",
+                              "--exchange-url", exchange.url, "--cache-dir", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    path = tmp_path / "binance" / "BTC_USDT-1m.parquet"
+    assert "fetched 1440 new candle(s)" in out and str(path) in out
+    pd.testing.assert_frame_equal(load_ohlcv(path), BTC.iloc[:1440], check_freq=False)
+    args = parser.parse_args(["data", "fetch", "--exchange", "binance", "--symbol", "NOPE/USDT",
+                              "--timeframe", "1m", "--since", "2024-01-01", "--exchange-url",
+                              exchange.url, "--cache-dir", str(tmp_path)])
+    assert args.func(args) == 1
+    assert "no market 'NOPE/USDT'" in capsys.readouterr().err
+
+
+def test_point_exchange_at_keeps_paths():
+    ex = point_exchange_at(ccxt.binance(), "http://127.0.0.1:9")
+    api = ex.urls["api"]
+    assert api["public"] == "http://127.0.0.1:9/api/v3" and api["sapi"] == "http://127.0.0.1:9/sapi/v1"
+    assert all(v.startswith("http://127.0.0.1:9/") for v in api.values())
+    with pytest.raises(ValueError, match="must look like"):
+        point_exchange_at(ccxt.binance(), "127.0.0.1:9")
+    with pytest.raises(ValueError, match="unknown ccxt exchange"):
+        create_exchange("nosuchexchange")
+
+
+def test_credentials_from_env_or_a_file_outside_the_repo(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRADPAL_CREDENTIALS_FILE", raising=False)
+    monkeypatch.setenv("TRADPAL_BINANCE_API_KEY", "k")
+    monkeypatch.setenv("TRADPAL_BINANCE_SECRET", "s")
+    assert load_credentials("binance") == {"apiKey": "k", "secret": "s"}
+    monkeypatch.delenv("TRADPAL_BINANCE_API_KEY")
+    creds = tmp_path / "creds.json"
+    creds.write_text('{"binance": {"apiKey": "fk", "secret": "fs"}}')
+    monkeypatch.setenv("TRADPAL_CREDENTIALS_FILE", str(creds))
+    assert load_credentials("binance") == {"apiKey": "fk", "secret": "fs"}
+    monkeypatch.setenv("TRADPAL_CREDENTIALS_FILE", "data/creds.json")
+    with pytest.raises(ValueError, match="inside the repository"):
+        load_credentials("binance")
