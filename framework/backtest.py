@@ -64,6 +64,10 @@ def load_instruments(data: DataInput) -> dict[str, pd.DataFrame]:
 
 
 def _stack(frames: dict[str, pd.DataFrame], column: str) -> np.ndarray:
+    """One field of every instrument as a C-contiguous (bars, instruments) float64 array."""
+    if len(frames) == 1 and column in next(iter(frames.values())):
+        # a single contiguous column is already (bars, 1) C-contiguous: no copy
+        return np.ascontiguousarray(next(iter(frames.values()))[column].to_numpy(dtype=np.float64)[:, None])
     cols = []
     for frame in frames.values():
         if column in frame:

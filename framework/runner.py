@@ -167,8 +167,8 @@ def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
 
 def utc_day_numbers(index) -> np.ndarray:
     """UTC calendar day of each timestamp as days since 1970-01-01 (int64)."""
-    values = np.asarray(index.tz_convert("UTC").tz_localize(None).values)
-    return values.astype("datetime64[D]").astype(np.int64)
+    ns = index.tz_convert("UTC").as_unit("ns").asi8
+    return ns // 86_400_000_000_000  # floor division: right for dates before 1970 too
 
 
 class BarStepper:

@@ -401,12 +401,18 @@ def fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0):
         n = _check_exits(g, cs, j, t, o[j], h[j], l[j], p, cooldown, fills, n, col0)
 
     # close: mark to market, simulator indicators, risk limits
+    # the simulator's ATR and volatility cost a log per bar: kept only where a setting reads them
+    kind = int(p[P_SIZE_KIND])
+    need_atr = kind == SIZE_RISK or not (np.isnan(p[P_SL_ATR]) and np.isnan(p[P_TP_ATR]) and np.isnan(p[P_TRAIL_ATR]))
+    need_vol = kind == SIZE_VOL_TARGET
     equity = g[G_CASH]
     for j in range(k):
         cs[j, C_LAST_CLOSE] = c[j]
         equity += cs[j, C_POS] * c[j]
-        cs[j, C_ATR] = atr_update_nb(atr_s[j], h[j], l[j], c[j])
-        cs[j, C_VOL] = realized_vol_update_nb(vol_s[j], c[j])
+        if need_atr:
+            cs[j, C_ATR] = atr_update_nb(atr_s[j], h[j], l[j], c[j])
+        if need_vol:
+            cs[j, C_VOL] = realized_vol_update_nb(vol_s[j], c[j])
     g[G_EQUITY] = equity
     if equity > g[G_PEAK_EQUITY]:
         g[G_PEAK_EQUITY] = equity
