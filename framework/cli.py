@@ -13,6 +13,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
+from framework import data_cli
 from framework.settings import SimSettings
 
 
@@ -88,12 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulator setting, e.g. fees=0.001 sl_pct=0.05 allow_short=true (repeatable)")
     p.set_defaults(func=cmd_backtest)
 
-    try:
-        from framework import data_cli
-    except ImportError:  # the data commands are optional while the data layer is absent
-        data_cli = None
-    if data_cli is not None:
-        data_cli.register(sub)
+    data_cli.register(sub)  # data fetch, data check, exchange serve
     return parser
 
 

@@ -51,7 +51,7 @@ def init_states_nb(sp):
     return states
 
 
-@njit(cache=CACHE)
+@njit(cache=CACHE, inline='always')
 def bar_nb(t, day, o, h, l, c, v, states, sp, intents, g, cs, atr_s, vol_s, p, fills, col0):
     """One closed bar for one cash group: fills, the strategy's decision, next-open orders."""
     n = fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0)
@@ -82,15 +82,18 @@ def backtest_nb(o, h, l, c, v, day, sp, simp, group_start):
         g, cs, atr_s, vol_s = init_state_nb(k, simp[gi])
         intents = np.empty((k, INTENT_SIZE))
         buf = np.empty(FILLS_PER_COLUMN_BAR * k, dtype=order_dt)
+        sp_group = sp[a:b]
+        p = simp[gi]
         for t in range(n):
             m = bar_nb(t, day[t], o[t, a:b], h[t, a:b], l[t, a:b], c[t, a:b], v[t, a:b],
-                       states, sp[a:b], intents, g, cs, atr_s, vol_s, simp[gi], buf, a)
-            if n_fills + m > fills.shape[0]:
-                grown = np.empty(2 * fills.shape[0] + m, dtype=order_dt)
-                grown[:n_fills] = fills[:n_fills]
-                fills = grown
-            fills[n_fills:n_fills + m] = buf[:m]
-            n_fills += m
+                       states, sp_group, intents, g, cs, atr_s, vol_s, p, buf, a)
+            if m > 0:  # most bars fill nothing: skip the record copy
+                if n_fills + m > fills.shape[0]:
+                    grown = np.empty(2 * fills.shape[0] + m, dtype=order_dt)
+                    grown[:n_fills] = fills[:n_fills]
+                    fills = grown
+                fills[n_fills:n_fills + m] = buf[:m]
+                n_fills += m
             equity[t, gi] = g[G_EQUITY]
             cash[t, gi] = g[G_CASH]
             for j in range(k):
