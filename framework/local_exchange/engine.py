@@ -351,11 +351,19 @@ class Engine:
         return [t for t in self.trades.get(api_key, []) if t.symbol == market_id]
 
 
-def _num(p: dict[str, str], name: str) -> float | None:
+_LEGAL = {float: "^([0-9]{1,20})(\\.[0-9]{1,20})?$", int: "^[0-9]{1,20}$"}
+
+
+def request_param(p: dict[str, str], name: str, kind: type = float, default=None):
+    """A numeric request parameter, ``default`` when absent; Binance's -1100 error when malformed."""
     raw = p.get(name)
     if raw is None or raw == "":
-        return None
+        return default
     try:
-        return float(raw)
+        return kind(raw)
     except ValueError:
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^([0-9]{{1,20}})(\\.[0-9]{{1,20}})?$'.") from None
+        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '{_LEGAL[kind]}'.") from None
+
+
+def _num(p: dict[str, str], name: str) -> float | None:
+    return request_param(p, name, float)

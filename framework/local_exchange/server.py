@@ -30,7 +30,7 @@ from framework.data import timeframe_to_ms, to_ms
 
 from .auth import check_signed
 from .clock import ClockMode, ReplayClock
-from .engine import ORDER_TYPES, ApiError, Engine, Order, Trade
+from .engine import ORDER_TYPES, ApiError, Engine, Order, Trade, request_param
 from .faults import Faults
 from .market import MarketData, Series
 
@@ -226,13 +226,7 @@ def _empty_exchange_info(ex, p):
 
 
 def _int_param(p: dict, name: str, default: int | None = None) -> int | None:
-    raw = p.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.") from None
+    return request_param(p, name, int, default)
 
 
 def _klines(ex, p):
