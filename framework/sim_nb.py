@@ -205,7 +205,7 @@ def _gross_exposure(cs, k, skip):
 
 
 @njit(cache=True)
-def _entry_qty(g, cs, j, k, direction, price, p):
+def _entry_qty(g, cs, j, k, price, p):
     """Quantity of a pending entry at its fill price, after every cap; 0 means no fill."""
     qty = cs[j, C_PEND_QTY]
     if np.isnan(qty):
@@ -275,7 +275,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
                 n = _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0)
             trades_left = np.isnan(p[P_MAX_TRADES_DAY]) or g[G_TRADES_TODAY] < p[P_MAX_TRADES_DAY]
             if cs[j, C_POS] == 0.0 and trades_left:
-                qty = _entry_qty(g, cs, j, k, direction, price, p)
+                qty = _entry_qty(g, cs, j, k, price, p)
                 if qty > 0.0:
                     n = _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0)
     cs[j, C_PEND_ACTION] = ACTION_NONE  # every order is good for one bar

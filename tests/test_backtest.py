@@ -1,7 +1,6 @@
 """Backtest API: result contents, statistics beside buy-and-hold, settings and data errors."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from framework.backtest import Backtest
