@@ -452,19 +452,18 @@ def validate_ohlcv(
     prev_max = np.concatenate(([np.iinfo(np.int64).min], running_max[:-1])) if n else running_max
     out_of_order = (ts_valid < prev_max) & ~nat
     dup = np.asarray(idx.duplicated(keep="first")) & ~nat
-    _, first_idx, inverse = np.unique(ts, return_index=True, return_inverse=True)
-    add("duplicate", np.flatnonzero(dup), lambda r: f"same timestamp as row {first_idx[inverse[r]]}")
+    if dup.any():  # the sort behind np.unique is only worth it when there is something to name
+        _, first_idx, inverse = np.unique(ts, return_index=True, return_inverse=True)
+        add("duplicate", np.flatnonzero(dup), lambda r: f"same timestamp as row {first_idx[inverse[r]]}")
     add("out_of_order", np.flatnonzero(out_of_order & ~dup),
         lambda r: "earlier than a previous row; the data is not sorted by time")
 
     # the clean subset: sorted, unique, valid rows; gaps and spikes are judged on it
     keep = ~bad & ~dup
-    clean_pos = np.flatnonzero(keep)
-    clean_pos = clean_pos[np.argsort(ts[clean_pos], kind="stable")]
-    clean = frame.iloc[clean_pos]
+    clean_pos = _time_order(np.flatnonzero(keep), ts)
+    clean = frame if len(clean_pos) == n and clean_pos[-1] == n - 1 else frame.iloc[clean_pos]
     # gaps: judged on every row with a timestamp, so a bad row is not also counted as a gap
-    times_pos = np.flatnonzero(~nat & ~dup)
-    times_pos = times_pos[np.argsort(ts[times_pos], kind="stable")]
+    times_pos = _time_order(np.flatnonzero(~nat & ~dup), ts)
     times = idx[times_pos]
     spacing = infer_spacing(times)
     cal = infer_calendar(times) if calendar == "auto" else calendar
@@ -494,6 +493,14 @@ def validate_ohlcv(
     if policy == "raise":
         raise DataValidationError(report)
     return _repair(frame, report, clean_pos, spike_local, spacing, cal, policy=policy), report
+
+
+def _time_order(pos: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """``pos`` sorted by timestamp (stable); usually already sorted, which is checked in O(n)."""
+    t = ts[pos]
+    if len(t) < 2 or (t[1:] >= t[:-1]).all():
+        return pos
+    return pos[np.argsort(t, kind="stable")]
 
 
 def _row_text(frame: pd.DataFrame, r: int) -> str:
