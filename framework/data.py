@@ -28,6 +28,11 @@ issue                  severity  meaning
 The calendar decides how gaps are judged: a series is ``"24/7"`` when at least 5% of its bars
 fall on Saturdays (crypto), otherwise ``"sessions"`` (stocks, forex), where nights, weekends and
 holidays are normal closures. Pass ``calendar=`` to override the guess.
+
+Speed: clean data, evenly spaced and in order, is certified by one compiled pass
+(``framework.data_nb.clean_scan_nb``, about 6 ms for a million bars) that reads the frame's
+arrays in place; only when that pass finds something, or cannot rule it out, do the detailed
+checks below run and write the report. Both give the same result (``tests/test_data.py``).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+
+from framework import data_nb
 
 log = logging.getLogger(__name__)
 
@@ -414,7 +421,13 @@ def validate_ohlcv(
         raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
     if calendar not in ("auto", "24/7", "sessions"):
         raise ValueError(f"unknown calendar {calendar!r}; use 'auto', '24/7' or 'sessions'")
-    frame = _standardise(df, name=name, line_offset=None)
+    frame = _standard_view(df)
+    if frame is None:
+        frame = _standardise(df, name=name, line_offset=None)
+    fast = _fast_validate(frame, calendar=calendar, spike_threshold=spike_threshold,
+                          policy=policy, name=name)
+    if fast is not None:
+        return frame, fast
     n = len(frame)
     report = ValidationReport(n_rows=n, policy=policy, name=name)
     idx = frame.index
@@ -461,7 +474,7 @@ def validate_ohlcv(
     # the clean subset: sorted, unique, valid rows; gaps and spikes are judged on it
     keep = ~bad & ~dup
     clean_pos = _time_order(np.flatnonzero(keep), ts)
-    clean = frame if len(clean_pos) == n and clean_pos[-1] == n - 1 else frame.iloc[clean_pos]
+    clean = frame if len(clean_pos) == n and (n == 0 or clean_pos[-1] == n - 1) else frame.iloc[clean_pos]
     # gaps: judged on every row with a timestamp, so a bad row is not also counted as a gap
     times_pos = _time_order(np.flatnonzero(~nat & ~dup), ts)
     times = idx[times_pos]
@@ -493,6 +506,53 @@ def validate_ohlcv(
     if policy == "raise":
         raise DataValidationError(report)
     return _repair(frame, report, clean_pos, spike_local, spacing, cal, policy=policy), report
+
+
+def _standard_view(df: pd.DataFrame) -> pd.DataFrame | None:
+    """``df`` in the standard shape without copying its data, when it already has a
+    DatetimeIndex and float64 OHLC(V) columns (any case); None otherwise (then ``_standardise``
+    does the general conversion). The result is what ``_standardise`` would build, as a lazy
+    copy: pandas' copy-on-write keeps the caller's frame and the result independent."""
+    if not isinstance(df.index, pd.DatetimeIndex):
+        return None
+    lowered = [str(c).strip().lower() for c in df.columns]
+    if len(set(lowered)) != len(lowered) or not all(c in lowered for c in PRICE_COLUMNS):
+        return None  # _standardise raises the detailed error
+    cols = [c for c in OHLCV_COLUMNS if c in lowered]
+    positions = [lowered.index(c) for c in cols]
+    if any(df.dtypes.iloc[p] != np.float64 for p in positions):
+        return None
+    out = df.iloc[:, positions].set_axis(cols, axis=1)
+    return out.set_axis(_to_utc_index(df.index), axis=0)
+
+
+def _fast_validate(frame: pd.DataFrame, *, calendar: str, spike_threshold: float, policy: str,
+                   name: str) -> ValidationReport | None:
+    """The report of clean data, from one compiled pass (``data_nb.clean_scan_nb``) instead of
+    the detailed checks; None when the pass finds anything (or cannot rule it out), and then the
+    detailed checks run and write the report."""
+    n = len(frame)
+    if n < 2:
+        return None
+    k = float(spike_threshold)
+    check_spikes = n >= 20 and bool(np.isfinite(k))
+    o, h, lo, c = (frame[col].to_numpy() for col in PRICE_COLUMNS)
+    has_volume = "volume" in frame
+    v = frame["volume"].to_numpy() if has_volume else c
+    ts = frame.index.asi8
+    status, spacing_ns = data_nb.clean_scan_nb(ts, o, h, lo, c, v, has_volume, check_spikes,
+                                               k if check_spikes else 0.0)
+    if status != data_nb.CLEAN:
+        return None
+    if calendar != "auto":
+        cal = calendar
+    elif ts[-1] - ts[0] < pd.Timedelta(days=7).value:
+        cal = "24/7"  # as infer_calendar: too short to show a weekend
+    else:
+        saturdays = data_nb.saturday_count_nb(int(ts[0]), int(spacing_ns), n)
+        cal = "24/7" if saturdays / n >= 0.05 else "sessions"
+    return ValidationReport(n_rows=n, spacing=pd.Timedelta(int(spacing_ns), unit="ns"),
+                            calendar=cal, policy=policy, name=name)
 
 
 def _time_order(pos: np.ndarray, ts: np.ndarray) -> np.ndarray:

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework import data_cli
+from framework import data_cli, data_nb
+from framework import data as data_module
 from framework.data import (
     DataValidationError,
     align_ohlcv,
@@ -240,3 +241,148 @@ def test_align_inner_and_outer():
     assert (inner["close"]["B"] == b["close"].iloc[:7].to_numpy()).all()
     outer = align_ohlcv({"A": a, "B": b}, how="outer")
     assert len(outer) == 13 and outer["close"]["A"].isna().sum() == 3
+
+
+# --- the compiled fast path of validation ---------------------------------------------------------
+# validate_ohlcv first runs one compiled pass (framework.data_nb) that can only certify "nothing to
+# report"; anything else goes to the detailed checks. These tests compare both paths on the same
+# input: the detailed path alone is obtained by switching the fast path off.
+
+def _detailed_only(monkeypatch):
+    monkeypatch.setattr(data_module, "_fast_validate", lambda *a, **k: None)
+
+
+def _outcome(df, **kw):
+    """What validate_ohlcv does with ``df``: ('raised', type, message, report issues) or
+    ('ok', frame, report fields)."""
+    try:
+        out, report = validate_ohlcv(df, **kw)
+    except (DataValidationError, ValueError) as e:
+        issues = getattr(e, "report", None)
+        return ("raised", type(e), str(e), None if issues is None else issues.issues)
+    return ("ok", out, (report.n_rows, report.spacing, report.calendar, report.policy,
+                        report.issues, report.actions, report.name))
+
+
+def _assert_same(fast, slow):
+    assert fast[0] == slow[0], (fast, slow)
+    if fast[0] == "raised":
+        assert fast[1:] == slow[1:]
+    else:
+        pd.testing.assert_frame_equal(fast[1], slow[1], check_freq=True)
+        assert fast[1].index.freq == slow[1].index.freq
+        assert fast[2] == slow[2]
+
+
+def _variants():
+    base = walk(300)
+    col = base.columns.get_loc
+
+    def edit(f):
+        df = base.copy()
+        f(df)
+        return df
+
+    yield "clean", base, {}
+    yield "clean, uppercase and extra columns", base.rename(columns=str.upper).assign(x=1), {}
+    yield "clean, no volume", base.drop(columns="volume"), {}
+    yield "clean, naive index", base.tz_localize(None), {}
+    yield "clean, other time zone", base.tz_convert("America/New_York"), {}
+    yield "clean, microsecond index", base.set_axis(base.index.as_unit("us")), {}
+    yield "clean, float32 prices", base.astype("float32"), {}
+    yield "clean, daily", walk(400, freq="1D"), {}
+    yield "clean, 7-minute spacing", walk(3000, freq="7min"), {}
+    yield "clean, before 1970", walk(300, start="1969-12-20"), {}
+    yield "clean, short (19 rows)", walk(19), {}
+    yield "clean, 2 rows", walk(2), {}
+    yield "one row", walk(1), {}
+    yield "no rows", walk(0), {}
+    yield "clean, calendar sessions", base, {"calendar": "sessions"}
+    yield "clean, strict", base, {"strict": True}
+    yield "clean, spikes off", base, {"spike_threshold": float("inf")}
+    yield "clean, threshold 3", base, {"spike_threshold": 3.0}
+    yield "clean, threshold 0", base, {"spike_threshold": 0.0}
+    yield "constant prices", base.assign(open=50.0, high=50.0, low=50.0, close=50.0), {}
+    yield "high below body by float noise", edit(lambda d: d.iloc.__setitem__(
+        (7, col("high")), max(d.iloc[7, col("open")], d.iloc[7, col("close")]) * (1 - 1e-12))), {}
+    yield "high below body", edit(lambda d: d.iloc.__setitem__(
+        (7, col("high")), max(d.iloc[7, col("open")], d.iloc[7, col("close")]) * (1 - 1e-6))), {}
+    yield "low above body", edit(lambda d: d.iloc.__setitem__(
+        (9, col("low")), min(d.iloc[9, col("open")], d.iloc[9, col("close")]) * (1 + 1e-6))), {}
+    for c in ("open", "high", "low", "close", "volume"):
+        yield f"NaN {c}", edit(lambda d, c=c: d.iloc.__setitem__((5, col(c)), np.nan)), {"policy": "drop"}
+    yield "zero low", edit(lambda d: d.iloc.__setitem__((4, col("low")), 0.0)), {}
+    yield "negative volume", edit(lambda d: d.iloc.__setitem__((4, col("volume")), -1.0)), {}
+    yield "duplicate time", base.set_axis(base.index.where(np.arange(300) != 6, base.index[5])), {}
+    yield "out of order", base.iloc[[*range(10), 11, 10, *range(12, 300)]], {"policy": "drop"}
+    yield "NaT", base.set_axis(base.index.where(np.arange(300) != 6, pd.NaT)), {"policy": "fill"}
+    yield "gap", base.drop(base.index[100:103]), {}
+    yield "gap, filled", base.drop(base.index[100:103]), {"policy": "fill"}
+    yield "close spike", edit(lambda d: d.iloc.__setitem__((150, col("close")), d.iloc[150, col("close")] * 2)), {}
+    yield "high wick", edit(lambda d: d.iloc.__setitem__((150, col("high")), d.iloc[150, col("high")] * 1.5)), {}
+    yield "low wick", edit(lambda d: d.iloc.__setitem__((150, col("low")), d.iloc[150, col("low")] * 0.6)), {}
+    yield "spike, strict", edit(lambda d: d.iloc.__setitem__((150, col("high")), d.iloc[150, col("high")] * 1.5)), \
+        {"strict": True}
+    weekdays = walk(24 * 40)
+    yield "sessions", weekdays[weekdays.index.dayofweek < 5], {}
+
+
+@pytest.mark.parametrize("case", [c for c, _, _ in _variants()])
+def test_fast_path_gives_the_detailed_result(case, monkeypatch):
+    _, df, kw = next(v for v in _variants() if v[0] == case)
+    fast = _outcome(df, **kw)
+    _detailed_only(monkeypatch)
+    _assert_same(fast, _outcome(df, **kw))
+
+
+def test_fast_path_certifies_clean_data_only():
+    """The fast path answers for clean data (else there is no speed-up) and never for data
+    the detailed checks find something in (checked on frames with spikes of random size,
+    many of them near the threshold)."""
+    clean = walk(300)
+    assert data_module._fast_validate(clean, calendar="auto", spike_threshold=25.0, policy="raise",
+                                      name="x") is not None
+    rng = np.random.default_rng(7)
+    answered = 0
+    for _ in range(300):
+        df = walk(int(rng.integers(20, 400)), seed=int(rng.integers(1 << 30)))
+        r = int(rng.integers(1, len(df) - 1))
+        factor = float(np.exp(rng.choice([-1, 1]) * rng.uniform(0.0, 0.4)))
+        field = rng.choice(["close", "high", "low"])
+        if field == "close":
+            df.iloc[r, df.columns.get_loc("close")] *= factor
+            df.iloc[r, df.columns.get_loc("high")] = df.iloc[r, :4].max()
+            df.iloc[r, df.columns.get_loc("low")] = df.iloc[r, :4].min()
+        elif field == "high":
+            df.iloc[r, df.columns.get_loc("high")] *= max(factor, 1 / factor)
+        else:
+            df.iloc[r, df.columns.get_loc("low")] *= min(factor, 1 / factor)
+        fast = data_module._fast_validate(df, calendar="auto", spike_threshold=25.0, policy="raise",
+                                          name="x")
+        _, detailed = validate_ohlcv(df.rename(columns=str.upper).assign(pad=0), policy="drop")
+        if fast is not None:
+            answered += 1
+            assert detailed.issues == [] and detailed.actions == []
+            assert (fast.spacing, fast.calendar) == (detailed.spacing, detailed.calendar)
+    assert 30 < answered < 270  # both outcomes were exercised
+
+
+def test_fast_path_result_is_independent_of_the_input(monkeypatch):
+    df = walk(100)
+    before = df.copy()
+    out, _ = validate_ohlcv(df)
+    out.iloc[0, 0] = -1.0
+    df.iloc[1, 1] = -2.0
+    pd.testing.assert_frame_equal(df.iloc[2:], before.iloc[2:])
+    assert out.iloc[1, 1] == before.iloc[1, 1] and df.iloc[0, 0] == before.iloc[0, 0]
+
+
+@pytest.mark.parametrize("start, spacing, n", [
+    ("2024-01-01", "1h", 10_000), ("2024-01-03 17:00", "7min", 5_000), ("1969-12-01", "1D", 400),
+    ("2024-01-01", "1W", 60), ("2024-01-05", "5D", 300), ("2024-01-06 23:59:59", "1s", 90_000),
+])
+def test_saturday_count(start, spacing, n):
+    idx = pd.date_range(start, periods=n, freq=spacing, tz="UTC", unit="ns")
+    expected = int((idx.dayofweek == 5).sum())
+    got = data_nb.saturday_count_nb(int(idx.asi8[0]), int(pd.Timedelta(spacing).value), n)
+    assert got == expected
