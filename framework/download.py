@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -257,6 +258,30 @@ def _to_frame(rows: list[list]) -> pd.DataFrame:
 
 # --- download ------------------------------------------------------------------------------
 
+def closed_candles_end(now_ms: int, timeframe: str) -> int:
+    """Exclusive bound on the open times of the candles that are closed at ``now_ms``: the open
+    of the last closed candle plus 1 ms. Candles are aligned as on Binance (and as in
+    :func:`framework.data.resample_ohlcv`): to the UTC epoch, weeks to Monday 00:00, months
+    (``M``, ``y``) to the 1st of a calendar month. Ending just past the last closed candle,
+    rather than at "now", keeps the cache from recording slivers of "no candle yet" between
+    two calls inside the same candle."""
+    m = re.match(r"^(\d+)([smhdwMy])$", timeframe)
+    tf_ms = timeframe_to_ms(timeframe)  # validates the string
+    num, unit = int(m.group(1)), m.group(2)
+    if unit in ("M", "y"):
+        months = num * (12 if unit == "y" else 1)
+        now = pd.Timestamp(now_ms, unit="ms", tz="UTC")
+        current = ((now.year - 1970) * 12 + now.month - 1) // months * months  # months since 1970
+        last = current - months
+        opened = pd.Timestamp(year=1970 + last // 12, month=last % 12 + 1, day=1, tz="UTC")
+        return to_ms(opened) + 1
+    origin = _MONDAY_MS if unit == "w" else 0
+    current_open = origin + (now_ms - origin) // tf_ms * tf_ms
+    return current_open - tf_ms + 1
+
+
+_MONDAY_MS = 4 * 86_400_000  # 1970-01-05, the first Monday after the epoch
+
 @dataclass
 class DownloadResult:
     """``data``: the candles of the requested range; ``fetched``: candles received from the
@@ -323,9 +348,7 @@ def download_ohlcv(
     # the exchange's clock decides which candle is still open (replays run in the past)
     now_ms = (call(exchange.fetch_time, what=f"{exchange.id} fetch_time")
               if exchange.has.get("fetchTime") else exchange.milliseconds())
-    # candles opened before this are closed; flooring to the timeframe keeps the cache from
-    # recording slivers of "no candle yet" between two calls inside the same candle
-    closed_end = (now_ms // tf_ms) * tf_ms - tf_ms + 1
+    closed_end = closed_candles_end(now_ms, timeframe)
     until_ms = closed_end if until is None else min(to_ms(until), closed_end)
     path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
     cached, coverage = read_cache(path) if path else (_empty_frame(), [])
@@ -347,7 +370,9 @@ def download_ohlcv(
                     break  # nothing more in this range (end of listing, or a long outage)
                 pages.append(_to_frame(rows))
                 bar.update(len(rows))
-                cursor = int(rows[-1][0]) + tf_ms
+                # the next page starts one timeframe on; months vary in length, so for them
+                # just past the last candle (the exchange answers with opens >= since)
+                cursor = int(rows[-1][0]) + (1 if timeframe[-1] in "My" else tf_ms)
     fetched = _empty_frame() if not pages else pd.concat(pages)
     merged = pd.concat([cached, fetched]) if len(cached) else fetched
     merged = merged[~merged.index.duplicated(keep="last")].sort_index()

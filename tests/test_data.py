@@ -386,3 +386,15 @@ def test_saturday_count(start, spacing, n):
     expected = int((idx.dayofweek == 5).sum())
     got = data_nb.saturday_count_nb(int(idx.asi8[0]), int(pd.Timedelta(spacing).value), n)
     assert got == expected
+
+
+def test_resample_to_calendar_months():
+    df = walk(24 * 100, start="2024-01-20")  # 20 Jan to 28 Apr 2024, hourly
+    out = resample_ohlcv(df, "1M")
+    starts = ["2024-01-01", "2024-02-01", "2024-03-01", "2024-04-01"]
+    assert list(out.index) == [pd.Timestamp(s, tz="UTC") for s in starts]
+    for t, row in out.iterrows():
+        part = df[(df.index.year == t.year) & (df.index.month == t.month)]
+        assert row["open"] == part["open"].iloc[0] and row["close"] == part["close"].iloc[-1]
+        assert row["high"] == part["high"].max() and row["low"] == part["low"].min()
+    assert len(resample_ohlcv(df, "1M", drop_partial_last=True)) == 3  # April is unfinished
