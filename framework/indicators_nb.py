@@ -58,10 +58,12 @@ import math
 import numpy as np
 from numba import njit
 
+from framework.jit import bar_njit
+
 NAN = np.nan
 
 
-@njit(cache=True)
+@bar_njit
 def _as_window(window, minimum):
     """``window`` as an int, or ValueError if it is not a whole number >= ``minimum``."""
     n = int(window)
@@ -72,13 +74,13 @@ def _as_window(window, minimum):
     return n
 
 
-@njit(cache=True)
+@bar_njit
 def _next(s, o):
     """Offset of the block after the one at ``o`` (slot 0 of every block is its length)."""
     return o + int(s[o])
 
 
-@njit(cache=True)
+@bar_njit
 def _nsum_add(s, i, x):
     """Neumaier-compensated ``s[i] += x``; ``s[i + 1]`` carries the lost low-order bits."""
     acc = s[i]
@@ -94,12 +96,12 @@ def _nsum_add(s, i, x):
 _RING_HDR = 4
 
 
-@njit(cache=True)
+@bar_njit
 def _ring_size(cap):
     return _RING_HDR + cap
 
 
-@njit(cache=True)
+@bar_njit
 def _ring_init(s, o, cap):
     s[o] = _RING_HDR + cap
     s[o + 1] = cap
@@ -108,12 +110,12 @@ def _ring_init(s, o, cap):
     s[o + _RING_HDR : o + _RING_HDR + cap] = NAN
 
 
-@njit(cache=True)
+@bar_njit
 def _ring_full(s, o):
     return s[o + 3] == s[o + 1]
 
 
-@njit(cache=True)
+@bar_njit
 def _ring_push(s, o, x):
     """Append ``x``; return the value it overwrote (meaningful only if the ring was full)."""
     cap = int(s[o + 1])
@@ -126,7 +128,7 @@ def _ring_push(s, o, x):
     return old
 
 
-@njit(cache=True)
+@bar_njit
 def _ring_oldest(s, o):
     """Oldest value of a full ring."""
     return s[o + _RING_HDR + int(s[o + 2])]
@@ -137,12 +139,12 @@ _W_VALID, _W_BAD, _W_SUM, _W_M2, _W_LAST, _W_RUN = 1, 2, 3, 5, 6, 7
 _W_HDR = 8
 
 
-@njit(cache=True)
+@bar_njit
 def _win_size(n):
     return _W_HDR + _ring_size(n)
 
 
-@njit(cache=True)
+@bar_njit
 def _win_init(s, o, n):
     s[o] = _win_size(n)
     s[o + 1 : o + _W_HDR] = 0.0
@@ -150,12 +152,12 @@ def _win_init(s, o, n):
     _ring_init(s, o + _W_HDR, n)
 
 
-@njit(cache=True)
+@bar_njit
 def _win_mean_valid(s, o):
     return (s[o + _W_SUM] + s[o + _W_SUM + 1]) / s[o + _W_VALID]
 
 
-@njit(cache=True)
+@bar_njit
 def _win_remove(s, o, y):
     if not math.isfinite(y):
         s[o + _W_BAD] -= 1.0
@@ -174,7 +176,7 @@ def _win_remove(s, o, y):
         s[o + _W_M2] -= (y - mean_old) * (y - _win_mean_valid(s, o))
 
 
-@njit(cache=True)
+@bar_njit
 def _win_add(s, o, x):
     if not math.isfinite(x):
         s[o + _W_BAD] += 1.0
@@ -189,7 +191,7 @@ def _win_add(s, o, x):
     s[o + _W_LAST] = x
 
 
-@njit(cache=True)
+@bar_njit
 def _win_push(s, o, x):
     """Slide the window by one value (non-finite values count as missing)."""
     r = o + _W_HDR
@@ -200,30 +202,30 @@ def _win_push(s, o, x):
     _win_add(s, o, x)
 
 
-@njit(cache=True)
+@bar_njit
 def _win_n(s, o):
     return s[o + _W_HDR + 1]
 
 
-@njit(cache=True)
+@bar_njit
 def _win_ready(s, o):
     """Window full and free of missing values."""
     return _ring_full(s, o + _W_HDR) and s[o + _W_BAD] == 0.0
 
 
-@njit(cache=True)
+@bar_njit
 def _win_flat(s, o):
     """Every value in the window equals the last one."""
     return s[o + _W_RUN] >= _win_n(s, o)
 
 
-@njit(cache=True)
+@bar_njit
 def _win_sum(s, o):
     """Sum of the valid values in the window (missing ones count as 0)."""
     return s[o + _W_SUM] + s[o + _W_SUM + 1]
 
 
-@njit(cache=True)
+@bar_njit
 def _win_mean(s, o):
     """Mean of a ready window."""
     if _win_flat(s, o):
@@ -231,7 +233,7 @@ def _win_mean(s, o):
     return _win_sum(s, o) / _win_n(s, o)
 
 
-@njit(cache=True)
+@bar_njit
 def _win_var(s, o, ddof):
     """Variance of a ready window (ddof 0: population, 1: sample)."""
     if _win_flat(s, o):
@@ -245,12 +247,12 @@ def _win_var(s, o, ddof):
 _E_HDR = 7
 
 
-@njit(cache=True)
+@bar_njit
 def _ext_size(n):
     return _E_HDR + 2 * n
 
 
-@njit(cache=True)
+@bar_njit
 def _ext_init(s, o, n, sign):
     s[o] = _ext_size(n)
     s[o + 1] = n
@@ -262,7 +264,7 @@ def _ext_init(s, o, n, sign):
     s[o + _E_HDR : o + _E_HDR + 2 * n] = NAN
 
 
-@njit(cache=True)
+@bar_njit
 def _ext_push(s, o, x):
     """Push one value; return the extreme of the last n, NaN if short or a missing value is in."""
     n = int(s[o + 1])
@@ -299,7 +301,7 @@ def _ext_push(s, o, x):
 _SM_SIZE = 5
 
 
-@njit(cache=True)
+@bar_njit
 def _smooth_init(s, o, n, alpha):
     s[o] = _SM_SIZE
     s[o + 1] = n
@@ -308,7 +310,7 @@ def _smooth_init(s, o, n, alpha):
     s[o + 4] = 0.0
 
 
-@njit(cache=True)
+@bar_njit
 def _smooth_push(s, o, x):
     """Seed with the mean of the first n finite values, then ``v += alpha * (x - v)``.
 
@@ -330,7 +332,7 @@ def _smooth_push(s, o, x):
     return v
 
 
-@njit(cache=True)
+@bar_njit
 def _tr_step(s, i, high, low, close):
     """True range against the previous valid close kept in ``s[i]``; NaN on the first bar."""
     prev = s[i]
@@ -340,7 +342,7 @@ def _tr_step(s, i, high, low, close):
     return max(high - low, abs(high - prev), abs(low - prev))
 
 
-@njit(cache=True)
+@bar_njit
 def _finite3(a, b, c):
     return math.isfinite(a) and math.isfinite(b) and math.isfinite(c)
 
@@ -358,7 +360,7 @@ def sma_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def sma_update_nb(state, x):
     """Simple moving average of the last ``window`` values. Warm-up: window - 1."""
     _win_push(state, 0, x)
@@ -384,7 +386,7 @@ def ema_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def ema_update_nb(state, x):
     """EMA, alpha = 2 / (window + 1), seeded with the SMA of the first window values.
 
@@ -418,7 +420,7 @@ def wma_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def wma_update_nb(state, x):
     """Linearly weighted moving average, weights 1..window (newest heaviest).
 
@@ -470,7 +472,7 @@ def rsi_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def rsi_update_nb(state, close):
     """Wilder's RSI in [0, 100]; 50 when the window saw no change at all. Warm-up: window."""
     if not math.isfinite(close):
@@ -514,7 +516,7 @@ def macd_init_nb(fast, slow, signal):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def macd_update_nb(state, close):
     """(macd, signal, hist): EMA(fast) - EMA(slow), its EMA(signal), and their difference.
 
@@ -547,7 +549,7 @@ def stoch_init_nb(k_window, d_window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def stoch_update_nb(state, high, low, close):
     """(%K, %D) in [0, 100]; %K is NaN when the k_window range is 0 (high max == low min).
 
@@ -594,7 +596,7 @@ def bbands_init_nb(window, k):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def bbands_update_nb(state, close):
     """(mid, upper, lower, percent_b, bandwidth) with the population std (ddof=0).
 
@@ -633,7 +635,7 @@ def zscore_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def zscore_update_nb(state, x):
     """(x - rolling mean) / rolling population std (ddof=0); NaN when the std is 0.
 
@@ -664,7 +666,7 @@ def true_range_init_nb():
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def true_range_update_nb(state, high, low, close):
     """max(high - low, |high - prev close|, |low - prev close|). Warm-up: 1 (needs a prev close)."""
     if not _finite3(high, low, close):
@@ -691,7 +693,7 @@ def atr_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def atr_update_nb(state, high, low, close):
     """Wilder's average true range, in price units. Warm-up: window.
 
@@ -724,7 +726,7 @@ def realized_vol_init_nb(window, ann_factor):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def realized_vol_update_nb(state, close):
     """Sample std (ddof=1) of the last ``window`` log returns times sqrt(ann_factor).
 
@@ -772,7 +774,7 @@ def adx_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def adx_update_nb(state, high, low, close):
     """(adx, plus_di, minus_di) in [0, 100], Wilder's directional movement system.
 
@@ -826,7 +828,7 @@ def donchian_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def donchian_update_nb(state, high, low):
     """(upper, lower, mid): highest high and lowest low of the last ``window`` bars *including*
     the current one, and their midpoint. Warm-up: window - 1.
@@ -876,7 +878,7 @@ def support_resistance_init_nb(left, right):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def _pivot_side(s, o_ring, o_left, x):
     """Push ``x`` (sign-adjusted side of one level); return (candidate, left extreme, right
     extreme) with NaNs while not enough bars have been seen."""
@@ -891,7 +893,7 @@ def _pivot_side(s, o_ring, o_left, x):
     return cand, left, right
 
 
-@njit(cache=True)
+@bar_njit
 def support_resistance_update_nb(state, high, low):
     """(support, resistance): the most recent confirmed pivot low / pivot high.
 
@@ -942,7 +944,7 @@ def obv_init_nb():
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def obv_update_nb(state, close, volume):
     """On-balance volume: starts at the first valid bar's volume, then adds the volume on an
     up close, subtracts it on a down close, adds nothing on an unchanged close. Warm-up: 0.
@@ -977,7 +979,7 @@ def vwap_init_nb(window):
     return s
 
 
-@njit(cache=True)
+@bar_njit
 def vwap_update_nb(state, high, low, close, volume):
     """Rolling VWAP of the typical price (high + low + close) / 3 over ``window`` bars.
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from framework.jit import bar_njit
 
 
-@njit(cache=True)
+@bar_njit
 def cross_nb(prev_diff: float, diff: float) -> int:
     """+1 when a series crosses above another (``diff = a - b`` goes from <= 0 to > 0),
     -1 when it crosses below (from >= 0 to < 0), 0 otherwise or while either value is NaN."""

@@ -12,8 +12,8 @@ closed bar; the strategy decides between the two, so it can see its position:
 4. turn the strategy's intents for this bar into orders for the next bar's open: sizing,
    max trades per day, cooldown after a stop-out, max positions, notional and exposure caps.
 
-Conventions: arrays of one group's columns at one bar are 1-D of length k; the column state is
-(k, N_COL_STATE); fills are written to ``fills`` (an ``order_dt`` buffer of at least 3*k rows) and
+Conventions: prices are (rows, columns) arrays read in place at one row; a group's k columns are
+consecutive, from ``col0``; the column state is (k, N_COL_STATE); fills are written to ``fills`` (an ``order_dt`` buffer of at least 3*k rows) and
 their count returned. Every number is float64 so the whole state can be persisted as arrays.
 """
 
@@ -107,6 +107,7 @@ from framework.indicators_nb import (
     realized_vol_init_nb,
     realized_vol_update_nb,
 )
+from framework.jit import bar_njit, bar_njit_inline
 
 FILLS_PER_COLUMN_BAR = 3  # close + open of a reversal, then a stop on the new position
 
@@ -136,7 +137,7 @@ def init_state_nb(k, p):
     return g, cs, atr_s, vol_s
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _book_fill(g, cs, j, t, side, qty, price, order_type, reason, p, fills, n, col0):
     """Apply one fill to cash and position, append it to ``fills``; returns the new count."""
     notional = qty * price
@@ -161,7 +162,7 @@ def _book_fill(g, cs, j, t, side, qty, price, order_type, reason, p, fills, n, c
     return n + 1
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0):
     pos = cs[j, C_POS]
     if pos == 0.0:
@@ -172,7 +173,7 @@ def _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0):
     return n
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _entry_fill_price(direction, order_type, level, o, h, l, slip):
     """Fill price of an entry order at this bar, or NaN if it does not trigger."""
     if order_type == ORDER_MARKET:
@@ -195,7 +196,7 @@ def _entry_fill_price(direction, order_type, level, o, h, l, slip):
     return level * (1.0 - slip) if l <= level else np.nan
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _gross_exposure(cs, k, skip):
     total = 0.0
     for j in range(k):
@@ -204,7 +205,7 @@ def _gross_exposure(cs, k, skip):
     return total
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _entry_qty(g, cs, j, k, price, p):
     """Quantity of a pending entry at its fill price, after every cap; 0 means no fill."""
     qty = cs[j, C_PEND_QTY]
@@ -223,7 +224,7 @@ def _entry_qty(g, cs, j, k, price, p):
     return qty
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0):
     side = 1 if direction > 0 else -1
     n = _book_fill(g, cs, j, t, side, qty, price, int(cs[j, C_PEND_TYPE]), REASON_SIGNAL, p, fills, n, col0)
@@ -254,7 +255,7 @@ def _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0):
     return n
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
     action = int(cs[j, C_PEND_ACTION])
     if action == ACTION_NONE:
@@ -282,7 +283,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
     return n
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
     """Stop-loss, trailing stop and take-profit inside the bar; stop first when both touch."""
     pos = cs[j, C_POS]
@@ -327,7 +328,7 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
     return n
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _queue_exit(cs, j, reason):
     """A market order for the next open that closes column j's position (none if flat)."""
     if cs[j, C_POS] != 0.0:
@@ -338,13 +339,13 @@ def _queue_exit(cs, j, reason):
         cs[j, C_PEND_ACTION] = ACTION_NONE
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _flatten_all(cs, k, reason):
     for j in range(k):
         _queue_exit(cs, j, reason)
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _queue_entry(cs, j, direction, order_type, price, equity, p):
     """Size an entry decided at this close; leaves no order when sizing is not possible yet."""
     kind = int(p[P_SIZE_KIND])
@@ -369,7 +370,7 @@ def _queue_entry(cs, j, direction, order_type, price, equity, p):
     cs[j, C_PEND_REASON] = REASON_SIGNAL
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _open_or_pending(cs, k):
     count = 0
     for j in range(k):
@@ -378,15 +379,17 @@ def _open_or_pending(cs, k):
     return count
 
 
-@njit(cache=True)
-def fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0):
+@bar_njit_inline
+def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills):
     """First half of a bar for one cash group: fills, stops, mark to market, risk limits.
 
-    ``day`` is the bar's UTC day number (days since 1970-01-01), for the daily limits;
-    ``col0`` is the group's first column, written into the fill records. Returns the number
-    of fills written to ``fills``.
+    ``o, h, l, c`` are (rows, columns) arrays: this bar is row ``row`` (``t`` in a backtest,
+    0 for a live runner's one-bar arrays) and the group's columns start at ``col0`` (also the
+    column written into the fill records); indexing in place rather than slicing a row view per
+    bar keeps the step free of allocation. ``day`` is the bar's UTC day number (days since
+    1970-01-01), for the daily limits. Returns the number of fills written to ``fills``.
     """
-    k = o.shape[0]
+    k = cs.shape[0]
     n = 0
     if day != g[G_DAY]:
         g[G_DAY] = day
@@ -397,8 +400,9 @@ def fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0):
 
     # open: orders decided at the previous close; then inside the bar: stops and targets
     for j in range(k):
-        n = _fill_pending(g, cs, j, k, t, o[j], h[j], l[j], p, fills, n, col0)
-        n = _check_exits(g, cs, j, t, o[j], h[j], l[j], p, cooldown, fills, n, col0)
+        oj, hj, lj = o[row, col0 + j], h[row, col0 + j], l[row, col0 + j]
+        n = _fill_pending(g, cs, j, k, t, oj, hj, lj, p, fills, n, col0)
+        n = _check_exits(g, cs, j, t, oj, hj, lj, p, cooldown, fills, n, col0)
 
     # close: mark to market, simulator indicators, risk limits
     # the simulator's ATR and volatility cost a log per bar: kept only where a setting reads them
@@ -407,12 +411,13 @@ def fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0):
     need_vol = kind == SIZE_VOL_TARGET
     equity = g[G_CASH]
     for j in range(k):
-        cs[j, C_LAST_CLOSE] = c[j]
-        equity += cs[j, C_POS] * c[j]
+        cj = c[row, col0 + j]
+        cs[j, C_LAST_CLOSE] = cj
+        equity += cs[j, C_POS] * cj
         if need_atr:
-            cs[j, C_ATR] = atr_update_nb(atr_s[j], h[j], l[j], c[j])
+            cs[j, C_ATR] = atr_update_nb(atr_s[j], h[row, col0 + j], l[row, col0 + j], cj)
         if need_vol:
-            cs[j, C_VOL] = realized_vol_update_nb(vol_s[j], c[j])
+            cs[j, C_VOL] = realized_vol_update_nb(vol_s[j], cj)
     g[G_EQUITY] = equity
     if equity > g[G_PEAK_EQUITY]:
         g[G_PEAK_EQUITY] = equity
@@ -436,7 +441,7 @@ def fill_nb(t, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, col0):
     return n
 
 
-@njit(cache=True)
+@bar_njit_inline
 def order_nb(t, intents, g, cs, p):
     """Second half of a bar: the strategy's intents at this close become next-open orders.
 
@@ -476,7 +481,7 @@ def order_nb(t, intents, g, cs, p):
             _queue_exit(cs, j, REASON_SIGNAL)  # no new side (blocked, or not sizeable yet): the old one still goes
 
 
-@njit(cache=True)
+@bar_njit_inline
 def _write_trade(out, m, entry, exit_bar, exit_price, exit_fees, reason):
     direction = 1 if entry["side"] > 0 else -1
     qty = entry["qty"]

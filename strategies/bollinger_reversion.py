@@ -7,6 +7,7 @@ from numba import njit
 
 from framework.enums import ACTION_EXIT, ACTION_LONG, ACTION_SHORT, INTENT_ACTION
 from framework.indicators_nb import bbands_init_nb, bbands_update_nb
+from framework.jit import bar_njit
 from framework.strategy import Param, Strategy
 
 WINDOW, K = 0, 1
@@ -17,7 +18,7 @@ def init_nb(p):
     return (bbands_init_nb(int(p[WINDOW]), p[K]),)
 
 
-@njit(cache=True)
+@bar_njit
 def decide_nb(state, o, h, l, c, v, pos, p, intent):
     mid, upper, lower, _pct_b, _width = bbands_update_nb(state[0], c)
     if np.isnan(mid):

@@ -7,6 +7,7 @@ from numba import njit
 
 from framework.enums import ACTION_EXIT, ACTION_LONG, ACTION_SHORT, INTENT_ACTION
 from framework.indicators_nb import donchian_init_nb, donchian_update_nb
+from framework.jit import bar_njit
 from framework.strategy import Param, Strategy
 
 ENTRY, EXIT = 0, 1
@@ -18,7 +19,7 @@ def init_nb(p):
     return (donchian_init_nb(int(p[ENTRY])), donchian_init_nb(int(p[EXIT])), np.full(4, np.nan))
 
 
-@njit(cache=True)
+@bar_njit
 def decide_nb(state, o, h, l, c, v, pos, p, intent):
     entry_state, exit_state, prev = state
     # the channels of the bars *before* this one: a breakout is a close beyond them

@@ -6,6 +6,7 @@ from numba import njit
 
 from framework.enums import ACTION_LONG, ACTION_SHORT, INTENT_ACTION
 from framework.indicators_nb import rsi_init_nb, rsi_update_nb
+from framework.jit import bar_njit
 from framework.strategy import Param, Strategy
 
 WINDOW, LOWER, UPPER = 0, 1, 2
@@ -16,7 +17,7 @@ def init_nb(p):
     return (rsi_init_nb(int(p[WINDOW])),)
 
 
-@njit(cache=True)
+@bar_njit
 def decide_nb(state, o, h, l, c, v, pos, p, intent):
     value = rsi_update_nb(state[0], c)
     if value < p[LOWER]:

@@ -7,6 +7,7 @@ from numba import njit
 
 from framework.enums import ACTION_LONG, ACTION_SHORT, INTENT_ACTION
 from framework.indicators_nb import sma_init_nb, sma_update_nb
+from framework.jit import bar_njit
 from framework.signals_nb import cross_nb
 from framework.strategy import Param, Strategy
 
@@ -18,7 +19,7 @@ def init_nb(p):
     return (sma_init_nb(int(p[FAST])), sma_init_nb(int(p[SLOW])), np.full(1, np.nan))
 
 
-@njit(cache=True)
+@bar_njit
 def decide_nb(state, o, h, l, c, v, pos, p, intent):
     fast_state, slow_state, prev = state
     diff = sma_update_nb(fast_state, c) - sma_update_nb(slow_state, c)
