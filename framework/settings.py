@@ -60,11 +60,27 @@ class SimSettings:
         _check_window("atr_window", self.atr_window)
         _check_window("vol_window", self.vol_window, minimum=2)
         _check_positive("atr_stop_mult", self.atr_stop_mult)
-        for name in ("sl_pct", "trail_pct", "max_drawdown", "daily_loss"):
+        for name in ("allow_short", "cash_sharing"):
+            _check_bool(name, getattr(self, name))
+        for name, hint in (
+            ("sl_pct", "a fraction, 0.05 means 5 %; a long's stop sits at entry × (1 − sl_pct)"),
+            ("trail_pct", "a fraction, 0.05 means 5 %; a long's trailing stop sits at best × (1 − trail_pct)"),
+            ("max_drawdown", "a fraction, 0.05 means 5 %"),
+            ("daily_loss", "a fraction, 0.05 means 5 %"),
+        ):
             value = getattr(self, name)
             if value is not None:
-                _check_range(name, value, 0.0, 1.0, "a fraction, 0.05 means 5 %", lo_open=True, hi_open=True)
-        for name in ("tp_pct", "sl_atr", "tp_atr", "trail_atr", "max_position_notional", "max_exposure"):
+                _check_range(name, value, 0.0, 1.0, hint, lo_open=True, hi_open=True)
+        if self.tp_pct is not None:
+            if self.allow_short:  # a short's target sits at entry * (1 - tp_pct): must stay > 0
+                _check_range(
+                    "tp_pct", self.tp_pct, 0.0, 1.0,
+                    "with allow_short=True; a short's target sits at entry × (1 − tp_pct)",
+                    lo_open=True, hi_open=True,
+                )
+            else:
+                _check_positive("tp_pct", self.tp_pct)
+        for name in ("sl_atr", "tp_atr", "trail_atr", "max_position_notional", "max_exposure"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(name, value)
@@ -140,6 +156,12 @@ class SimSettings:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def _check_bool(name: str, value: Any) -> None:
+    # only real booleans: "no" or 0 would silently read as a truth value
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be true or false (a bool), got {value!r}")
 
 
 def _check_positive(name: str, value: Any) -> None:
