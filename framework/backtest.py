@@ -105,11 +105,10 @@ class Backtest:
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
         simp = np.ascontiguousarray(np.tile(self.settings.vector(self.ann_factor), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
-        day = runner.utc_day_numbers(self.index)
         kernels = runner.drivers(type(self.strategy))
         equity, cash, pos, fills = kernels.backtest_nb(
             arrays["open"], arrays["high"], arrays["low"], arrays["close"], arrays["volume"],
-            day, sp, simp, groups,
+            runner.utc_ns(self.index), sp, simp, groups,
         )
         return BacktestResult(
             strategy=self.strategy,

@@ -122,7 +122,7 @@ def _ring_push(s, o, x):
     pos = int(s[o + 2])
     old = s[o + _RING_HDR + pos]
     s[o + _RING_HDR + pos] = x
-    s[o + 2] = (pos + 1) % cap
+    s[o + 2] = pos + 1 if pos + 1 < cap else 0  # a compare, cheaper than an integer modulo
     if s[o + 3] < cap:
         s[o + 3] += 1.0
     return old
@@ -134,9 +134,11 @@ def _ring_oldest(s, o):
     return s[o + _RING_HDR + int(s[o + 2])]
 
 
-# --- rolling window: [len, n_valid, n_bad, sum, sum_comp, m2, last, run] + ring[n] ------------
-_W_VALID, _W_BAD, _W_SUM, _W_M2, _W_LAST, _W_RUN = 1, 2, 3, 5, 6, 7
-_W_HDR = 8
+# --- rolling window: [len, n_valid, n_bad, sum, sum_comp, m2, last, run, var] + ring[n] -------
+# ``var`` = 1 keeps the M2 for a variance; a mean-only window (SMA, VWAP) skips it and its
+# divisions, which are most of an SMA update's cost.
+_W_VALID, _W_BAD, _W_SUM, _W_M2, _W_LAST, _W_RUN, _W_VAR = 1, 2, 3, 5, 6, 7, 8
+_W_HDR = 9
 
 
 @bar_njit
@@ -145,10 +147,11 @@ def _win_size(n):
 
 
 @bar_njit
-def _win_init(s, o, n):
+def _win_init(s, o, n, var):
     s[o] = _win_size(n)
     s[o + 1 : o + _W_HDR] = 0.0
     s[o + _W_LAST] = NAN
+    s[o + _W_VAR] = 1.0 if var else 0.0
     _ring_init(s, o + _W_HDR, n)
 
 
@@ -162,7 +165,8 @@ def _win_remove(s, o, y):
     if not math.isfinite(y):
         s[o + _W_BAD] -= 1.0
         return
-    mean_old = _win_mean_valid(s, o)
+    var = s[o + _W_VAR] != 0.0
+    mean_old = _win_mean_valid(s, o) if var else NAN
     _nsum_add(s, o + _W_SUM, -y)
     s[o + _W_VALID] -= 1.0
     if s[o + _W_VALID] == 0.0:
@@ -170,6 +174,8 @@ def _win_remove(s, o, y):
         s[o + _W_SUM] = 0.0
         s[o + _W_SUM + 1] = 0.0
         s[o + _W_M2] = 0.0
+    elif not var:
+        return
     elif s[o + _W_VALID] == 1.0:
         s[o + _W_M2] = 0.0  # likewise: one value has no spread (makes window 2 exact)
     else:
@@ -183,10 +189,14 @@ def _win_add(s, o, x):
         s[o + _W_LAST] = NAN
         s[o + _W_RUN] = 0.0
         return
-    mean_old = _win_mean_valid(s, o) if s[o + _W_VALID] > 0.0 else x
+    var = s[o + _W_VAR] != 0.0
+    mean_old = x
+    if var and s[o + _W_VALID] > 0.0:
+        mean_old = _win_mean_valid(s, o)
     _nsum_add(s, o + _W_SUM, x)
     s[o + _W_VALID] += 1.0
-    s[o + _W_M2] += (x - mean_old) * (x - _win_mean_valid(s, o))
+    if var:
+        s[o + _W_M2] += (x - mean_old) * (x - _win_mean_valid(s, o))
     s[o + _W_RUN] = s[o + _W_RUN] + 1.0 if x == s[o + _W_LAST] else 1.0
     s[o + _W_LAST] = x
 
@@ -356,7 +366,7 @@ def _finite3(a, b, c):
 def sma_init_nb(window):
     n = _as_window(window, 1)
     s = np.empty(_win_size(n))
-    _win_init(s, 0, n)
+    _win_init(s, 0, n, False)
     return s
 
 
@@ -416,7 +426,7 @@ def wma_init_nb(window):
     s = np.empty(_WMA_WIN + _win_size(n))
     s[_WMA_W] = 0.0
     s[_WMA_W + 1] = 0.0
-    _win_init(s, _WMA_WIN, n)
+    _win_init(s, _WMA_WIN, n, False)
     return s
 
 
@@ -545,7 +555,7 @@ def stoch_init_nb(k_window, d_window):
     s = np.empty(2 * _ext_size(nk) + _win_size(nd))
     _ext_init(s, 0, nk, 1.0)
     _ext_init(s, _ext_size(nk), nk, -1.0)
-    _win_init(s, 2 * _ext_size(nk), nd)
+    _win_init(s, 2 * _ext_size(nk), nd, False)
     return s
 
 
@@ -592,7 +602,7 @@ def bbands_init_nb(window, k):
         raise ValueError("bbands: k must be a finite number > 0")
     s = np.empty(1 + _win_size(n))
     s[0] = k
-    _win_init(s, 1, n)
+    _win_init(s, 1, n, True)
     return s
 
 
@@ -631,7 +641,7 @@ def bbands_nb(close, window, k):
 def zscore_init_nb(window):
     n = _as_window(window, 2)  # the std of one value is always 0
     s = np.empty(_win_size(n))
-    _win_init(s, 0, n)
+    _win_init(s, 0, n, True)
     return s
 
 
@@ -722,7 +732,7 @@ def realized_vol_init_nb(window, ann_factor):
     s = np.empty(2 + _win_size(n))
     s[0] = math.sqrt(ann_factor)
     s[1] = NAN
-    _win_init(s, 2, n)
+    _win_init(s, 2, n, True)
     return s
 
 
@@ -974,8 +984,8 @@ def obv_nb(close, volume):
 def vwap_init_nb(window):
     n = _as_window(window, 1)
     s = np.empty(2 * _win_size(n))
-    _win_init(s, 0, n)
-    _win_init(s, _win_size(n), n)
+    _win_init(s, 0, n, False)
+    _win_init(s, _win_size(n), n, False)
     return s
 
 

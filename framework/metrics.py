@@ -72,7 +72,10 @@ def bars_per_year(index: pd.DatetimeIndex) -> float:
         raise ValueError(
             f"bars_per_year needs at least 2 bars to measure the bar spacing, got {len(index)}"
         )
-    spacing = pd.Timedelta(np.median(np.diff(index.asi8)), unit=index.unit)
+    if isinstance(index.freq, pd.offsets.Tick):
+        spacing = pd.Timedelta(index.freq)  # a fixed frequency: every spacing is this one
+    else:
+        spacing = pd.Timedelta(np.median(np.diff(index.asi8)), unit=index.unit)
     if spacing <= pd.Timedelta(0):
         raise ValueError(
             f"the index's median bar spacing is {spacing}; it must be positive "

@@ -35,7 +35,7 @@ from numba import njit
 
 from framework.enums import ACTION_NONE, INTENT_ACTION, INTENT_ORDER_TYPE, INTENT_PRICE
 from framework.enums import INTENT_SIZE, ORDER_MARKET, G_CASH, G_EQUITY, C_POS, order_dt
-from framework.sim_nb import FILLS_PER_COLUMN_BAR, fill_nb, init_state_nb, order_nb
+from framework.sim_nb import FILLS_PER_COLUMN_BAR, NS_PER_DAY, fill_nb, init_state_nb, order_nb
 {import_line}
 
 _init = _strategy.init_nb
@@ -87,7 +87,7 @@ def bar_nb(t, row, col0, day, o, h, l, c, v, states, sp, intents, g, cs, atr_s, 
 
 
 @njit(cache=CACHE, _nrt=False)
-def _group_bars_nb(t0, gi, col0, o, h, l, c, v, day, states, sp, intents, g, cs, atr_s, vol_s, p,
+def _group_bars_nb(t0, gi, col0, o, h, l, c, v, ts, states, sp, intents, g, cs, atr_s, vol_s, p,
                    buf, fills, n_fills, equity, cash, pos):
     """Bars ``t0..`` of one cash group, recorded in place; stops early (returning the next bar)
     when ``fills`` might overflow, for the caller to grow it: this loop cannot allocate."""
@@ -95,7 +95,7 @@ def _group_bars_nb(t0, gi, col0, o, h, l, c, v, day, states, sp, intents, g, cs,
     for t in range(t0, c.shape[0]):
         if n_fills + buf.shape[0] > fills.shape[0]:
             return t, n_fills
-        m = bar_nb(t, t, col0, day[t], o, h, l, c, v, states, sp, intents, g, cs, atr_s, vol_s, p, buf)
+        m = bar_nb(t, t, col0, ts[t] // NS_PER_DAY, o, h, l, c, v, states, sp, intents, g, cs, atr_s, vol_s, p, buf)
         for i in range(m):  # most bars fill nothing
             fills[n_fills + i] = buf[i]
         n_fills += m
@@ -107,8 +107,9 @@ def _group_bars_nb(t0, gi, col0, o, h, l, c, v, day, states, sp, intents, g, cs,
 
 
 @njit(cache=CACHE)
-def backtest_nb(o, h, l, c, v, day, sp, simp, group_start):
-    """All bars of all groups; arrays are (bars, columns), ``simp`` is (groups, N_SIM_PARAMS)."""
+def backtest_nb(o, h, l, c, v, ts, sp, simp, group_start):
+    """All bars of all groups; arrays are (bars, columns), ``ts`` the bars' UTC times (int64 ns),
+    ``simp`` is (groups, N_SIM_PARAMS)."""
     n, n_cols = c.shape
     n_groups = group_start.shape[0] - 1
     equity = np.empty((n, n_groups))
@@ -125,7 +126,7 @@ def backtest_nb(o, h, l, c, v, day, sp, simp, group_start):
         buf = np.empty(FILLS_PER_COLUMN_BAR * k, dtype=order_dt)
         t = 0
         while t < n:
-            t, n_fills = _group_bars_nb(t, gi, a, o, h, l, c, v, day, states, sp, intents, g, cs,
+            t, n_fills = _group_bars_nb(t, gi, a, o, h, l, c, v, ts, states, sp, intents, g, cs,
                                         atr_s, vol_s, simp[gi], buf, fills, n_fills, equity, cash, pos)
             if t < n:
                 grown = np.empty(2 * fills.shape[0], dtype=order_dt)
@@ -235,8 +236,13 @@ def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
 
 def utc_day_numbers(index) -> np.ndarray:
     """UTC calendar day of each timestamp as days since 1970-01-01 (int64)."""
-    ns = index.tz_convert("UTC").as_unit("ns").asi8
-    return ns // 86_400_000_000_000  # floor division: right for dates before 1970 too
+    return utc_ns(index) // sim_nb.NS_PER_DAY  # floor division: right before 1970 too, as in the kernel
+
+
+def utc_ns(index) -> np.ndarray:
+    """Timestamps as int64 nanoseconds since the epoch, UTC (a tz-aware index stores UTC
+    already, so there is nothing to convert; a naive one is taken as UTC)."""
+    return index.as_unit("ns").asi8
 
 
 class BarStepper:

@@ -110,6 +110,7 @@ from framework.indicators_nb import (
 from framework.jit import bar_njit, bar_njit_inline
 
 FILLS_PER_COLUMN_BAR = 3  # close + open of a reversal, then a stop on the new position
+NS_PER_DAY = 86_400_000_000_000  # a bar's UTC day number is its time in ns // NS_PER_DAY
 
 
 @njit(cache=True)
@@ -137,7 +138,7 @@ def init_state_nb(k, p):
     return g, cs, atr_s, vol_s
 
 
-@bar_njit_inline
+@bar_njit
 def _book_fill(g, cs, j, t, side, qty, price, order_type, reason, p, fills, n, col0):
     """Apply one fill to cash and position, append it to ``fills``; returns the new count."""
     notional = qty * price
@@ -162,7 +163,7 @@ def _book_fill(g, cs, j, t, side, qty, price, order_type, reason, p, fills, n, c
     return n + 1
 
 
-@bar_njit_inline
+@bar_njit
 def _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0):
     pos = cs[j, C_POS]
     if pos == 0.0:
@@ -173,7 +174,7 @@ def _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0):
     return n
 
 
-@bar_njit_inline
+@bar_njit
 def _entry_fill_price(direction, order_type, level, o, h, l, slip):
     """Fill price of an entry order at this bar, or NaN if it does not trigger."""
     if order_type == ORDER_MARKET:
@@ -196,7 +197,7 @@ def _entry_fill_price(direction, order_type, level, o, h, l, slip):
     return level * (1.0 - slip) if l <= level else np.nan
 
 
-@bar_njit_inline
+@bar_njit
 def _gross_exposure(cs, k, skip):
     total = 0.0
     for j in range(k):
@@ -205,7 +206,7 @@ def _gross_exposure(cs, k, skip):
     return total
 
 
-@bar_njit_inline
+@bar_njit
 def _entry_qty(g, cs, j, k, price, p):
     """Quantity of a pending entry at its fill price, after every cap; 0 means no fill."""
     qty = cs[j, C_PEND_QTY]
@@ -224,7 +225,7 @@ def _entry_qty(g, cs, j, k, price, p):
     return qty
 
 
-@bar_njit_inline
+@bar_njit
 def _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0):
     side = 1 if direction > 0 else -1
     n = _book_fill(g, cs, j, t, side, qty, price, int(cs[j, C_PEND_TYPE]), REASON_SIGNAL, p, fills, n, col0)
@@ -255,7 +256,7 @@ def _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0):
     return n
 
 
-@bar_njit_inline
+@bar_njit
 def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
     action = int(cs[j, C_PEND_ACTION])
     if action == ACTION_NONE:
@@ -283,7 +284,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
     return n
 
 
-@bar_njit_inline
+@bar_njit
 def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
     """Stop-loss, trailing stop and take-profit inside the bar; stop first when both touch."""
     pos = cs[j, C_POS]
@@ -328,7 +329,7 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
     return n
 
 
-@bar_njit_inline
+@bar_njit
 def _queue_exit(cs, j, reason):
     """A market order for the next open that closes column j's position (none if flat)."""
     if cs[j, C_POS] != 0.0:
@@ -339,13 +340,13 @@ def _queue_exit(cs, j, reason):
         cs[j, C_PEND_ACTION] = ACTION_NONE
 
 
-@bar_njit_inline
+@bar_njit
 def _flatten_all(cs, k, reason):
     for j in range(k):
         _queue_exit(cs, j, reason)
 
 
-@bar_njit_inline
+@bar_njit
 def _queue_entry(cs, j, direction, order_type, price, equity, p):
     """Size an entry decided at this close; leaves no order when sizing is not possible yet."""
     kind = int(p[P_SIZE_KIND])
@@ -370,7 +371,7 @@ def _queue_entry(cs, j, direction, order_type, price, equity, p):
     cs[j, C_PEND_REASON] = REASON_SIGNAL
 
 
-@bar_njit_inline
+@bar_njit
 def _open_or_pending(cs, k):
     count = 0
     for j in range(k):
@@ -400,9 +401,13 @@ def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills):
 
     # open: orders decided at the previous close; then inside the bar: stops and targets
     for j in range(k):
-        oj, hj, lj = o[row, col0 + j], h[row, col0 + j], l[row, col0 + j]
-        n = _fill_pending(g, cs, j, k, t, oj, hj, lj, p, fills, n, col0)
-        n = _check_exits(g, cs, j, t, oj, hj, lj, p, cooldown, fills, n, col0)
+        # most bars have nothing pending and many no position: skip the calls then
+        if cs[j, C_PEND_ACTION] != ACTION_NONE:
+            n = _fill_pending(g, cs, j, k, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
+                              p, fills, n, col0)
+        if cs[j, C_POS] != 0.0:
+            n = _check_exits(g, cs, j, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
+                             p, cooldown, fills, n, col0)
 
     # close: mark to market, simulator indicators, risk limits
     # the simulator's ATR and volatility cost a log per bar: kept only where a setting reads them
@@ -481,7 +486,7 @@ def order_nb(t, intents, g, cs, p):
             _queue_exit(cs, j, REASON_SIGNAL)  # no new side (blocked, or not sizeable yet): the old one still goes
 
 
-@bar_njit_inline
+@bar_njit
 def _write_trade(out, m, entry, exit_bar, exit_price, exit_fees, reason):
     direction = 1 if entry["side"] > 0 else -1
     qty = entry["qty"]

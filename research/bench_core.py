@@ -153,11 +153,11 @@ def tradpal_kernel_inputs(data: pd.DataFrame):
     # specialisation of the kernel)
     cols = [np.ascontiguousarray(data[c].to_numpy(dtype=np.float64, copy=True)[:, None])
             for c in ("open", "high", "low", "close", "volume")]
-    day = runner.utc_day_numbers(bt.index)
+    ts = runner.utc_ns(bt.index)
     sp = np.ascontiguousarray(bt.strategy.param_vector()[None, :])
     simp = np.ascontiguousarray(bt.settings.vector(bt.ann_factor)[None, :])
     groups = np.array([0, 1], dtype=np.int64)
-    return runner.drivers(SmaCross).backtest_nb, (*cols, day, sp, simp, groups)
+    return runner.drivers(SmaCross).backtest_nb, (*cols, ts, sp, simp, groups)
 
 
 def tradpal_summary(result) -> dict:
