@@ -198,11 +198,14 @@ def _entry_fill_price(direction, order_type, level, o, h, l, slip):
 
 
 @bar_njit
-def _gross_exposure(cs, k, skip):
+def _others_notional(cs, k, skip, shorts_only):
+    """Sum of |position| x last close over the group's columns other than ``skip`` (only the
+    short ones if ``shorts_only``)."""
     total = 0.0
     for j in range(k):
-        if j != skip and cs[j, C_POS] != 0.0:
-            total += abs(cs[j, C_POS]) * cs[j, C_LAST_CLOSE]
+        q = cs[j, C_POS]
+        if j != skip and (q < 0.0 if shorts_only else q != 0.0):
+            total += abs(q) * cs[j, C_LAST_CLOSE]
     return total
 
 
@@ -215,10 +218,15 @@ def _entry_qty(g, cs, j, k, price, p):
     if not np.isnan(p[P_MAX_POS_NOTIONAL]):
         qty = min(qty, p[P_MAX_POS_NOTIONAL] / price)
     if not np.isnan(p[P_MAX_EXPOSURE]):
-        room = p[P_MAX_EXPOSURE] * g[G_EQUITY] - _gross_exposure(cs, k, j)
+        room = p[P_MAX_EXPOSURE] * g[G_EQUITY] - _others_notional(cs, k, j, False)
         qty = min(qty, room / price)
-    # no leverage: the position plus its fee must be paid (long) or margined (short) from cash
-    cash_cap = g[G_CASH] / (price * (1.0 + p[P_FEES]))
+    # no leverage: the position plus its fee must be paid (long) or margined (short) from cash;
+    # a short elsewhere in the group put its sale proceeds into cash and margins as much again,
+    # so neither half of that is free (gross exposure stays within equity)
+    free_cash = g[G_CASH]
+    if k > 1:
+        free_cash -= 2.0 * _others_notional(cs, k, j, True)
+    cash_cap = free_cash / (price * (1.0 + p[P_FEES]))
     qty = min(qty, cash_cap)
     if not (qty > 0.0):
         return 0.0
@@ -362,6 +370,9 @@ def _queue_entry(cs, j, direction, order_type, price, equity, p):
         notional = equity * p[P_SIZE] / cs[j, C_VOL]
     if not (notional > 0.0 or qty > 0.0) or np.isinf(notional) or np.isinf(qty):
         return  # ATR or volatility still warming up (NaN) or zero
+    atr_levels = not (np.isnan(p[P_SL_ATR]) and np.isnan(p[P_TP_ATR]) and np.isnan(p[P_TRAIL_ATR]))
+    if atr_levels and np.isnan(cs[j, C_ATR]):
+        return  # an ATR stop or target cannot be placed before the ATR has warmed up
     cs[j, C_PEND_ACTION] = ACTION_LONG if direction > 0 else ACTION_SHORT
     cs[j, C_PEND_TYPE] = order_type
     cs[j, C_PEND_PRICE] = price

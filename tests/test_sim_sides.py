@@ -333,10 +333,11 @@ def test_max_exposure_caps_the_gross_notional_of_a_cash_sharing_group():
     assert o["qty"].tolist() == [close_to(5.0), close_to(6.0)]
     assert res.cash.iloc[1] == close_to(1000 - 500 + 300)
     assert res.equity.iloc[1] == close_to(800 + 5 * 80 - 6 * 50)
-    # without the cap C gets its 500 / 20 = 25 (cash 800 allows it)
-    o2 = _group(a, b, c, size=0.5, allow_short=True).orders
+    # without the cap (smaller sizes, so the no-leverage rule does not bind either) C gets its
+    # 0.3 * 1000 / 20 = 15: free cash 1000 - 2 * 300 (B's short proceeds and margin) = 400 >= 300
+    o2 = _group(a, b, c, size=0.3, allow_short=True).orders
     assert o2["instrument"].tolist() == ["A", "B", "C"]
-    assert o2["qty"].tolist() == [close_to(5.0), close_to(10.0), close_to(25.0)]
+    assert o2["qty"].tolist() == [close_to(3.0), close_to(6.0), close_to(15.0)]
 
 
 def test_max_exposure_room_follows_the_equity_at_the_decision():
@@ -453,3 +454,36 @@ def test_cli_reports_a_bad_bool_setting(capsys):
     assert main(["backtest", "sma_cross", "--data", "BTC_USDT-1d", "--set", "allow_short=true",
                  "--set", "tp_pct=1.5"]) == 2
     assert "tp_pct must be in (0, 1) (with allow_short=True" in capsys.readouterr().err
+
+
+def test_short_proceeds_do_not_fund_longs_in_a_cash_sharing_group():
+    # A shorts 0.5 * 1000 / 100 = 5 at bar 1: cash 1000 + 500 = 1500, of which the 500 proceeds
+    # and another 500 of margin are not free. B and C each want 500 at bar 2's open of 100:
+    # B gets (1500 - 2 * 500) / 100 = 5 (cash 1000), C gets (1000 - 2 * 500) / 100 = 0.
+    # Gross exposure 5 * 100 + 5 * 100 = 1000 = equity: no leverage.
+    a = [(100, 101, 99, 100, SHORT), FLAT, FLAT, FLAT]
+    b = [FLAT, (100, 101, 99, 100, LONG), FLAT, FLAT]
+    res = _group(a, b, b, size=0.5, allow_short=True)
+    assert res.positions.iloc[-1].tolist() == [-5.0, 5.0, 0.0]
+    assert res.cash.iloc[-1] == 1000.0
+    assert res.equity.iloc[-1] == 1000.0
+    assert res.orders["instrument"].tolist() == ["A", "B"]
+
+
+def test_short_proceeds_leave_a_single_column_unaffected():
+    # one column: a short's own proceeds are not counted against its reversal into a long
+    rows = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, LONG), FLAT, FLAT]
+    res = run(rows, fees=0.0, allow_short=True)
+    buy = res.orders.iloc[-1]
+    assert (buy["side"], buy["qty"]) == ("buy", 10.0)
+
+
+def test_atr_stop_entries_wait_for_the_atr():
+    # sl_atr=1 with a 3-bar ATR: the long decided at bar 0 has no ATR to place its stop and is
+    # not sent; the one decided at bar 3 (true ranges 2, 2, 2 -> ATR 2) enters at bar 4's open
+    # 100 with its stop at 100 - 2 = 98, hit inside bar 5.
+    rows = [(100, 101, 99, 100, LONG), FLAT, FLAT, (100, 101, 99, 100, LONG), FLAT, (100, 101, 90, 95, 0), FLAT]
+    res = run(rows, fees=0.0, atr_window=3, sl_atr=1.0)
+    t = only_trade(res)
+    assert (t["entry_time"], t["entry_price"]) == (res.equity.index[4], 100.0)
+    assert (t["exit_time"], t["exit_price"], t["exit_reason"]) == (res.equity.index[5], 98.0, "stop_loss")
