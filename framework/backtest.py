@@ -106,7 +106,7 @@ class Backtest:
         simp = np.ascontiguousarray(np.tile(self.settings.vector(self.ann_factor), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
         kernels = runner.drivers(type(self.strategy))
-        equity, cash, pos, fills = kernels.backtest_nb(
+        equity, fills = kernels.backtest_nb(
             arrays["open"], arrays["high"], arrays["low"], arrays["close"], arrays["volume"],
             runner.utc_ns(self.index), sp, simp, groups,
         )
@@ -115,9 +115,8 @@ class Backtest:
             settings=self.settings,
             frames=self.frames,
             ann_factor=self.ann_factor,
+            group_start=groups,
             group_equity=equity,
-            group_cash=cash,
-            position_qty=pos,
             fills=fills,
         )
 
@@ -130,9 +129,8 @@ class BacktestResult:
     settings: SimSettings
     frames: dict[str, pd.DataFrame]
     ann_factor: float
-    group_equity: np.ndarray = field(repr=False)
-    group_cash: np.ndarray = field(repr=False)
-    position_qty: np.ndarray = field(repr=False)
+    group_start: np.ndarray = field(repr=False)  # first column of each cash group, then n_cols
+    group_equity: np.ndarray = field(repr=False)  # (bars, groups)
     fills: np.ndarray = field(repr=False)  # order_dt records
 
     @property
@@ -153,13 +151,21 @@ class BacktestResult:
         return pd.Series(self.group_equity.sum(axis=1), index=self.index, name="equity")
 
     @cached_property
+    def _cash_and_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bars, groups) cash and (bars, columns) positions, replayed from the fills."""
+        col_group = np.repeat(np.arange(len(self.group_start) - 1), np.diff(self.group_start))
+        return sim_nb.replay_fills_nb(
+            self.fills, len(self.index), col_group, len(self.group_start) - 1, self.settings.init_cash
+        )
+
+    @cached_property
     def cash(self) -> pd.Series:
-        return pd.Series(self.group_cash.sum(axis=1), index=self.index, name="cash")
+        return pd.Series(self._cash_and_positions[0].sum(axis=1), index=self.index, name="cash")
 
     @cached_property
     def positions(self) -> pd.DataFrame:
         """Signed position quantity per instrument at each close."""
-        return pd.DataFrame(self.position_qty, index=self.index, columns=self.columns)
+        return pd.DataFrame(self._cash_and_positions[1], index=self.index, columns=self.columns)
 
     @cached_property
     def drawdown(self) -> pd.Series:
@@ -198,7 +204,7 @@ class BacktestResult:
     @cached_property
     def exposure(self) -> np.ndarray:
         """True where any position is open at the bar's close."""
-        return (self.position_qty != 0.0).any(axis=1)
+        return (self._cash_and_positions[1] != 0.0).any(axis=1)
 
     @cached_property
     def stats(self) -> dict[str, object]:

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from framework.enums import ACTION_NONE, INTENT_ACTION, INTENT_ORDER_TYPE, INTENT_PRICE
-from framework.enums import INTENT_SIZE, ORDER_MARKET, G_CASH, G_EQUITY, C_POS, order_dt
+from framework.enums import INTENT_SIZE, ORDER_MARKET, G_EQUITY, C_POS, order_dt
 from framework.sim_nb import FILLS_PER_COLUMN_BAR, NS_PER_DAY, fill_nb, init_state_nb, order_nb
 {import_line}
 
@@ -88,10 +88,9 @@ def bar_nb(t, row, col0, day, o, h, l, c, v, states, sp, intents, g, cs, atr_s, 
 
 @njit(cache=CACHE, _nrt=False)
 def _group_bars_nb(t0, gi, col0, o, h, l, c, v, ts, states, sp, intents, g, cs, atr_s, vol_s, p,
-                   buf, fills, n_fills, equity, cash, pos):
+                   buf, fills, n_fills, equity):
     """Bars ``t0..`` of one cash group, recorded in place; stops early (returning the next bar)
     when ``fills`` might overflow, for the caller to grow it: this loop cannot allocate."""
-    k = cs.shape[0]
     for t in range(t0, c.shape[0]):
         if n_fills + buf.shape[0] > fills.shape[0]:
             return t, n_fills
@@ -100,21 +99,18 @@ def _group_bars_nb(t0, gi, col0, o, h, l, c, v, ts, states, sp, intents, g, cs, 
             fills[n_fills + i] = buf[i]
         n_fills += m
         equity[t, gi] = g[G_EQUITY]
-        cash[t, gi] = g[G_CASH]
-        for j in range(k):
-            pos[t, col0 + j] = cs[j, C_POS]
     return c.shape[0], n_fills
 
 
 @njit(cache=CACHE)
 def backtest_nb(o, h, l, c, v, ts, sp, simp, group_start):
     """All bars of all groups; arrays are (bars, columns), ``ts`` the bars' UTC times (int64 ns),
-    ``simp`` is (groups, N_SIM_PARAMS)."""
+    ``simp`` is (groups, N_SIM_PARAMS). Returns the equity of each group at every close and the
+    fill records; cash and positions change only at fills, so they are replayed from the records
+    when asked for (``framework.sim_nb.replay_fills_nb``) rather than stored for every bar."""
     n, n_cols = c.shape
     n_groups = group_start.shape[0] - 1
     equity = np.empty((n, n_groups))
-    cash = np.empty((n, n_groups))
-    pos = np.empty((n, n_cols))
     fills = np.empty(64 + 4 * n_cols, dtype=order_dt)
     n_fills = 0
     for gi in range(n_groups):
@@ -127,12 +123,12 @@ def backtest_nb(o, h, l, c, v, ts, sp, simp, group_start):
         t = 0
         while t < n:
             t, n_fills = _group_bars_nb(t, gi, a, o, h, l, c, v, ts, states, sp, intents, g, cs,
-                                        atr_s, vol_s, simp[gi], buf, fills, n_fills, equity, cash, pos)
+                                        atr_s, vol_s, simp[gi], buf, fills, n_fills, equity)
             if t < n:
                 grown = np.empty(2 * fills.shape[0], dtype=order_dt)
                 grown[:n_fills] = fills[:n_fills]
                 fills = grown
-    return equity, cash, pos, fills[:n_fills]
+    return equity, fills[:n_fills]
 '''
 
 

@@ -542,3 +542,36 @@ def trades_from_fills_nb(fills, n_cols, last_bar, last_close):
             _write_trade(out, m, fills[open_idx[col]], last_bar, last_close[col], 0.0, REASON_END)
             m += 1
     return out[:m]
+
+
+@njit(cache=True)
+def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
+    """Cash of every group and position of every column at each close, replayed from the fills.
+
+    Both change only at fills, so the backtester keeps the fill records rather than two
+    (bars, columns) arrays. The replay books each fill with the simulator's own arithmetic in its
+    order (``_book_fill``; an exit leaves exactly 0), so the values are equal to the last bit.
+    ``col_group[col]`` is the column's cash group.
+    """
+    order = np.argsort(fills["bar"], kind="mergesort")  # stable: keeps each bar's booking order
+    cash = np.empty((n_bars, n_groups))
+    pos = np.empty((n_bars, col_group.shape[0]))
+    c = np.full(n_groups, init_cash)
+    q = np.zeros(col_group.shape[0])
+    i = 0
+    for t in range(n_bars):
+        while i < order.shape[0] and fills[order[i]]["bar"] == t:
+            f = fills[order[i]]
+            col = f["col"]
+            notional = f["qty"] * f["price"]
+            if f["side"] > 0:
+                c[col_group[col]] -= notional + f["fees"]
+            else:
+                c[col_group[col]] += notional - f["fees"]
+            # positions open from flat and close whole (fills alternate entry, exit per column)
+            q[col] = (f["qty"] if f["side"] > 0 else -f["qty"]) if q[col] == 0.0 else 0.0
+            i += 1
+        cash[t] = c
+        pos[t] = q
+    return cash, pos
+
