@@ -23,26 +23,29 @@ CONFIGS = {
 
 
 def replay(bt: Backtest):
-    """Step every bar of every cash group through BarStepper; returns fills, equity, positions."""
+    """Step every bar of every cash group through BarStepper; returns fills, and equity and cash
+    per group and positions per column at every close."""
     cols = list(bt.frames)
     groups = [cols] if bt.settings.cash_sharing or len(cols) == 1 else [[c] for c in cols]
     day = utc_day_numbers(bt.index)
     p = bt.settings.vector(bt.ann_factor)
-    fills, equity, positions = [], np.zeros(len(bt.index)), []
+    fills, equity, cash, positions = [], [], [], []
     for gi, group in enumerate(groups):
         stepper = BarStepper(bt.strategy, p, n_columns=len(group))
         pos = np.empty((len(bt.index), len(group)))
+        eq, ca = np.empty(len(bt.index)), np.empty(len(bt.index))
         arrays = [np.column_stack([bt.frames[c][f].to_numpy() for c in group])
                   for f in ("open", "high", "low", "close", "volume")]
         for t in range(len(bt.index)):
             stepper.step(day[t], *(a[t] for a in arrays))
-            equity[t] += stepper.equity
-            pos[t] = stepper.positions
+            eq[t], ca[t], pos[t] = stepper.equity, stepper.cash, stepper.positions
         f = stepper.fills
         f["col"] += cols.index(group[0])  # a lone stepper numbers its columns from 0
         fills.append(f)
         positions.append(pos)
-    return np.concatenate(fills), equity, np.column_stack(positions)
+        equity.append(eq)
+        cash.append(ca)
+    return np.concatenate(fills), np.column_stack(equity), np.column_stack(cash), np.column_stack(positions)
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
@@ -53,7 +56,7 @@ def test_replay_parity(name, config):
     data = generate_ohlcv(3000, n_assets, freq="1h", seed=zlib.crc32(f"{name}/{config}".encode()) % 1000)
     bt = Backtest(STRATEGIES[name](), data, **settings)
     result = bt.run()
-    fills, equity, positions = replay(bt)
+    fills, equity, cash, positions = replay(bt)
     assert len(result.fills) > 4, "the strategy should trade on this data for the test to mean anything"
     if len(bt.frames) > 1 and not settings.get("cash_sharing"):
         order = np.lexsort((result.fills["id"], result.fills["col"]))  # backtest runs group by group
@@ -61,8 +64,7 @@ def test_replay_parity(name, config):
     else:
         np.testing.assert_array_equal(fills, result.fills)
     np.testing.assert_array_equal(positions, result.positions.to_numpy())
-    if len(bt.frames) > 1 and not settings.get("cash_sharing"):
-        # group equities are summed in a different order; each group alone is bit-identical
-        np.testing.assert_allclose(equity, result.equity.to_numpy(), rtol=1e-14)
-    else:
-        np.testing.assert_array_equal(equity, result.equity.to_numpy())
+    np.testing.assert_array_equal(equity, result.group_equity)
+    # the backtest keeps no cash series: it replays it from its fills, which must give the cash
+    # the live state held at every close
+    np.testing.assert_array_equal(cash, result._cash_and_positions[0])
