@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from framework import indicators_nb as nb
+from framework.metrics import bars_per_year
 
 __all__ = [
     "ADXResult",
@@ -313,14 +314,24 @@ def atr(high: ArrayLike, low: ArrayLike, close: ArrayLike, window: int = 14) -> 
     return _apply("atr", nb.atr_nb, {"high": high, "low": low, "close": close}, (window,))
 
 
-def realized_vol(close: ArrayLike, window: int = 30, ann_factor: float = 365.0) -> Output:
+def realized_vol(close: ArrayLike, window: int = 30, ann_factor: float | None = None) -> Output:
     """Rolling realised volatility: sample std (ddof=1) of ``window`` log returns.
 
-    Multiplied by sqrt(ann_factor), so with ``ann_factor`` = bars per year (365 for daily
-    crypto, 252 for daily stocks, 8760 for hourly crypto) it is an annualised fraction
-    (0.6 = 60 %). Closes must be positive; others count as missing. Warm-up: ``window`` bars.
+    Multiplied by sqrt(ann_factor) to give an annualised fraction (0.6 = 60 %), with
+    ``ann_factor`` = bars per year. By default it is derived from the bar spacing of ``close``'s
+    DatetimeIndex (365-day years: 365 for daily bars, 8760 for hourly, as the backtester does);
+    give it for arrays or to use another convention (252 for daily stock bars). Closes must be
+    positive; others count as missing. Warm-up: ``window`` bars.
     """
     window = _window("realized_vol", "window", window, minimum=2)
+    if ann_factor is None:
+        index = getattr(close, "index", None)
+        if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
+            raise ValueError(
+                "realized_vol: ann_factor (bars per year) is needed when close has no "
+                "DatetimeIndex to derive it from, e.g. ann_factor=365 for daily crypto bars"
+            )
+        ann_factor = bars_per_year(index)
     ann_factor = _positive("realized_vol", "ann_factor", ann_factor)
     return _apply("realized_vol", nb.realized_vol_nb, {"close": close}, (window, ann_factor))
 

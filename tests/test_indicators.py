@@ -16,6 +16,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from framework import indicators as ind
 from framework import indicators_nb as nb
+from framework.synthetic import generate_ohlcv
 
 N_BARS = 3000
 
@@ -329,6 +330,21 @@ def test_realized_vol(dataset):
         # (pandas' rolling std is no reference here: it returns ~1e-8 for flat tick windows.)
         atol = 1e-9 * np.nanmedian(naive)
         assert_close(nb.realized_vol_nb(c, w, ann), naive, atol=atol)
+
+
+def test_realized_vol_annualises_by_the_bar_spacing():
+    close = generate_ohlcv(500, freq="1h", seed=3)["close"]
+    hourly = ind.realized_vol(close, 24)
+    np.testing.assert_array_equal(hourly.to_numpy(), nb.realized_vol_nb(close.to_numpy(), 24, 8760.0))
+    daily = close.iloc[::24]
+    np.testing.assert_array_equal(
+        ind.realized_vol(daily, 5).to_numpy(), nb.realized_vol_nb(daily.to_numpy(), 5, 365.0)
+    )
+    np.testing.assert_array_equal(  # an explicit factor wins (252 trading days)
+        ind.realized_vol(daily, 5, 252.0).to_numpy(), nb.realized_vol_nb(daily.to_numpy(), 5, 252.0)
+    )
+    with pytest.raises(ValueError, match="ann_factor .bars per year. is needed when close has no DatetimeIndex"):
+        ind.realized_vol(close.to_numpy(), 24)
 
 
 @pytest.mark.parametrize("dataset", list(DATASETS))
