@@ -49,6 +49,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
         print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
         for pname, param in cls.param_spec().items():
             print(f"    {pname:<14} default {param.default!s:<8} {param.range_text():<28} {param.doc}")
+        if cls.indicators:
+            print(f"    indicators: {', '.join(cls.indicators)}")
         if cls.sim_defaults:
             shown = ", ".join(f"{k}={v}" for k, v in cls.sim_defaults.items())
             print(f"    (runs with {shown} unless overridden)")

@@ -6,8 +6,9 @@ A strategy is one small class::
         name = "sma_cross"
         fast = Param(10, low=1, high=10_000, doc="fast SMA window (bars)")
         slow = Param(30, low=2, high=10_000, doc="slow SMA window (bars)")
+        indicators = ("sma(close, fast)", "sma(close, slow)")
         init_nb = staticmethod(init_nb)      # njit (params) -> tuple of float64 state arrays
-        decide_nb = staticmethod(decide_nb)  # njit (state, o, h, l, c, v, pos, params, intent)
+        decide_nb = staticmethod(decide_nb)  # bar_njit (state, o, h, l, c, v, pos, params, intent)
 
 ``params`` inside the kernels is a float64 vector in the order the parameters are declared.
 ``decide_nb`` sees one closed bar and the column's signed position quantity ``pos`` after that
@@ -99,6 +100,9 @@ class Strategy:
     name: ClassVar[str] = ""
     #: simulator settings this strategy is meant to run with (e.g. risk sizing); overridable
     sim_defaults: ClassVar[dict[str, Any]] = {}
+    #: the indicators ``init_nb`` builds, as readable calls on price fields and parameter names
+    #: (``"sma(close, fast)"``); listed by ``tradpal strategies``
+    indicators: ClassVar[tuple[str, ...]] = ()
     init_nb: ClassVar[Any]
     decide_nb: ClassVar[Any]
 

@@ -37,5 +37,6 @@ class BollingerReversion(Strategy):
     name = "bollinger_reversion"
     window = Param(20, low=2, high=10_000, doc="band window (bars)")
     k = Param(2.0, low=0.1, high=10.0, doc="band width in standard deviations")
+    indicators = ("bbands(close, window, k)",)
     init_nb = staticmethod(init_nb)
     decide_nb = staticmethod(decide_nb)

@@ -48,6 +48,7 @@ class DonchianBreakout(Strategy):
     entry_window = Param(20, low=2, high=10_000, doc="breakout channel (bars)")
     exit_window = Param(10, low=1, high=10_000, doc="exit channel (bars)")
     sim_defaults = {"sizing": "risk", "size": 0.01, "atr_stop_mult": 2.0, "sl_atr": 2.0}
+    indicators = ("donchian(high, low, entry_window)", "donchian(high, low, exit_window)")
     init_nb = staticmethod(init_nb)
     decide_nb = staticmethod(decide_nb)
 

@@ -38,6 +38,7 @@ class MacdTrend(Strategy):
     fast = Param(12, low=1, high=10_000, doc="fast EMA window (bars)")
     slow = Param(26, low=2, high=10_000, doc="slow EMA window (bars)")
     signal = Param(9, low=1, high=10_000, doc="signal EMA window (bars)")
+    indicators = ("macd(close, fast, slow, signal)",)
     init_nb = staticmethod(init_nb)
     decide_nb = staticmethod(decide_nb)
 

@@ -33,6 +33,7 @@ class RsiReversion(Strategy):
     window = Param(14, low=2, high=10_000, doc="RSI window (bars)")
     lower = Param(30.0, low=0.0, high=100.0, doc="oversold level: go long below it")
     upper = Param(70.0, low=0.0, high=100.0, doc="overbought level: go short / exit above it")
+    indicators = ("rsi(close, window)",)
     init_nb = staticmethod(init_nb)
     decide_nb = staticmethod(decide_nb)
 

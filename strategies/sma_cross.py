@@ -37,6 +37,7 @@ class SmaCross(Strategy):
     name = "sma_cross"
     fast = Param(10, low=1, high=100_000, doc="fast SMA window (bars)")
     slow = Param(30, low=2, high=100_000, doc="slow SMA window (bars)")
+    indicators = ("sma(close, fast)", "sma(close, slow)")
     init_nb = staticmethod(init_nb)
     decide_nb = staticmethod(decide_nb)
 

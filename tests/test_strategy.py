@@ -1,5 +1,7 @@
 """Strategy parameters: declared defaults, types and ranges; clear errors for bad values."""
 
+import re
+
 import pytest
 
 from framework.strategy import Param, Strategy
@@ -73,3 +75,19 @@ def test_param_declaration():
         Demo(level=1.5)
     with pytest.raises(ValueError, match="'flag' must be true or false"):
         Demo(flag=1)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_bundled_strategies_declare_their_indicators(name):
+    from framework import indicators
+
+    cls = STRATEGIES[name]
+    assert cls.indicators, f"{name} declares no indicators"
+    for call in cls.indicators:
+        m = re.fullmatch(r"(\w+)\((.*)\)", call)
+        assert m, call
+        assert callable(getattr(indicators, m.group(1), None)), f"{call}: no such indicator"
+        for arg in (a.strip() for a in m.group(2).split(",")):
+            assert arg in cls.param_spec() or arg in ("open", "high", "low", "close", "volume"), (
+                f"{call}: {arg!r} is neither a parameter of {name} nor a price field"
+            )
