@@ -10,6 +10,12 @@ allocate an array fails to compile, loudly, rather than silently slowing down.
 
 Kernels that allocate (``*_init_nb``, array loops over history, record builders) stay on
 plain ``@njit(cache=True)``.
+
+``_nrt`` is a numba compiler option with a leading underscore, so this module is the one place
+that names it; numba is pinned in ``pyproject.toml`` and every kernel test exercises it.
+``bar_njit_inline`` additionally inlines the function into its callers at numba-IR level; it is
+kept for the few calls where that measurably pays (``fill_nb``/``order_nb`` into the per-bar
+kernel), because it multiplies compile time by the number of callers.
 """
 
 from __future__ import annotations
