@@ -114,7 +114,8 @@ C_COOLDOWN_UNTIL = 14  # first bar index at which entries are allowed again
 C_LAST_CLOSE = 15
 C_ATR = 16  # latest value of the simulator's ATR
 C_VOL = 17  # latest annualised realised volatility
-N_COL_STATE = 18
+C_ENTRY_INSIDE = 18  # 1 if the position was opened at a limit/stop level inside its entry bar
+N_COL_STATE = 19
 
 # --- records ----------------------------------------------------------------------------------
 order_dt = np.dtype(

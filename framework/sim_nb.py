@@ -31,6 +31,7 @@ from framework.enums import (
     C_BEST_PRICE,
     C_COOLDOWN_UNTIL,
     C_ENTRY_BAR,
+    C_ENTRY_INSIDE,
     C_ENTRY_PRICE,
     C_LAST_CLOSE,
     C_PEND_ACTION,
@@ -176,25 +177,26 @@ def _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0):
 
 @bar_njit
 def _entry_fill_price(direction, order_type, level, o, h, l, slip):
-    """Fill price of an entry order at this bar, or NaN if it does not trigger."""
+    """(fill price, filled inside the bar) of an entry order at this bar; NaN if it does not
+    trigger. Inside means at its level after the open, rather than at the open itself."""
     if order_type == ORDER_MARKET:
-        return o * (1.0 + slip * direction)
+        return o * (1.0 + slip * direction), False
     if order_type == ORDER_LIMIT:
         if direction > 0:
             if o <= level:
-                return o  # gapped through: the open is the better price
-            return level if l <= level else np.nan
+                return o, False  # gapped through: the open is the better price
+            return (level if l <= level else np.nan), True
         if o >= level:
-            return o
-        return level if h >= level else np.nan
+            return o, False
+        return (level if h >= level else np.nan), True
     # stop entry: buy stop above, sell stop below the market
     if direction > 0:
         if o >= level:
-            return o * (1.0 + slip)
-        return level * (1.0 + slip) if h >= level else np.nan
+            return o * (1.0 + slip), False
+        return (level * (1.0 + slip) if h >= level else np.nan), True
     if o <= level:
-        return o * (1.0 - slip)
-    return level * (1.0 - slip) if l <= level else np.nan
+        return o * (1.0 - slip), False
+    return (level * (1.0 - slip) if l <= level else np.nan), True
 
 
 @bar_njit
@@ -234,11 +236,12 @@ def _entry_qty(g, cs, j, k, price, p):
 
 
 @bar_njit
-def _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0):
+def _open_position(g, cs, j, t, direction, price, inside, qty, p, fills, n, col0):
     side = 1 if direction > 0 else -1
     n = _book_fill(g, cs, j, t, side, qty, price, int(cs[j, C_PEND_TYPE]), REASON_SIGNAL, p, fills, n, col0)
     cs[j, C_ENTRY_PRICE] = price
     cs[j, C_ENTRY_BAR] = t
+    cs[j, C_ENTRY_INSIDE] = 1.0 if inside else 0.0
     cs[j, C_BEST_PRICE] = price
     atr = cs[j, C_PEND_ATR]
     d = float(direction)
@@ -279,7 +282,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
     else:
         direction = 1 if action == ACTION_LONG else -1
         order_type = int(cs[j, C_PEND_TYPE])
-        price = _entry_fill_price(direction, order_type, cs[j, C_PEND_PRICE], o, h, l, slip)
+        price, inside = _entry_fill_price(direction, order_type, cs[j, C_PEND_PRICE], o, h, l, slip)
         if not np.isnan(price):
             if pos * direction < 0.0:  # reversal: close the opposite position at the same price
                 n = _close_position(g, cs, j, t, price, order_type, reason, p, fills, n, col0)
@@ -287,7 +290,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
             if cs[j, C_POS] == 0.0 and trades_left:
                 qty = _entry_qty(g, cs, j, k, price, p)
                 if qty > 0.0:
-                    n = _open_position(g, cs, j, t, direction, price, qty, p, fills, n, col0)
+                    n = _open_position(g, cs, j, t, direction, price, inside, qty, p, fills, n, col0)
     cs[j, C_PEND_ACTION] = ACTION_NONE  # every order is good for one bar
     return n
 
@@ -300,6 +303,11 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
         return n
     d = 1.0 if pos > 0.0 else -1.0
     slip = p[P_SLIPPAGE]
+    # A position opened at a limit/stop level inside this bar saw only the part of the bar after
+    # its entry, and that path is unknown: its stop is checked from the entry price against the
+    # bar's adverse extreme (the worst case), its target and best price only from the next bar.
+    inside = cs[j, C_ENTRY_BAR] == t and cs[j, C_ENTRY_INSIDE] != 0.0
+    first = cs[j, C_ENTRY_PRICE] if inside else o  # the first price the position saw this bar
     stop = cs[j, C_SL_PRICE]
     stop_reason = REASON_STOP_LOSS
     trail = cs[j, C_TRAIL_DIST]
@@ -312,8 +320,8 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
             stop_reason = REASON_TRAILING_STOP
     if not np.isnan(stop):
         hit = np.nan
-        if (o - stop) * d <= 0.0:
-            hit = o
+        if (first - stop) * d <= 0.0:
+            hit = first
         elif ((l if d > 0.0 else h) - stop) * d <= 0.0:
             hit = stop
         if not np.isnan(hit):
@@ -321,6 +329,8 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
             if not np.isnan(cooldown):
                 cs[j, C_COOLDOWN_UNTIL] = t + cooldown
             return n
+    if inside:
+        return n
     tp = cs[j, C_TP_PRICE]
     if not np.isnan(tp):
         hit = np.nan

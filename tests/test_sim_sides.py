@@ -487,3 +487,36 @@ def test_atr_stop_entries_wait_for_the_atr():
     t = only_trade(res)
     assert (t["entry_time"], t["entry_price"]) == (res.equity.index[4], 100.0)
     assert (t["exit_time"], t["exit_price"], t["exit_reason"]) == (res.equity.index[5], 98.0, "stop_loss")
+
+
+# ---------------------------------------------------------------------------------------------
+# exits in the bar of an entry filled inside it (limit / stop level, not the open)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_limit_entry_inside_a_bar_takes_no_profit_from_prices_before_it():
+    # buy limit at 100 fills inside bar 1 (open 106, low 99); the bar's open 106 and high 106 came
+    # before the entry, so the 5 % target (105) is not taken in bar 1; bar 2 reaches 105.5
+    rows = [(100, 101, 99, 100, LONG), (106, 106, 99, 100, 0), (100, 105.5, 99, 104, 0), FLAT]
+    res = run(rows, strategy=Scripted(order_type=1, offset=0.0), fees=0.0, tp_pct=0.05)
+    t = only_trade(res)
+    assert (t["entry_time"], t["entry_price"]) == (res.equity.index[1], 100.0)
+    assert (t["exit_time"], t["exit_price"], t["exit_reason"]) == (res.equity.index[2], close_to(105.0), "take_profit")
+
+
+def test_stop_entry_inside_a_bar_stops_at_its_level_not_at_the_earlier_open():
+    # buy stop at 100 fills inside bar 1 (open 94, high 101); its 5 % stop (95) is checked from
+    # the entry against the bar's low 93.5 (worst case) and fills at 95, not at the open 94
+    rows = [(100, 101, 99, 100, LONG), (94, 101, 93.5, 100, 0), FLAT]
+    res = run(rows, strategy=Scripted(order_type=2, offset=0.0), fees=0.0, sl_pct=0.05)
+    t = only_trade(res)
+    assert (t["entry_time"], t["entry_price"]) == (res.equity.index[1], 100.0)
+    assert (t["exit_time"], t["exit_price"], t["exit_reason"]) == (res.equity.index[1], close_to(95.0), "stop_loss")
+
+
+def test_limit_entry_at_a_gapped_open_still_checks_its_target_in_the_entry_bar():
+    # the bar opens below the buy limit: the entry is at the open, so the whole bar came after it
+    rows = [(100, 101, 99, 100, LONG), (98, 104, 97, 103, 0), FLAT]
+    res = run(rows, strategy=Scripted(order_type=1, offset=0.0), fees=0.0, tp_pct=0.05)
+    t = only_trade(res)
+    assert (t["entry_price"], t["exit_time"], t["exit_price"]) == (98.0, res.equity.index[1], close_to(98 * 1.05))
