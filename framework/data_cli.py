@@ -1,7 +1,8 @@
 """``tradpal data fetch``, ``tradpal data check`` and ``tradpal exchange serve``.
 
 Wired into ``framework.cli`` by :func:`register`; every handler takes the parsed arguments and
-returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad usage).
+returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad usage,
+130 a download interrupted with Ctrl-C, after saving the candles fetched so far).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def register(subparsers) -> None:
                    "exchange at http://127.0.0.1:8765")
     p.add_argument("--cache-dir", help="cache root (default data/cache or $TRADPAL_CACHE_DIR)")
     p.add_argument("--retries", type=int, default=5, help="retries per request on network errors")
+    p.add_argument("--max-delay", type=float, default=60.0, metavar="SECONDS",
+                   help="longest wait between retries (default 60); a server asking to wait "
+                   "longer (Retry-After) stops the download, keeping what was fetched")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=cmd_fetch)
 
@@ -67,13 +71,18 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         exchange = create_exchange(args.exchange, url=args.exchange_url)
         result = download_ohlcv(
             exchange, args.symbol, args.timeframe, args.since, args.until,
-            cache_dir=args.cache_dir, retry=RetryPolicy(max_retries=args.retries),
+            cache_dir=args.cache_dir,
+            retry=RetryPolicy(max_retries=args.retries, max_delay_s=args.max_delay),
             progress=False if args.no_progress else None)
     except (DownloadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:  # the candles fetched so far are saved (see the note)
+        print("interrupted", *getattr(e, "__notes__", ()), sep="\n", file=sys.stderr)
+        return 130
     except Exception as e:  # ccxt errors that retrying cannot fix (bad symbol, auth, ...)
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {e}", *getattr(e, "__notes__", ()), sep="\n",
+              file=sys.stderr)
         return 1
     print(f"fetched {result.fetched} new candle(s) in {result.requests} request(s); "
           f"{len(result.data)} candle(s) in range")

@@ -7,7 +7,13 @@
 - Retries: ccxt's ``NetworkError`` family (``RequestTimeout``, ``RateLimitExceeded``,
   ``DDoSProtection``, ``ExchangeNotAvailable``, ...) is retried with exponential backoff, at
   least as long as the server's ``Retry-After``; after ``max_retries`` a :class:`DownloadError`
-  says what failed. Other ccxt errors (bad symbol, authentication) are not retried.
+  says what failed. A ``Retry-After`` longer than ``max_delay_s`` is not waited out: it ends
+  the download at once with a :class:`DownloadError` naming the requested wait. Other ccxt
+  errors (bad symbol, authentication) are not retried.
+- Failures keep what was fetched: when a download stops midway (retries exhausted, a long
+  ``Retry-After``, an error that retrying cannot fix, Ctrl-C), every page already received is
+  written to the cache, whose coverage then records only the range actually fetched; the error
+  says how many candles were saved, and running the same download again resumes there.
 - Cache: one Parquet file per (exchange, symbol, timeframe) under ``data/cache/`` (override
   with ``cache_dir`` or ``TRADPAL_CACHE_DIR``). It records which time ranges it covers, so a
   later download of an overlapping range only fetches what is missing. Only closed candles
@@ -21,12 +27,15 @@ Times: ``since``/``until`` accept epoch ms, ISO 8601 strings or Timestamps (naiv
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -46,7 +55,18 @@ _META_KEY = b"tradpal"
 
 
 class DownloadError(RuntimeError):
-    """A download failed for good (retries exhausted, or an error that retrying cannot fix)."""
+    """A download failed for good (retries exhausted, a server asking for a longer wait than
+    the retry policy allows, or an error that retrying cannot fix).
+
+    Attributes (set by :func:`download_ohlcv`): ``saved``, the candles of this call written to
+    the cache before the failure; ``path``, the cache file; ``resume_from``, the open time (ms)
+    from which the next call of the same download fetches, or None.
+    """
+
+    def __init__(self, message: str, *, saved: int = 0, path: Path | None = None,
+                 resume_from: int | None = None) -> None:
+        super().__init__(message)
+        self.saved, self.path, self.resume_from = saved, path, resume_from
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,17 @@ class RetryPolicy:
     factor: float = 2.0
     max_delay_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        if not (isinstance(self.max_retries, numbers.Integral) and self.max_retries >= 0):
+            raise ValueError(f"RetryPolicy: max_retries must be a whole number >= 0, got "
+                             f"{self.max_retries!r} (--retries on the command line)")
+        for name in ("base_delay_s", "factor", "max_delay_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and value >= 0 and np.isfinite(value)):
+                flag = " (--max-delay on the command line)" if name == "max_delay_s" else ""
+                raise ValueError(f"RetryPolicy: {name} must be a finite number >= 0, "
+                                 f"got {value!r}{flag}")
+
     def delay(self, attempt: int) -> float:
         return min(self.max_delay_s, self.base_delay_s * self.factor**attempt)
 
@@ -69,10 +100,19 @@ def _retry_after_s(exchange: Any, error: Exception) -> float | None:
         return None
     headers = getattr(exchange, "last_response_headers", None) or {}
     value = headers.get("Retry-After") or headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return max(0.0, float(value))  # delay-seconds
+    except ValueError:
+        pass
+    try:  # or an HTTP date (RFC 9110)
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def call_with_retries(
@@ -91,7 +131,9 @@ def call_with_retries(
         exchange: the ccxt exchange, to honour a ``Retry-After`` header.
 
     Raises:
-        DownloadError: after ``retry.max_retries`` retries, naming ``what`` and the last error.
+        DownloadError: after ``retry.max_retries`` retries, naming ``what`` and the last error;
+            or at once, without sleeping, when the server's ``Retry-After`` exceeds
+            ``retry.max_delay_s``.
     """
     for attempt in range(retry.max_retries + 1):
         try:
@@ -101,12 +143,30 @@ def call_with_retries(
                 raise DownloadError(
                     f"{what} failed {attempt + 1} times in a row; last error: "
                     f"{type(e).__name__}: {e}. Check the exchange URL and your connection, or "
-                    "allow more attempts with RetryPolicy(max_retries=...)."
+                    "allow more attempts with RetryPolicy(max_retries=...) "
+                    "(--retries on the command line)."
                 ) from e
             wait = retry.delay(attempt)
             server_wait = _retry_after_s(exchange, e)
+            if server_wait is not None and server_wait > retry.max_delay_s:
+                raise DownloadError(
+                    f"{what}: the exchange is rate limiting ({type(e).__name__}) and asks to wait "
+                    f"{_duration(server_wait)} (Retry-After) before the next request, longer than "
+                    f"the retry policy allows (max_delay_s={retry.max_delay_s:g} s). Try again "
+                    f"after that wait, or allow longer waits with RetryPolicy(max_delay_s=...) "
+                    f"(--max-delay on the command line)."
+                ) from e
             sleep(max(wait, server_wait) if server_wait is not None else wait)
     raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    """``3600`` -> ``"3600 s (1 h 0 min)"``: seconds, and hours/minutes when that helps."""
+    text = f"{seconds:g} s"
+    if seconds >= 120:
+        h, m = divmod(round(seconds) // 60, 60)
+        text += f" ({h} h {m} min)" if h else f" ({m} min)"
+    return text
 
 
 # --- exchanges -------------------------------------------------------------------------------
@@ -351,38 +411,105 @@ def download_ohlcv(
     closed_end = closed_candles_end(now_ms, timeframe)
     until_ms = closed_end if until is None else min(to_ms(until), closed_end)
     path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
-    cached, coverage = read_cache(path) if path else (_empty_frame(), [])
+    try:
+        cached, coverage = read_cache(path) if path else (_empty_frame(), [])
+    except Exception as e:  # a truncated or foreign file: say which, never overwrite it
+        raise DownloadError(
+            f"the cache file {path} cannot be read ({type(e).__name__}: {e}); move it away or "
+            "delete it, then run the download again (or pass cache=False / another cache_dir)"
+        ) from e
     missing = _subtract(since_ms, until_ms, coverage) if until_ms > since_ms else []
     limit = page_limit or _page_limit(exchange)
     show = sys.stderr.isatty() if progress is None else progress
     total = sum((b - a + tf_ms - 1) // tf_ms for a, b in missing)
     counter["n"] = 0  # count OHLCV requests only
     pages: list[pd.DataFrame] = []
-    with tqdm(total=total, unit="candle", desc=f"{symbol} {timeframe}", disable=not show) as bar:
-        for start, end in missing:
-            cursor = start
-            while cursor < end:
-                rows = call(exchange.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit,
-                            what=f"{exchange.id} fetch_ohlcv {symbol} {timeframe} since "
-                                 f"{pd.Timestamp(cursor, unit='ms', tz='UTC').isoformat()}")
-                rows = [r for r in rows if cursor <= r[0] < end]
-                if not rows:
-                    break  # nothing more in this range (end of listing, or a long outage)
-                pages.append(_to_frame(rows))
-                bar.update(len(rows))
-                # the next page starts one timeframe on; months vary in length, so for them
-                # just past the last candle (the exchange answers with opens >= since)
-                cursor = int(rows[-1][0]) + (1 if timeframe[-1] in "My" else tf_ms)
+    done: list[tuple[int, int]] = []  # the parts of ``missing`` fetched so far
+    meta = {"exchange": exchange.id, "symbol": symbol, "timeframe": timeframe}
+    try:
+        desc = f"{symbol} {timeframe}"
+        with tqdm(total=total, unit="candle", desc=desc, disable=not show) as bar:
+            for start, end in missing:
+                cursor = start
+                while cursor < end:
+                    rows = call(exchange.fetch_ohlcv, symbol, timeframe, since=cursor, limit=limit,
+                                what=f"{exchange.id} fetch_ohlcv {symbol} {timeframe} since "
+                                     f"{_iso(cursor)}")
+                    rows = [r for r in rows if cursor <= r[0] < end]
+                    if not rows:
+                        break  # nothing more in this range (end of listing, or a long outage)
+                    pages.append(_to_frame(rows))
+                    bar.update(len(rows))
+                    # the next page starts one timeframe on; months vary in length, so for them
+                    # just past the last candle (the exchange answers with opens >= since)
+                    cursor = int(rows[-1][0]) + (1 if timeframe[-1] in "My" else tf_ms)
+                    done.append((start, min(cursor, end)))  # _merge_ranges joins the pieces
+                done.append((start, end))
+    except BaseException as e:  # noqa: BLE001 - keep every complete page, then re-raise
+        _save_partial_and_raise(e, path, cached, pages, coverage, done, meta, missing)
     fetched = _empty_frame() if not pages else pd.concat(pages)
-    merged = pd.concat([cached, fetched]) if len(cached) else fetched
-    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    merged = _merge_frames(cached, fetched)
     if path is not None and missing:
-        _write_cache(path, merged, coverage + missing,
-                     {"exchange": exchange.id, "symbol": symbol, "timeframe": timeframe})
+        _write_cache(path, merged, coverage + missing, meta)
     lo, hi = pd.Timestamp(since_ms, unit="ms", tz="UTC"), pd.Timestamp(until_ms, unit="ms", tz="UTC")
     data = merged[(merged.index >= lo) & (merged.index < hi)]
     _, report = validate_ohlcv(data, policy="drop", name=f"{exchange.id} {symbol} {timeframe}")
     return DownloadResult(data, len(fetched), counter["n"], path, report)
+
+
+def _iso(ms_: int) -> str:
+    return pd.Timestamp(ms_, unit="ms", tz="UTC").isoformat()
+
+
+def _merge_frames(cached: pd.DataFrame, fetched: pd.DataFrame) -> pd.DataFrame:
+    merged = pd.concat([cached, fetched]) if len(cached) else fetched
+    return merged[~merged.index.duplicated(keep="last")].sort_index()
+
+
+def _save_partial_and_raise(
+    error: BaseException,
+    path: Path | None,
+    cached: pd.DataFrame,
+    pages: list[pd.DataFrame],
+    coverage: list[tuple[int, int]],
+    done: list[tuple[int, int]],
+    meta: dict,
+    missing: list[tuple[int, int]],
+) -> None:
+    """A download stopped midway: write the pages received (closed candles only, as always)
+    with coverage of just the ranges fetched, then raise ``error`` saying what was kept.
+
+    A :class:`DownloadError` is raised again with the saved count and how to resume in its
+    message; any other exception (a ccxt error retrying cannot fix, Ctrl-C) is re-raised as
+    it is, with the same words added as a note."""
+    saved = sum(len(p) for p in pages)
+    resume = (_subtract(missing[0][0], missing[-1][1], coverage + done) if missing else [])
+    resume_from = resume[0][0] if resume else None
+    note, write_error = "", None
+    if path is None:
+        note = (f"{saved} candle(s) had been fetched but the cache is off, so nothing was kept."
+                if saved else "")
+    elif saved:
+        try:
+            _write_cache(path, _merge_frames(cached, pd.concat(pages)), coverage + done, meta)
+        except Exception as w:  # noqa: BLE001 - e.g. a full disk: say so, keep the original error
+            write_error = w
+            note = (f"The {saved} candle(s) fetched could not be saved to {path}: "
+                    f"{type(w).__name__}: {w}.")
+        else:
+            last = pages[-1].index[-1].isoformat()
+            note = (f"Saved the {saved} candle(s) fetched before the failure (up to {last}) to "
+                    f"{path}; running the same download (the same command) again resumes from "
+                    f"{_iso(resume_from) if resume_from is not None else 'there'}.")
+    else:
+        note = "No new candle had been fetched, so nothing was saved; the cache is unchanged."
+    if isinstance(error, DownloadError):
+        message = f"{error} {note}".rstrip()
+        raise DownloadError(message, saved=0 if write_error or path is None else saved,
+                            path=path, resume_from=resume_from) from (error.__cause__ or error)
+    if note:
+        error.add_note(note)
+    raise error
 
 
 def download_many(

@@ -46,3 +46,20 @@ def client(ex: LocalExchange, *, secret: str = SECRET, rate_limit_ms: float = 1,
     c = ccxt_client(ex.url, api_key=API_KEY, secret=secret, **config)
     c.rateLimit = rate_limit_ms
     return c
+
+
+def after_calls(obj, method: str, n: int, action, *, setattr=setattr) -> None:
+    """Run ``action()`` once, just before the ``n + 1``-th call of ``obj.<method>``: a fault
+    switched on after ``n`` successful requests (every request still goes through ccxt and
+    HTTP to the local exchange). ``obj`` may be a ccxt client, or its class with
+    ``setattr=monkeypatch.setattr`` so that the patch is undone after the test."""
+    real = getattr(obj, method)
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == n + 1:
+            action()
+        return real(*args, **kwargs)
+
+    setattr(obj, method, wrapped)

@@ -25,7 +25,17 @@ from framework.download import (
     read_cache,
 )
 from framework.local_exchange import LocalExchange
-from tests.exchange_fixtures import API_KEY, BTC, ETH, SECRET, START, client, exchange, ms  # noqa: F401
+from tests.exchange_fixtures import (  # noqa: F401
+    API_KEY,
+    BTC,
+    ETH,
+    SECRET,
+    START,
+    after_calls,
+    client,
+    exchange,
+    ms,
+)
 
 FAST = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)
 KLINES = "/api/v3/klines"
@@ -108,12 +118,191 @@ def test_transient_faults_are_retried(exchange, tmp_path, fault, extra_requests)
 def test_retry_after_is_honoured(exchange, tmp_path):
     exchange.faults.rate_limit(retry_after=1, count=1, path=KLINES)
     started = time.monotonic()
-    result = download(exchange, START, START + pd.Timedelta(minutes=100), cache_dir=tmp_path)
+    result = download(exchange, START, START + pd.Timedelta(minutes=100), cache_dir=tmp_path,
+                      retry=RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=2))
     assert result.fetched == 100
     seen = exchange.requests(KLINES)
     assert [r.status for r in seen] == [429, 200]
     assert seen[1].wall_time - seen[0].wall_time >= 1.0  # backoff alone would be 0.01 s
     assert time.monotonic() - started < 5
+
+
+MIN = 60_000
+OUTLAST = FAST.max_retries + 1  # a fault on this many requests in a row exhausts the retries
+
+
+def uninterrupted(tmp_path):
+    """The same full download on a fresh exchange and cache: the reference to compare with."""
+    with LocalExchange({"BTC/USDT": BTC}, api_keys={API_KEY: SECRET}) as ex:
+        return download(ex, cache_dir=tmp_path / "reference")
+
+
+@pytest.mark.parametrize("arm, error", [
+    (lambda f: f.http_error(503, count=OUTLAST, path=KLINES), "ExchangeNotAvailable"),
+    (lambda f: f.drop_connection(count=OUTLAST, path=KLINES), "NetworkError"),
+    (lambda f: f.rate_limit(retry_after=0, count=OUTLAST, path=KLINES), "DDoSProtection"),
+])
+def test_failure_midway_saves_the_pages_fetched_and_a_rerun_resumes(exchange, tmp_path, arm, error):
+    cache = tmp_path / "cache"
+    c = client(exchange)
+    after_calls(c, "fetch_ohlcv", 7, lambda: arm(exchange.faults))  # 7 pages of 100, then a fault
+    with pytest.raises(DownloadError) as info:
+        download(exchange, cache_dir=cache, ccxt=c)
+    message = str(info.value)
+    assert "since 2024-01-01T11:40:00+00:00 failed 4 times in a row" in message and error in message
+    assert ("Saved the 700 candle(s) fetched before the failure (up to 2024-01-01T11:39:00+00:00)"
+            in message)
+    assert ("running the same download (the same command) again resumes from "
+            "2024-01-01T11:40:00+00:00") in message
+    assert info.value.saved == 700 and info.value.resume_from == ms(START) + 700 * MIN
+    assert len(exchange.requests(KLINES)) == 7 + OUTLAST
+    frame, coverage = read_cache(info.value.path)
+    pd.testing.assert_frame_equal(frame, BTC.iloc[:700], check_freq=False)
+    assert coverage == [(ms(START), ms(START) + 700 * MIN)]  # only what was fetched
+    exchange.clear_requests()
+    again = download(exchange, cache_dir=cache)
+    starts = [int(r.params["startTime"]) for r in exchange.requests(KLINES)]
+    assert starts == [ms(START) + (700 + 100 * i) * MIN for i in range(23)]  # only the rest
+    assert again.fetched == 2300 and again.requests == 23
+    reference = uninterrupted(tmp_path)
+    pd.testing.assert_frame_equal(again.data, reference.data)
+    ref_frame, ref_coverage = read_cache(reference.path)
+    frame, coverage = read_cache(again.path)
+    pd.testing.assert_frame_equal(frame, ref_frame)
+    # up to the last closed candle + 1 ms
+    assert coverage == ref_coverage == [(ms(START), ms(START) + 2999 * MIN + 1)]
+
+
+def test_failure_in_a_later_missing_range_keeps_earlier_ranges_and_the_cache(exchange, tmp_path):
+    mid = START + pd.Timedelta(minutes=1000)
+    download(exchange, mid, mid + pd.Timedelta(minutes=500), cache_dir=tmp_path)
+    c = client(exchange)
+    # 10 pages fill [0, 1000), 2 more fetch [1500, 1700), then the exchange fails for good
+    after_calls(c, "fetch_ohlcv", 12,
+                lambda: exchange.faults.http_error(503, count=None, path=KLINES))
+    with pytest.raises(DownloadError, match=r"Saved the 1200 candle\(s\).*resumes from "
+                                            r"2024-01-02T04:20:00\+00:00"):
+        download(exchange, cache_dir=tmp_path, ccxt=c)
+    frame, coverage = read_cache(tmp_path / "binance" / "BTC_USDT-1m.parquet")
+    pd.testing.assert_frame_equal(frame, BTC.iloc[:1700], check_freq=False)
+    assert coverage == [(ms(START), ms(START) + 1700 * MIN)]
+    exchange.faults.clear()
+    exchange.clear_requests()
+    again = download(exchange, cache_dir=tmp_path)
+    assert again.fetched == 1300 and len(exchange.requests(KLINES)) == 13
+    pd.testing.assert_frame_equal(again.data, uninterrupted(tmp_path).data)
+
+
+def test_failure_on_the_first_page_says_nothing_was_saved(exchange, tmp_path):
+    exchange.faults.http_error(503, count=None, path=KLINES)
+    with pytest.raises(DownloadError,
+                       match="No new candle had been fetched, so nothing was saved") as info:
+        download(exchange, cache_dir=tmp_path)
+    assert info.value.saved == 0 and info.value.resume_from == ms(START)
+    assert not (tmp_path / "binance" / "BTC_USDT-1m.parquet").exists()
+
+
+def test_failure_without_cache_says_nothing_was_kept(exchange, tmp_path):
+    c = client(exchange)
+    after_calls(c, "fetch_ohlcv", 3,
+                lambda: exchange.faults.http_error(503, count=None, path=KLINES))
+    with pytest.raises(DownloadError,
+                       match=r"300 candle\(s\) had been fetched but the cache is off"):
+        download(exchange, cache_dir=tmp_path, ccxt=c, cache=False)
+    assert not any(tmp_path.iterdir())
+
+
+def test_retry_after_beyond_max_delay_stops_at_once_and_keeps_the_pages(exchange, tmp_path):
+    c = client(exchange)
+    after_calls(c, "fetch_ohlcv", 3,
+                lambda: exchange.faults.rate_limit(retry_after=3600, count=1, path=KLINES))
+    policy = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(DownloadError) as info:
+        download(exchange, cache_dir=tmp_path, ccxt=c, retry=policy)
+    assert time.monotonic() - started < 10  # not an hour, and not max_delay_s times retries either
+    message = str(info.value)
+    assert ("fetch_ohlcv BTC/USDT 1m since 2024-01-01T05:00:00+00:00: the exchange is rate "
+            "limiting (DDoSProtection) and asks to wait 3600 s (1 h 0 min) (Retry-After)"
+            ) in message
+    assert "longer than the retry policy allows (max_delay_s=1.5 s)" in message
+    assert ("Try again after that wait, or allow longer waits with RetryPolicy(max_delay_s=...)"
+            in message)
+    assert "Saved the 300 candle(s)" in message and info.value.saved == 300
+    assert [r.status for r in exchange.requests(KLINES)] == [200, 200, 200, 429]  # no retry
+    frame, coverage = read_cache(info.value.path)
+    pd.testing.assert_frame_equal(frame, BTC.iloc[:300], check_freq=False)
+    assert coverage == [(ms(START), ms(START) + 300 * MIN)]
+    exchange.clear_requests()
+    again = download(exchange, cache_dir=tmp_path, retry=policy)
+    assert again.fetched == 2700 and len(exchange.requests(KLINES)) == 27
+    pd.testing.assert_frame_equal(again.data, BTC, check_freq=False)
+
+
+def test_retry_after_as_an_http_date():
+    from email.utils import format_datetime
+    from types import SimpleNamespace
+
+    from framework.download import _retry_after_s
+
+    when = pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=120)
+    date = format_datetime(when.to_pydatetime(), usegmt=True)
+    ex = SimpleNamespace(last_response_headers={"Retry-After": date})
+    assert 110 < _retry_after_s(ex, ccxt.RateLimitExceeded("slow down")) <= 120
+    ex.last_response_headers = {"Retry-After": "soon"}
+    assert _retry_after_s(ex, ccxt.RateLimitExceeded("slow down")) is None
+    waits = []
+    ex.last_response_headers = {"Retry-After": "90"}
+
+    def limited():
+        raise ccxt.RateLimitExceeded("slow down")
+
+    with pytest.raises(DownloadError, match=r"asks to wait 90 s \(Retry-After\).*max_delay_s=60 s"):
+        call_with_retries(limited, exchange=ex, sleep=waits.append)
+    assert waits == []
+
+
+def test_error_that_retrying_cannot_fix_midway_keeps_the_pages(exchange, tmp_path):
+    c = client(exchange)
+    after_calls(c, "fetch_ohlcv", 5, lambda: exchange.faults.http_error(422, count=1, path=KLINES))
+    with pytest.raises(ccxt.ExchangeError) as info:
+        download(exchange, cache_dir=tmp_path, ccxt=c)
+    assert not isinstance(info.value, ccxt.NetworkError) and len(exchange.requests(KLINES)) == 6
+    assert any("Saved the 500 candle(s)" in n for n in info.value.__notes__)
+    frame, coverage = read_cache(tmp_path / "binance" / "BTC_USDT-1m.parquet")
+    pd.testing.assert_frame_equal(frame, BTC.iloc[:500], check_freq=False)
+    assert coverage == [(ms(START), ms(START) + 500 * MIN)]
+
+
+def test_ctrl_c_midway_keeps_the_pages(exchange, tmp_path):
+    c = client(exchange)
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    after_calls(c, "fetch_ohlcv", 4, interrupt)
+    with pytest.raises(KeyboardInterrupt) as info:
+        download(exchange, cache_dir=tmp_path, ccxt=c)
+    assert any("Saved the 400 candle(s)" in n for n in info.value.__notes__)
+    frame, coverage = read_cache(tmp_path / "binance" / "BTC_USDT-1m.parquet")
+    assert len(frame) == 400 and coverage == [(ms(START), ms(START) + 400 * MIN)]
+
+
+def test_unreadable_cache_file_is_named_and_left_alone(exchange, tmp_path):
+    path = tmp_path / "binance" / "BTC_USDT-1m.parquet"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(DownloadError, match=r"the cache file .*BTC_USDT-1m.parquet cannot be read "
+                                            r"\(.*\); move it away or delete it"):
+        download(exchange, cache_dir=tmp_path)
+    assert path.read_bytes() == b"PAR1 not really parquet" and exchange.requests(KLINES) == []
+
+
+def test_retry_policy_rejects_invalid_parameters():
+    with pytest.raises(ValueError, match="max_retries must be a whole number >= 0, got -1"):
+        RetryPolicy(max_retries=-1)
+    with pytest.raises(ValueError, match="max_delay_s must be a finite number >= 0, got nan"):
+        RetryPolicy(max_delay_s=float("nan"))
 
 
 def test_timeout_from_latency_is_retried(exchange, tmp_path):
@@ -267,6 +456,36 @@ def test_fetch_cli_writes_cache_and_prints_path(exchange, tmp_path, capsys):
                               exchange.url, "--cache-dir", str(tmp_path)])
     assert args.func(args) == 1
     assert "no market 'NOPE/USDT'" in capsys.readouterr().err
+
+
+def test_fetch_cli_keeps_what_it_fetched_and_the_same_command_resumes(exchange, tmp_path, capsys,
+                                                                      monkeypatch):
+    parser = argparse.ArgumentParser()
+    data_cli.register(parser.add_subparsers(dest="command", required=True))
+    # the CLI creates its own client: switch the fault on after the first page of 1000 candles
+    after_calls(ccxt.binance, "fetch_ohlcv", 1,
+                lambda: exchange.faults.rate_limit(retry_after=600, count=1, path=KLINES),
+                setattr=monkeypatch.setattr)
+    argv = ["data", "fetch", "--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1m",
+            "--since", "2024-01-01", "--exchange-url", exchange.url, "--cache-dir", str(tmp_path),
+            "--max-delay", "2", "--no-progress"]
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    assert args.func(args) == 1
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert "asks to wait 600 s (10 min) (Retry-After)" in err and "--max-delay" in err
+    assert "Saved the 1000 candle(s)" in err and "the same command" in err
+    monkeypatch.undo()
+    args = parser.parse_args(argv)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "fetched 2000 new candle(s) in 2 request(s); 3000 candle(s) in range" in out
+    pd.testing.assert_frame_equal(load_ohlcv(tmp_path / "binance" / "BTC_USDT-1m.parquet"), BTC,
+                                  check_freq=False)
+    args = parser.parse_args(argv[:-3] + ["--max-delay", "-1"])
+    assert args.func(args) == 1
+    assert "max_delay_s must be a finite number >= 0" in capsys.readouterr().err
 
 
 def test_point_exchange_at_keeps_paths():
