@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from framework.jit import bar_njit
+
 # --- state slots ------------------------------------------------------------------------------
 S_RF_BAR = 0  # per-bar risk-free rate (fraction), fixed at init
 S_BARS = 1  # equity values seen so far
@@ -61,7 +63,7 @@ def stats_init_nb(rf_bar: float) -> np.ndarray:
     return state
 
 
-@njit(cache=True)
+@bar_njit
 def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
     """Fold one bar (its closing ``equity`` in cash, whether a position was open) into ``state``."""
     bar = state[S_BARS]
@@ -96,7 +98,7 @@ def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
     state[S_BARS] = bar + 1.0
 
 
-@njit(cache=True)
+@bar_njit
 def _note_underwater_nb(state: np.ndarray, bar: float) -> None:
     """Record [peak bar, ``bar``] as the longest underwater period if it beats the current one."""
     if bar - state[S_PEAK_BAR] > state[S_DD_END_BAR] - state[S_DD_START_BAR]:
