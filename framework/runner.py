@@ -309,7 +309,10 @@ class BarStepper:
         return fills
 
     def emergency_stop(self) -> None:
-        """Flatten every position at the next bar's open and halt (any driver may raise it)."""
+        """Raise the emergency stop (any driver may): like every risk limit it acts at the close
+        of the next bar stepped, queueing a market exit of every position for the open after it
+        and halting for good; orders decided before it was raised still fill at that next bar's
+        open, as a live broker has already sent them."""
         self.g[enums.G_EMERGENCY] = 1.0
 
     @property
