@@ -384,6 +384,37 @@ def infer_calendar(index: pd.DatetimeIndex) -> str:
     return "24/7" if float(np.mean(index.dayofweek == 5)) >= 0.05 else "sessions"
 
 
+def ohlc_inconsistent(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """True where high/low do not contain open/close (beyond float noise of 1e-9 x |high|, which
+    exported files carry and which is not an inconsistency)."""
+    tol = 1e-9 * np.abs(h)
+    return (h < np.maximum(o, c) - tol) | (lo > np.minimum(o, c) + tol) | (h < lo - tol)
+
+
+def check_bar(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> str | None:
+    """Why one closed bar (one value per instrument) is unusable, or None if it is fine.
+
+    The row rules of ``validate_ohlcv`` for a driver that receives bars one at a time (the live
+    runner's core, ``framework.runner.BarStepper``): NaN or non-positive prices, high/low not
+    containing open/close, negative volume. A NaN volume means "no volume" and is accepted.
+    """
+    prices = np.stack([o, h, lo, c])
+    with np.errstate(invalid="ignore"):
+        if np.isnan(prices).any():
+            return "a price is NaN: " + _bar_text(o, h, lo, c)
+        if (prices <= 0).any():
+            return "a price is <= 0: " + _bar_text(o, h, lo, c)
+        if ohlc_inconsistent(o, h, lo, c).any():
+            return "high/low do not contain open/close: " + _bar_text(o, h, lo, c)
+        if (v < 0).any():
+            return f"negative volume {v.tolist()}"
+    return None
+
+
+def _bar_text(o, h, lo, c) -> str:
+    return f"open {o.tolist()}, high {h.tolist()}, low {lo.tolist()}, close {c.tolist()}"
+
+
 def validate_ohlcv(
     df: pd.DataFrame,
     *,
@@ -449,8 +480,7 @@ def validate_ohlcv(
     o, h, lo, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
     with np.errstate(invalid="ignore"):
         nonpos = (values[:, :4] <= 0).any(axis=1)
-        tol = 1e-9 * np.abs(h)  # float noise in exported files is not an inconsistency
-        incons = ((h < np.maximum(o, c) - tol) | (lo > np.minimum(o, c) + tol) | (h < lo - tol)) & ~nonpos
+        incons = ohlc_inconsistent(o, h, lo, c) & ~nonpos
         neg_vol = (frame["volume"].to_numpy() < 0) if "volume" in frame else np.zeros(n, bool)
     add("non_positive", np.flatnonzero(nonpos),
         lambda r: "price <= 0: " + _row_text(frame, r))

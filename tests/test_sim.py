@@ -240,3 +240,38 @@ def test_emergency_stop_raised_by_a_driver_flattens_and_halts():
     assert fills["reason"].tolist() == [0, REASON_EMERGENCY]
     assert fills["bar"].tolist() == [1, 3] and fills["price"][1] == 107  # flattened at the next open
     assert stepper.positions.tolist() == [0.0]  # the LONG signals after it are ignored: halted
+
+
+def test_bar_stepper_rejects_bad_bars_and_loses_nothing():
+    from framework.runner import BarStepper
+    from framework.settings import SimSettings
+
+    p = SimSettings(init_cash=1000.0, fees=0.001, sl_pct=0.05).vector(365.0)
+    script = [(100, 101, 99, 100, LONG), (100, 103, 99, 102, 0), (102, 104, 101, 103, 0),
+              (103, 104, 90, 95, 0), (95, 96, 94, 95, LONG), (96, 99, 95, 98, 0)]
+    clean = BarStepper(Scripted(), p)
+    for t, bar in enumerate(script):
+        clean.step(t, *bar)
+
+    stepper = BarStepper(Scripted(), p)
+    bad_bars = [
+        ((np.nan, 104, 90, 95, 0), "a price is NaN"),
+        ((103, 104, 90, 0.0, 0), "a price is <= 0"),
+        ((103, 89, 90, 95, 0), "high/low do not contain open/close"),
+        ((103, 104, 90, 95, -1.0), "negative volume"),
+    ]
+    for t, bar in enumerate(script):
+        if t == 3:
+            before = (stepper.g.copy(), stepper.cs.copy(), stepper.t, len(stepper.fills))
+            for bad, why in bad_bars:
+                with pytest.raises(ValueError, match=f"bar 3 rejected, state unchanged: {why}"):
+                    stepper.step(t, *bad)
+            with pytest.raises(ValueError, match="UTC day 1 is before the previous bar's .2."):
+                stepper.step(1, *bar)
+            np.testing.assert_array_equal(stepper.g, before[0])
+            np.testing.assert_array_equal(stepper.cs, before[1])
+            assert (stepper.t, len(stepper.fills)) == before[2:]
+        stepper.step(t, *bar)
+    np.testing.assert_array_equal(stepper.fills, clean.fills)
+    assert stepper.equity == clean.equity and stepper.cash == clean.cash
+    assert len(clean.fills) >= 3  # entry, stop-out, entry: the run did something
