@@ -13,7 +13,6 @@ import numpy as np
 
 from framework import enums
 
-
 _ALTERNATIVES = (("sl_pct", "sl_atr"), ("tp_pct", "tp_atr"), ("trail_pct", "trail_atr"))
 
 

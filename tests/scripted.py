@@ -11,6 +11,7 @@ below it for a buy limit or a sell stop, above it for a buy stop or a sell limit
 then ignored).
 """
 
+import numpy as np
 from numba import njit
 
 from framework.enums import (
@@ -23,8 +24,6 @@ from framework.enums import (
     ORDER_STOP,
 )
 from framework.strategy import Param, Strategy
-
-import numpy as np
 
 
 @njit(cache=True)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework import data_cli, data_nb
 from framework import data as data_module
+from framework import data_cli, data_nb
 from framework.data import (
     DataValidationError,
     align_ohlcv,
