@@ -5,6 +5,9 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from framework.backtest import Backtest
 from framework.enums import (
@@ -325,3 +328,45 @@ def test_emergency_stop_mid_run_matches_the_backtest_then_flattens_once(cash_sha
         np.testing.assert_array_equal(replayed_pos, positions)
         checked += 1
     assert checked == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# The invariant as a property: any settings, any script, any number of instruments
+# ------------------------------------------------------------------------------------------------
+
+ANY_CODES = ([0, LONG, EXIT, SHORT, LIMIT + LONG, LIMIT + SHORT, STOP + LONG, STOP + SHORT],
+             [0.72, 0.05, 0.03, 0.05, 0.04, 0.04, 0.035, 0.035])
+
+
+def _maybe(x):
+    return st.none() | x
+
+
+SIM_SETTINGS = st.fixed_dictionaries(
+    {
+        "allow_short": st.booleans(),
+        "cash_sharing": st.booleans(),
+        "fees": st.sampled_from([0.0, 0.001, 0.0025]),
+        "slippage": st.sampled_from([0.0, 0.0005]),
+        "sizing": st.sampled_from(["fraction", "cash", "risk", "vol_target"]),
+        "sl_pct": _maybe(st.sampled_from([0.01, 0.03])),
+        "tp_pct": _maybe(st.sampled_from([0.02, 0.06])),
+        "trail_atr": _maybe(st.sampled_from([1.5, 3.0])),
+        "max_drawdown": _maybe(st.sampled_from([0.1, 0.3])),
+        "daily_loss": _maybe(st.sampled_from([0.02, 0.05])),
+        "max_trades_per_day": _maybe(st.integers(1, 4)),
+        "cooldown_bars": _maybe(st.integers(1, 8)),
+        "max_exposure": _maybe(st.sampled_from([0.5, 1.0])),
+        "max_positions": _maybe(st.integers(1, 2)),
+    }
+)
+SIZES = {"fraction": 0.4, "cash": 2_000.0, "risk": 0.01, "vol_target": 0.5}
+
+
+@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sim=SIM_SETTINGS, n_assets=st.integers(1, 3), seed=st.integers(0, 10_000), gap=st.sampled_from([0.0, 0.003]))
+def test_replay_parity_holds_for_any_settings(sim, n_assets, seed, gap):
+    sim = {k: v for k, v in sim.items() if v is not None}
+    sim["size"] = SIZES[sim["sizing"]]
+    data = scripted_data(400, n_assets, seed=seed, codes=ANY_CODES)
+    assert_replay_parity(Backtest(Scripted(gap=gap), data, **sim))
