@@ -24,18 +24,22 @@ from framework.strategy import Strategy
 DataInput = str | Path | pd.DataFrame | Mapping[str, "str | Path | pd.DataFrame"]
 
 
-def _resolve_strategy(strategy: Strategy | type[Strategy] | str) -> Strategy:
+def strategy_class(strategy: type[Strategy] | str) -> type[Strategy]:
+    """A Strategy subclass as given, or the bundled one registered under a name."""
     if isinstance(strategy, str):
         from strategies import get_strategy
 
-        return get_strategy(strategy)()
+        return get_strategy(strategy)
     if isinstance(strategy, type) and issubclass(strategy, Strategy):
-        return strategy()
-    if isinstance(strategy, Strategy):
         return strategy
     raise TypeError(
         f"strategy must be a Strategy instance, a Strategy subclass or a registered name, got {strategy!r}"
     )
+
+
+def _resolve_strategy(strategy: Strategy | type[Strategy] | str) -> Strategy:
+    """The instance as given, else the class (or registered name) with default parameters."""
+    return strategy if isinstance(strategy, Strategy) else strategy_class(strategy)()
 
 
 def _load_one(source: str | Path | pd.DataFrame) -> pd.DataFrame:

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from framework import metrics, metrics_nb, runner
-from framework.backtest import DataInput, _stack, load_instruments
+from framework.backtest import DataInput, _stack, load_instruments, strategy_class
 from framework.settings import SimSettings
 from framework.strategy import Strategy
 
@@ -44,18 +44,11 @@ _RESULTS = {
 }
 
 
-def _strategy_class(strategy: type[Strategy] | str) -> type[Strategy]:
-    if isinstance(strategy, str):
-        from strategies import get_strategy
-
-        return get_strategy(strategy)
-    if isinstance(strategy, type) and issubclass(strategy, Strategy):
-        return strategy
-    raise TypeError(f"strategy must be a Strategy subclass or a registered name, got {strategy!r}")
-
-
-def _combinations(cls: type[Strategy], grid: Mapping[str, Sequence[Any]]) -> list[Strategy]:
-    """Every valid combination of the grid's values, in grid order (first key slowest)."""
+def _combinations(
+    cls: type[Strategy], base: dict[str, Any], grid: Mapping[str, Sequence[Any]]
+) -> list[Strategy]:
+    """Every valid combination of the grid's values over ``base`` parameters, in grid order
+    (first key slowest)."""
     spec = cls.param_spec()
     unknown = [k for k in grid if k not in spec]
     if unknown:
@@ -73,7 +66,7 @@ def _combinations(cls: type[Strategy], grid: Mapping[str, Sequence[Any]]) -> lis
         for key, value in params.items():
             spec[key].check(cls.label(), key, value)  # a value out of range is the caller's error
         try:
-            strategies.append(cls(**params))
+            strategies.append(cls(**{**base, **params}))
         except ValueError as err:  # a rule between parameters, e.g. fast >= slow: skip it
             rejected.append(str(err))
     if not strategies:
@@ -85,7 +78,7 @@ def _combinations(cls: type[Strategy], grid: Mapping[str, Sequence[Any]]) -> lis
 
 
 def sweep(
-    strategy: type[Strategy] | str,
+    strategy: Strategy | type[Strategy] | str,
     data: DataInput,
     grid: Mapping[str, Sequence[Any]],
     *,
@@ -96,9 +89,11 @@ def sweep(
     """Backtest every combination of ``grid`` over one instrument; one row of statistics each.
 
     Args:
-        strategy: a Strategy subclass or a registered name (``"sma_cross"``).
+        strategy: a Strategy subclass or a registered name (``"sma_cross"``), or an instance
+            whose parameters stand for those the grid leaves out.
         data: one instrument, as ``Backtest`` takes it (DataFrame, path or bundled name).
-        grid: parameter name -> values to try. Parameters left out keep their defaults.
+        grid: parameter name -> values to try. Parameters left out keep their defaults (or
+            the instance's values).
             Combinations that break a rule between parameters (``fast >= slow``) are skipped;
             a value outside a parameter's range raises.
         chunk: combinations per compiled call (the progress bar advances per chunk).
@@ -112,7 +107,8 @@ def sweep(
         ``max_drawdown``, ``max_drawdown_duration``, ``exposure_time`` and ``total_trades``,
         defined as in ``Backtest(...).run().stats`` (fractions, not percent).
     """
-    cls = _strategy_class(strategy)
+    cls = type(strategy) if isinstance(strategy, Strategy) else strategy_class(strategy)
+    base = dict(strategy.params) if isinstance(strategy, Strategy) else {}
     if not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     frames = load_instruments(data)
@@ -123,7 +119,7 @@ def sweep(
     index = next(iter(frames.values())).index
     if len(index) < 2:
         raise ValueError(f"need at least 2 bars to backtest, got {len(index)}")
-    strategies = _combinations(cls, grid)
+    strategies = _combinations(cls, base, grid)
     sim = SimSettings.build(cls.sim_defaults, **settings)
     ann_factor = metrics.bars_per_year(index)
 

@@ -46,10 +46,13 @@ def test_sweep_keeps_strategy_defaults_and_risk_sizing():
     assert_rows_match_backtests(table, DonchianBreakout, data, {"fees": 0.0005})
 
 
-def test_parameters_left_out_keep_their_defaults():
+def test_parameters_left_out_keep_their_defaults_or_the_instance_values():
     data = generate_ohlcv(1500, freq="1h", seed=2)
     table = sweep(SmaCross, data, {"slow": [40]})
     assert table[["fast", "slow"]].to_numpy().tolist() == [[10, 40]]
+    assert_rows_match_backtests(table, SmaCross, data, {})
+    table = sweep(SmaCross(fast=7, slow=90), data, {"slow": [30, 60]})
+    assert table[["fast", "slow"]].to_numpy().tolist() == [[7, 30], [7, 60]]
     assert_rows_match_backtests(table, SmaCross, data, {})
 
 
