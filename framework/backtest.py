@@ -102,18 +102,20 @@ class Backtest:
             raise ValueError(f"need at least 2 bars to backtest, got {len(self.index)}")
         self.ann_factor = metrics.bars_per_year(self.index)
 
+    def kernel_prices(self) -> list[np.ndarray]:
+        """Open, high, low, close, volume as (bars, instruments) float64 arrays, and the bars'
+        UTC times in int64 ns: the price arguments of the compiled drivers."""
+        return [*(_stack(self.frames, c) for c in ("open", "high", "low", "close", "volume")),
+                runner.utc_ns(self.index)]
+
     def run(self) -> "BacktestResult":
         """Simulate every bar; returns orders, trades, equity, positions and statistics."""
-        arrays = {c: _stack(self.frames, c) for c in ("open", "high", "low", "close", "volume")}
-        n_cols = arrays["close"].shape[1]
+        n_cols = len(self.frames)
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
         simp = np.ascontiguousarray(np.tile(self.settings.vector(self.ann_factor), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
         kernels = runner.drivers(type(self.strategy))
-        equity, fills = kernels.backtest_nb(
-            arrays["open"], arrays["high"], arrays["low"], arrays["close"], arrays["volume"],
-            runner.utc_ns(self.index), sp, simp, groups,
-        )
+        equity, fills = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
         return BacktestResult(
             strategy=self.strategy,
             settings=self.settings,

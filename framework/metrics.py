@@ -151,13 +151,22 @@ def performance_stats(
         raise ValueError(f"risk_free must be an annual rate (fraction) above -1, got {risk_free}")
 
     rf_bar = (1.0 + risk_free) ** (1.0 / ann_factor) - 1.0
-    state = nb.stats_state_1d_nb(values, exposure, rf_bar)
+    stats = curve_stats(nb.stats_state_1d_nb(values, exposure, rf_bar), index, ann_factor)
+    exposure_time = stats.pop("exposure_time")
+    stats.update(trade_stats(trades, index))
+    stats["exposure_time"] = exposure_time  # last, as in the table
+    return stats
+
+
+def curve_stats(state: np.ndarray, index: pd.DatetimeIndex, ann_factor: float) -> dict[str, object]:
+    """The equity-curve part of ``performance_stats`` from a streaming statistics state
+    (``framework.metrics_nb``) over the bars of ``index``: ``start`` ... ``max_drawdown_duration``
+    and ``exposure_time``, defined there. A sweep folds each combination into such a state."""
     years = (index[-1] - index[0]) / YEAR
     res = nb.stats_finalize_nb(state, float(ann_factor), years)
     dd_start = int(state[nb.S_DD_START_BAR])
     dd_end = int(state[nb.S_DD_END_BAR])
-
-    stats: dict[str, object] = {
+    return {
         "start": index[0],
         "end": index[-1],
         "duration": index[-1] - index[0],
@@ -169,10 +178,8 @@ def performance_stats(
         "calmar": float(res[nb.R_CALMAR]),
         "max_drawdown": float(res[nb.R_MAX_DD]),
         "max_drawdown_duration": index[dd_end] - index[dd_start],
+        "exposure_time": float(res[nb.R_EXPOSURE]),
     }
-    stats.update(trade_stats(trades, index))
-    stats["exposure_time"] = float(res[nb.R_EXPOSURE])
-    return stats
 
 
 def trade_stats(trades: np.ndarray, index: pd.DatetimeIndex) -> dict[str, object]:

@@ -25,24 +25,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from framework import metrics, metrics_nb, runner
-from framework.backtest import DataInput, _stack, load_instruments, strategy_class
-from framework.settings import SimSettings
+from framework.backtest import Backtest, DataInput, strategy_class
 from framework.strategy import Strategy
 
 log = logging.getLogger(__name__)
-
-#: statistics columns of the sweep table, from the finalised ``R_*`` results
-_RESULTS = {
-    "total_return": metrics_nb.R_TOTAL_RETURN,
-    "cagr": metrics_nb.R_CAGR,
-    "ann_volatility": metrics_nb.R_ANN_VOL,
-    "sharpe": metrics_nb.R_SHARPE,
-    "sortino": metrics_nb.R_SORTINO,
-    "calmar": metrics_nb.R_CALMAR,
-    "max_drawdown": metrics_nb.R_MAX_DD,
-    "exposure_time": metrics_nb.R_EXPOSURE,
-}
-
 
 def _combinations(
     cls: type[Strategy], base: dict[str, Any], grid: Mapping[str, Sequence[Any]]
@@ -111,22 +97,17 @@ def sweep(
     base = dict(strategy.params) if isinstance(strategy, Strategy) else {}
     if not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
-    frames = load_instruments(data)
-    if len(frames) != 1:
-        raise ValueError(
-            f"sweep runs one instrument, got {len(frames)} ({', '.join(frames)}); sweep each on its own"
-        )
-    index = next(iter(frames.values())).index
-    if len(index) < 2:
-        raise ValueError(f"need at least 2 bars to backtest, got {len(index)}")
     strategies = _combinations(cls, base, grid)
-    sim = SimSettings.build(cls.sim_defaults, **settings)
-    ann_factor = metrics.bars_per_year(index)
-
-    arrays = [_stack(frames, c) for c in ("open", "high", "low", "close", "volume")]
-    ts = runner.utc_ns(index)
+    # the backtest of the first combination validates the data and settings for all of them
+    bt = Backtest(strategies[0], data, **settings)
+    if len(bt.frames) != 1:
+        raise ValueError(
+            f"sweep runs one instrument, got {len(bt.frames)} ({', '.join(bt.frames)}); "
+            "sweep each on its own"
+        )
     sp = np.ascontiguousarray(np.stack([s.param_vector() for s in strategies]))
-    simp = np.ascontiguousarray(np.tile(sim.vector(ann_factor), (len(strategies), 1)))
+    simp = np.ascontiguousarray(np.tile(bt.settings.vector(bt.ann_factor), (len(strategies), 1)))
+    prices = bt.kernel_prices()
     kernels = runner.drivers(cls)
     states = np.empty((len(strategies), metrics_nb.N_STATS_STATE))
     n_fills = np.empty(len(strategies), dtype=np.int64)
@@ -134,16 +115,14 @@ def sweep(
     with tqdm(total=len(strategies), unit="combination", desc=f"sweep {cls.label()}", disable=not show) as bar:
         for a in range(0, len(strategies), chunk):
             b = min(a + chunk, len(strategies))
-            states[a:b], n_fills[a:b] = kernels.sweep_nb(*arrays, ts, sp[a:b], simp[a:b], 0.0)
+            states[a:b], n_fills[a:b] = kernels.sweep_nb(*prices, sp[a:b], simp[a:b], 0.0)
             bar.update(b - a)
 
-    years = (index[-1] - index[0]) / metrics.YEAR
-    results = np.stack([metrics_nb.stats_finalize_nb(s, float(ann_factor), years) for s in states])
-    table = pd.DataFrame([s.params for s in strategies])
-    for name, slot in _RESULTS.items():
-        table[name] = results[:, slot]
-    start = states[:, metrics_nb.S_DD_START_BAR].astype(np.int64)
-    end = states[:, metrics_nb.S_DD_END_BAR].astype(np.int64)
-    table.insert(table.columns.get_loc("exposure_time"), "max_drawdown_duration", index[end] - index[start])
-    table["total_trades"] = (n_fills + 1) // 2  # fills alternate entry, exit; one may be open
-    return table
+    rows = []
+    for strat, state, fills in zip(strategies, states, n_fills, strict=True):
+        stats = metrics.curve_stats(state, bt.index, bt.ann_factor)
+        for same_for_all in ("start", "end", "duration"):
+            del stats[same_for_all]
+        stats["total_trades"] = int(fills + 1) // 2  # fills alternate entry, exit; one may be open
+        rows.append({**strat.params, **stats})
+    return pd.DataFrame(rows)
