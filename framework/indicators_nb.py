@@ -1,6 +1,7 @@
 """Streaming numba kernels for the technical indicators.
 
-Every indicator ``xxx`` comes as three ``@njit(cache=True)`` functions:
+Every indicator ``xxx`` comes as three cached numba functions (``framework.jit``: the update, run
+once per bar, is a ``bar_njit`` kernel without reference counting; the other two allocate):
 
 - ``xxx_init_nb(<params>) -> state``: a 1-D float64 array holding everything the indicator
   remembers (ring buffers, running sums, smoothed values). It can be allocated inside other
@@ -135,8 +136,8 @@ def _ring_oldest(s, o):
 
 
 # --- rolling window: [len, n_valid, n_bad, sum, sum_comp, m2, last, run, var] + ring[n] -------
-# ``var`` = 1 keeps the M2 for a variance; a mean-only window (SMA, VWAP) skips it and its
-# divisions, which are most of an SMA update's cost.
+# ``var`` = 1 keeps the M2 for a variance; a mean-only window (SMA, WMA, stoch %D, VWAP) skips
+# it and its divisions, which are most of an SMA update's cost.
 _W_VALID, _W_BAD, _W_SUM, _W_M2, _W_LAST, _W_RUN, _W_VAR = 1, 2, 3, 5, 6, 7, 8
 _W_HDR = 9
 
