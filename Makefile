@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
 demo: $(BIN)/.installed
 	$(BIN)/tradpal backtest sma_cross --data BTC_USDT-1d
 
 test: $(BIN)/.installed
+	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

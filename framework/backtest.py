@@ -108,7 +108,7 @@ class Backtest:
         return [*(_stack(self.frames, c) for c in ("open", "high", "low", "close", "volume")),
                 runner.utc_ns(self.index)]
 
-    def run(self) -> "BacktestResult":
+    def run(self) -> BacktestResult:
         """Simulate every bar; returns orders, trades, equity, positions and statistics."""
         n_cols = len(self.frames)
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)

@@ -97,7 +97,7 @@ class SimSettings:
             raise ValueError("give either trail_pct or trail_atr, not both")
 
     @classmethod
-    def build(cls, base: dict[str, Any] | None = None, **overrides: Any) -> "SimSettings":
+    def build(cls, base: dict[str, Any] | None = None, **overrides: Any) -> SimSettings:
         """Settings from defaults, then ``base``, then ``overrides``; unknown names raise.
 
         ``sl_pct`` and ``sl_atr`` (likewise tp, trail) are two forms of one stop: an override of

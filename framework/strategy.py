@@ -135,7 +135,7 @@ class Strategy:
         return spec
 
     @classmethod
-    def from_strings(cls, pairs: list[str]) -> "Strategy":
+    def from_strings(cls, pairs: list[str]) -> Strategy:
         """Build from ``["fast=5", "slow=20"]`` as typed on a command line."""
         spec = cls.param_spec()
         values: dict[str, Any] = {}

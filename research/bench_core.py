@@ -493,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         row(f"backtesting.py  scaled x{bars / bt_bars:g} to {bars:,} bars", bars, bt_scaled_s,
             None),
     ]
-    print("Warm timings (best of %d)" % repeats)
+    print(f"Warm timings (best of {repeats})")
     print(table(headers, rows))
     print()
     print(f"TradPal end to end = construct Backtest (validates the data) {construct_s:.4f} s "
