@@ -8,9 +8,16 @@ returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 import threading
 from pathlib import Path
+
+# keyword of LocalExchange -> the serve option that sets it (errors name the option)
+_SERVE_OPTIONS = {"fee_rate": "--fee", "spread": "--spread", "balances": "--balance", "speed": "--speed",
+                  "port": "--port", "host": "--host", "clock": "--clock", "min_notional": "--min-notional",
+                  "max_requests": "--max-requests", "control_token": "$TRADPAL_LOCAL_CONTROL_TOKEN"}
 
 
 def register(subparsers) -> None:
@@ -54,13 +61,18 @@ def register(subparsers) -> None:
     p.add_argument("--clock", choices=("stepped", "realtime", "fast"), default="realtime",
                    help="how replay time moves (default realtime)")
     p.add_argument("--speed", type=float, default=1.0, help="realtime speed-up, e.g. 60")
-    p.add_argument("--keys", help="JSON file {\"API_KEY\": \"SECRET\"} of accepted keys; also "
-                   "$TRADPAL_LOCAL_API_KEY/$TRADPAL_LOCAL_SECRET. Without either, a random pair "
-                   "is written to ~/.config/tradpal/local-exchange-keys.json")
+    p.add_argument("--keys", help="JSON file {\"API_KEY\": \"SECRET\"} of accepted keys (made "
+                   "private, mode 0600); also $TRADPAL_LOCAL_API_KEY/$TRADPAL_LOCAL_SECRET. Without "
+                   "either, the pair in ~/.config/tradpal/local-exchange-keys.json (created once)")
     p.add_argument("--balance", action="append", default=None, metavar="ASSET=AMOUNT",
                    help="starting balance of each account (repeatable; default USDT=10000)")
-    p.add_argument("--fee", type=float, default=0.001, help="fee as a fraction (0.001 = 0.1%%)")
-    p.add_argument("--spread", type=float, default=0.0, help="bid-ask spread as a fraction of price")
+    p.add_argument("--fee", type=float, default=0.001, help="fee as a fraction (0.001 = 0.1%%), in [0, 1)")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="bid-ask spread as a fraction of price, in [0, 1)")
+    p.add_argument("--min-notional", type=float, default=5.0, metavar="AMOUNT",
+                   help="smallest order value in the quote asset (MIN_NOTIONAL filter; default 5)")
+    p.add_argument("--max-requests", type=int, default=10_000, metavar="N",
+                   help="requests kept in the log of /_tradpal/requests (default 10000)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -116,39 +128,70 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1
 
 
+def _serve_balances(items: list[str] | None) -> dict[str, float]:
+    """``--balance ASSET=AMOUNT`` options as a mapping (amounts are checked by LocalExchange)."""
+    if not items:
+        return {"USDT": 10_000.0}
+    balances = {}
+    for item in items:
+        asset, sep, amount = item.partition("=")
+        try:
+            if not sep or not asset.strip():
+                raise ValueError
+            balances[asset.strip().upper()] = float(amount)
+        except ValueError:
+            raise ValueError(f"--balance expects ASSET=AMOUNT, e.g. USDT=10000, got {item!r}") from None
+    return balances
+
+
+def _wait_for_interrupt() -> None:
+    threading.Event().wait()  # the server runs in its own thread until Ctrl-C
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from framework.local_exchange import LocalExchange
-    from framework.local_exchange.auth import generate_api_keys, load_api_keys
+    from framework.local_exchange.auth import load_api_keys, load_or_create_api_keys
+    from framework.local_exchange.checks import SettingError
+
+    def fail(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
     try:
-        balances = {"USDT": 10_000.0}
-        if args.balance:
-            balances = {}
-            for item in args.balance:
-                asset, sep, amount = item.partition("=")
-                if not sep:
-                    raise ValueError(f"--balance expects ASSET=AMOUNT, got {item!r}")
-                balances[asset.strip().upper()] = float(amount)
         ex = LocalExchange(args.data, start=args.start, clock=args.clock, speed=args.speed,
-                           host=args.host, port=args.port, balances=balances,
-                           fee_rate=args.fee, spread=args.spread)
+                           host=args.host, port=args.port, balances=_serve_balances(args.balance),
+                           fee_rate=args.fee, spread=args.spread, min_notional=args.min_notional,
+                           max_requests=args.max_requests,
+                           control_token=os.environ.get("TRADPAL_LOCAL_CONTROL_TOKEN") or None)
         keys = load_api_keys(args.keys)
+        note = None
+        if not keys:
+            path = Path.home() / ".config" / "tradpal" / "local-exchange-keys.json"
+            existed = path.exists()
+            keys = load_or_create_api_keys(path)
+            note = f"{'using the' if existed else 'generated an'} API key pair in {path} (mode 0600)"
+    except SettingError as e:
+        return fail(e.describe(_SERVE_OPTIONS.get(e.keyword, e.keyword)))
     except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if not keys:
-        path = Path.home() / ".config" / "tradpal" / "local-exchange-keys.json"
-        keys = generate_api_keys(path)
-        print(f"generated an API key pair for this exchange in {path} (mode 0600)")
+        return fail(str(e))
     ex.api_keys = keys
-    ex.start()
+    try:
+        ex.start()
+    except OSError as e:
+        if e.errno in (errno.EADDRINUSE, errno.EACCES):
+            return fail(f"--port {args.port}: {e.strerror}; choose another port, or --port 0 for any free one")
+        return fail(f"--host {args.host}: {e.strerror}; give an address of this machine, e.g. 127.0.0.1")
+    if note:
+        print(note)
     status = ex.status()
     print(f"local exchange listening on {ex.url} ({', '.join(status['symbols'])}; "
           f"clock {status['mode']}; {len(keys)} API key(s))", flush=True)
+    print(f"control token: {ex.control_token}  (X-TradPal-Token header of /_tradpal/* requests)",
+          flush=True)
     print(f"point ccxt at it: framework.local_exchange.ccxt_client({ex.url!r}, api_key=..., "
           "secret=...)  — Ctrl-C to stop", flush=True)
     try:
-        threading.Event().wait()  # the server runs in its own thread until Ctrl-C
+        _wait_for_interrupt()
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,16 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
-import json
 import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlencode
 
 import ccxt
 import pandas as pd
@@ -20,7 +12,8 @@ import pytest
 
 from framework import data_cli
 from framework.local_exchange import LocalExchange
-from tests.exchange_fixtures import API_KEY, BTC, ETH, SECRET, START, client, exchange, ms  # noqa: F401
+from tests.exchange_fixtures import (  # noqa: F401
+    API_KEY, BTC, ETH, SECRET, START, client, control, exchange, ms, raw_request, serve_cli, write_csv)
 
 MIN = 60_000
 
@@ -49,22 +42,6 @@ def trades_of(c, order_id):
 
 
 # --- authentication --------------------------------------------------------------------------
-
-def raw_request(ex, method, path, params, *, key=API_KEY, secret=SECRET, tamper=False):
-    """A signed request built by hand (independent of ccxt's signing code)."""
-    params = dict(params, timestamp=params.get("timestamp", int(time.time() * 1000)))
-    query = urlencode(params)
-    sig = hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
-    if tamper:
-        query = query.replace("limit=5", "limit=6")
-    req = urllib.request.Request(f"{ex.url}{path}?{query}&signature={sig}", method=method,
-                                 headers={"X-MBX-APIKEY": key} if key else {})
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
 
 def test_signature_checked_like_binance(exchange):
     status, body = raw_request(exchange, "GET", "/api/v3/myTrades", {"symbol": "BTCUSDT", "limit": 5})
@@ -271,14 +248,6 @@ def test_request_faults_reach_ccxt_as_network_errors(exchange):
 
 # --- clock and control ----------------------------------------------------------------------
 
-def control(ex, method, path, body=None):
-    req = urllib.request.Request(f"{ex.url}/_tradpal/{path}", method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
 def test_clock_modes_and_http_control():
     start = START + pd.Timedelta(minutes=10)
     with LocalExchange({"BTC/USDT": BTC}, start=start, clock="fast", api_keys={API_KEY: SECRET}) as ex:
@@ -305,29 +274,14 @@ def test_clock_modes_and_http_control():
 
 
 def test_exchange_serve_cli(tmp_path):
-    csv = tmp_path / "BTC_USDT-1m.csv"
-    out = BTC.iloc[:300].copy()
-    out.index = out.index.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out.to_csv(csv, index_label="timestamp")
-    script = ("import argparse, sys; from framework import data_cli; p = argparse.ArgumentParser(); "
-              "data_cli.register(p.add_subparsers(dest='c')); a = p.parse_args(sys.argv[1:]); "
-              "sys.exit(a.func(a))")
+    csv = write_csv(tmp_path, BTC.iloc[:300])
     env = dict(os.environ, TRADPAL_LOCAL_API_KEY=API_KEY, TRADPAL_LOCAL_SECRET=SECRET)
-    proc = subprocess.Popen([sys.executable, "-c", script, "exchange", "serve", "--data", str(csv),
-                             "--port", "0", "--clock", "stepped"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
-    try:
-        line = proc.stdout.readline()
-        assert "listening on http://127.0.0.1:" in line, line + proc.stderr.read()
-        url = line.split("listening on ")[1].split()[0]
+    with serve_cli("--data", str(csv), "--port", "0", "--clock", "stepped", env=env) as (url, lines):
+        assert lines[0].startswith("local exchange listening on http://127.0.0.1:")
         c = client(type("E", (), {"url": url})())
         candles = c.fetch_ohlcv("BTC/USDT", "1m", since=ms(START), limit=1000)
         assert len(candles) == 300 and candles[-1][4] == BTC["close"].iloc[299]
         assert c.fetch_balance()["USDT"]["free"] == 10_000
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_serve_cli_rejects_missing_data(capsys):

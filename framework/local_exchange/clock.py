@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Literal
 
+from .checks import number, one_of
+
 ClockMode = Literal["stepped", "realtime", "fast"]
 CLOCK_MODES = ("stepped", "realtime", "fast")
 
@@ -34,13 +36,9 @@ class ReplayClock:
         step_ms: int = 60_000,
         end_ms: int | None = None,
     ) -> None:
-        if mode not in CLOCK_MODES:
-            raise ValueError(f"unknown clock mode {mode!r}; use one of {CLOCK_MODES}")
-        if speed <= 0:
-            raise ValueError(f"speed must be > 0 (a multiple of real time), got {speed}")
-        self.mode: ClockMode = mode
-        self.speed = float(speed)
-        self.step_ms = int(step_ms)
+        self.mode: ClockMode = one_of(mode, "mode", CLOCK_MODES)
+        self.speed = check_speed(speed)
+        self.step_ms = number(step_ms, "step_ms", low=0, low_open=True, integer=True)
         self.end_ms = end_ms
         self._lock = threading.Lock()
         self._base_ms = int(start_ms)
@@ -70,8 +68,7 @@ class ReplayClock:
 
     def step(self, n: int = 1) -> int:
         """Advance by ``n`` steps of ``step_ms``; returns the new time."""
-        if n < 0:
-            raise ValueError("the replay clock only moves forward")
+        number(n, "step", low=0, integer=True)  # the replay clock only moves forward
         return self.advance_to(self.now_ms() + n * self.step_ms)
 
     def on_market_request(self) -> None:
@@ -80,17 +77,21 @@ class ReplayClock:
             self.step(1)
 
     def set_mode(self, mode: ClockMode, speed: float | None = None) -> None:
-        """Switch mode keeping the current time."""
-        if mode not in CLOCK_MODES:
-            raise ValueError(f"unknown clock mode {mode!r}; use one of {CLOCK_MODES}")
+        """Switch mode keeping the current time (both arguments are checked before either
+        is applied)."""
+        one_of(mode, "mode", CLOCK_MODES)
+        speed = self.speed if speed is None else check_speed(speed)
         now = self.now_ms()
         with self._lock:
-            self.mode = mode
-            if speed is not None:
-                self.speed = float(speed)
+            self.mode, self.speed = mode, speed
             self._rebase(now)
 
     @property
     def finished(self) -> bool:
         """True once the clock has reached the end of the dataset."""
         return self.end_ms is not None and self.now_ms() >= self.end_ms
+
+
+def check_speed(speed: float) -> float:
+    """A realtime speed-up: a finite number > 0 (a negative one would run time backwards)."""
+    return number(speed, "speed", low=0, low_open=True)

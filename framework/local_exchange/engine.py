@@ -13,6 +13,11 @@ TAKE_PROFIT_LIMIT; time in force GTC, IOC, FOK.
   limit order. Binance rejects a stop that would trigger at once; so does this engine.
 - Fees: ``fee_rate`` of the received asset (base for buys, quote for sells), like Binance
   without BNB discounts.
+- Parameters are checked as Binance checks them, before anything changes: decimal formats
+  (-1100), precision (-1111), which parameters each order type takes (-1102, -1106, -1104),
+  ``timeInForce`` (-1115), ``newClientOrderId`` (-1100) and the symbol filters PRICE_FILTER,
+  LOT_SIZE, MARKET_LOT_SIZE and MIN_NOTIONAL (-1013), as advertised by ``exchangeInfo``
+  (:class:`SymbolFilters`).
 
 Everything is guarded by one lock; matching runs lazily, whenever a request arrives, over the
 path between the last processed time and "now", so fills carry the replay time they happened.
@@ -21,8 +26,10 @@ path between the last processed time and "now", so fills carry the replay time t
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
 
 from .market import MarketData, Series
 
@@ -30,6 +37,23 @@ _EPS = 1e-12
 ORDER_TYPES = ("MARKET", "LIMIT", "LIMIT_MAKER", "STOP_LOSS", "STOP_LOSS_LIMIT",
                "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
 OPEN_STATUSES = ("NEW", "PARTIALLY_FILLED")
+TIME_IN_FORCE = ("GTC", "IOC", "FOK")
+RESPONSE_TYPES = ("ACK", "RESULT", "FULL")
+DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")  # Binance's legal ranges
+INTEGER_RE = re.compile(r"^[0-9]{1,20}$")
+CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
+ASSET_PRECISION = Decimal("0.00000001")  # 8 decimals for every asset
+# what POST /api/v3/order reads; anything else is refused with -1104, as Binance does, so that
+# a parameter this engine does not implement (icebergQty, trailingDelta...) is never ignored
+ORDER_PARAMS = frozenset({
+    "symbol", "side", "type", "timeInForce", "quantity", "quoteOrderQty", "price", "stopPrice",
+    "newClientOrderId", "newOrderRespType", "strategyId", "strategyType", "recvWindow",
+    "timestamp", "signature"})
+# which of the optional parameters each order type needs (the others are not allowed)
+_NEEDS = {"MARKET": set(), "LIMIT": {"price", "timeInForce"}, "LIMIT_MAKER": {"price"},
+          "STOP_LOSS": {"stopPrice"}, "TAKE_PROFIT": {"stopPrice"},
+          "STOP_LOSS_LIMIT": {"price", "stopPrice", "timeInForce"},
+          "TAKE_PROFIT_LIMIT": {"price", "stopPrice", "timeInForce"}}
 
 
 class ApiError(Exception):
@@ -42,6 +66,60 @@ class ApiError(Exception):
 
 def missing(name: str) -> ApiError:
     return ApiError(400, -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def not_required(name: str) -> ApiError:
+    return ApiError(400, -1106, f"Parameter '{name}' sent when not required.")
+
+
+def filter_failure(name: str) -> ApiError:
+    return ApiError(400, -1013, f"Filter failure: {name}")
+
+
+@dataclass(frozen=True)
+class SymbolFilters:
+    """The filters every symbol advertises in ``exchangeInfo`` and the engine enforces."""
+
+    min_price: Decimal = Decimal("0.00000001")
+    max_price: Decimal = Decimal("1000000000")
+    tick_size: Decimal = Decimal("0.00000001")
+    min_qty: Decimal = Decimal("0.00000001")
+    max_qty: Decimal = Decimal("9000000000")
+    step_size: Decimal = Decimal("0.00000001")
+    market_max_qty: Decimal = Decimal("9000000000")
+    min_notional: Decimal = Decimal("5")  # in the quote asset; Binance's on USDT pairs
+
+    def exchange_info(self) -> list[dict]:
+        """The ``filters`` list of a symbol in ``exchangeInfo``."""
+        f = "{:.8f}".format
+        return [
+            {"filterType": "PRICE_FILTER", "minPrice": f(self.min_price), "maxPrice": f(self.max_price),
+             "tickSize": f(self.tick_size)},
+            {"filterType": "LOT_SIZE", "minQty": f(self.min_qty), "maxQty": f(self.max_qty),
+             "stepSize": f(self.step_size)},
+            {"filterType": "MARKET_LOT_SIZE", "minQty": "0.00000000", "maxQty": f(self.market_max_qty),
+             "stepSize": "0.00000000"},
+            {"filterType": "MIN_NOTIONAL", "minNotional": f(self.min_notional), "applyToMarket": True,
+             "avgPriceMins": 0},
+        ]
+
+    def check_price(self, price: Decimal) -> None:
+        if not (self.min_price <= price <= self.max_price and (price - self.min_price) % self.tick_size == 0):
+            raise filter_failure("PRICE_FILTER")
+
+    def check_qty(self, qty: Decimal, *, market: bool) -> None:
+        if not (self.min_qty <= qty <= self.max_qty and (qty - self.min_qty) % self.step_size == 0):
+            raise filter_failure("LOT_SIZE")
+        if market and qty > self.market_max_qty:
+            raise filter_failure("MARKET_LOT_SIZE")
+
+    def check_notional(self, notional: Decimal) -> None:
+        if notional < self.min_notional:
+            raise filter_failure("MIN_NOTIONAL")
+
+    def floor_qty(self, qty: Decimal) -> Decimal:
+        """Round a quantity down to the lot step (a market buy by quoteOrderQty)."""
+        return self.min_qty + ((qty - self.min_qty) / self.step_size).to_integral_value(ROUND_DOWN) * self.step_size
 
 
 @dataclass
@@ -104,8 +182,9 @@ class Engine:
 
     def __init__(self, market: MarketData, clock, faults, *,
                  balances: dict[str, float] | None = None, fee_rate: float = 0.001,
-                 spread: float = 0.0):
+                 spread: float = 0.0, filters: SymbolFilters | None = None):
         self.market, self.clock = market, clock
+        self.filters = filters or SymbolFilters()
         self.fee_rate, self.spread = float(fee_rate), float(spread)
         self.initial_balances = dict(balances or {"USDT": 10_000.0})
         self.accounts: dict[str, Account] = {}
@@ -245,38 +324,21 @@ class Engine:
         with self.lock:
             now = self.sync()
             s = self.series(p.get("symbol"))
-            side = (p.get("side") or "").upper()
-            if side not in ("BUY", "SELL"):
-                raise missing("side") if not side else ApiError(400, -1100, "Illegal characters found in parameter 'side'.")
-            otype = (p.get("type") or "").upper()
-            if not otype:
-                raise missing("type")
-            if otype not in ORDER_TYPES:
-                raise ApiError(400, -1116, "Invalid orderType.")
-            client_id = p.get("newClientOrderId") or f"tradpal{next(self._ids)}x"
+            side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
             for o in self.orders.values():
                 if o.client_id == client_id and o.is_open and self.order_owner[o.order_id] == api_key:
                     raise ApiError(400, -2010, "Duplicate order sent.")
-            qty = _num(p, "quantity")
-            quote_qty = _num(p, "quoteOrderQty")
-            price = _num(p, "price")
-            stop = _num(p, "stopPrice")
             bid, ask = self.bid_ask(s, now)
-            if otype == "MARKET":
-                if qty is None and quote_qty is None:
-                    raise ApiError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
-                if qty is None:
-                    qty = quote_qty / (ask if side == "BUY" else bid)
+            exec_price = ask if side == "BUY" else bid
+            if otype == "MARKET" and quote_qty is not None:
+                self.filters.check_notional(quote_qty)
+                qty = self.filters.floor_qty(quote_qty / Decimal(repr(exec_price)))
+                self.filters.check_qty(qty, market=True)
             else:
-                if qty is None:
-                    raise missing("quantity")
-                if otype in ("LIMIT", "LIMIT_MAKER", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT") and price is None:
-                    raise missing("price")
-                if otype.startswith(("STOP_LOSS", "TAKE_PROFIT")) and stop is None:
-                    raise missing("stopPrice")
-            if qty <= 0 or (price is not None and price <= 0) or (stop is not None and stop <= 0):
-                raise ApiError(400, -1013, "Invalid quantity or price: must be greater than zero.")
-            tif = (p.get("timeInForce") or "GTC").upper()
+                ref_price = Decimal(repr(exec_price)) if otype == "MARKET" else (price or stop)
+                self.filters.check_notional(qty * ref_price)
+            qty, quote_qty = float(qty), None if quote_qty is None else float(quote_qty)
+            price, stop = None if price is None else float(price), None if stop is None else float(stop)
             o = Order(next(self._ids), client_id, s.market_id, side, otype, tif, qty, price or 0.0,
                       stop or 0.0, now, quote_qty=quote_qty or 0.0, update_time=now)
             last = s.price_at(now)
@@ -290,7 +352,6 @@ class Engine:
                 raise ApiError(400, -2010, "Order would immediately match and take.")
             acct = self.account(api_key)
             # lock what the order may spend; market orders spend at once
-            exec_price = ask if side == "BUY" else bid
             lock_price = exec_price if marketable else (price or stop)
             need = qty * lock_price if side == "BUY" else qty
             asset = s.quote if side == "BUY" else s.base
@@ -310,14 +371,69 @@ class Engine:
                 self._close(o, "EXPIRED", now)
             return o
 
+    def _order_params(self, p: dict[str, str]):
+        """Check the parameters of a new order like Binance; return ``(side, type, timeInForce,
+        client id, quantity, quoteOrderQty, price, stopPrice)``, the numbers as Decimals."""
+        side = p.get("side")
+        if not side:
+            raise missing("side")
+        if side not in ("BUY", "SELL"):
+            raise ApiError(400, -1117, "Invalid side.")
+        otype = p.get("type")
+        if not otype:
+            raise missing("type")
+        if otype not in ORDER_TYPES:
+            raise ApiError(400, -1116, "Invalid orderType.")
+        read = [k for k in p if k in ORDER_PARAMS]
+        if len(read) < len(p):
+            raise ApiError(400, -1104, f"Not all sent parameters were read; read '{len(read)}' "
+                                       f"parameter(s) but was sent '{len(p)}'.")
+        nums = {n: decimal_param(p, n) for n in ("quantity", "quoteOrderQty", "price", "stopPrice")}
+        client_id = p.get("newClientOrderId")
+        if client_id is not None and not CLIENT_ID_RE.fullmatch(client_id):
+            raise illegal("newClientOrderId", CLIENT_ID_RE.pattern)
+        if p.get("newOrderRespType") not in (None, *RESPONSE_TYPES):
+            raise ApiError(400, -1100, "Illegal characters found in parameter 'newOrderRespType'.")
+        tif = p.get("timeInForce")
+        if tif is not None and tif not in TIME_IN_FORCE:
+            raise ApiError(400, -1115, "Invalid timeInForce.")
+        needs = _NEEDS[otype]
+        for name in ("price", "stopPrice", "timeInForce"):
+            sent = nums.get(name) is not None if name != "timeInForce" else tif is not None
+            if name in needs and not sent:
+                raise missing(name)
+            if sent and name not in needs:
+                raise not_required(name)
+        qty, quote_qty = nums["quantity"], nums["quoteOrderQty"]
+        if otype == "MARKET":
+            if qty is None and quote_qty is None:
+                raise ApiError(400, -1102, "Param 'quantity' or 'quoteOrderQty' must be sent, but both were empty/null!")
+            if qty is not None and quote_qty is not None:
+                raise not_required("quoteOrderQty")
+        else:
+            if qty is None:
+                raise missing("quantity")
+            if quote_qty is not None:
+                raise not_required("quoteOrderQty")
+        for name, value in nums.items():
+            if value is not None and value % ASSET_PRECISION:
+                raise ApiError(400, -1111, f"Parameter '{name}' has too much precision.")
+        for name in ("price", "stopPrice"):
+            if nums[name] is not None:
+                self.filters.check_price(nums[name])
+        if qty is not None:
+            self.filters.check_qty(qty, market=otype == "MARKET")
+        client_id = client_id or f"tradpal{next(self._ids)}x"
+        return side, otype, tif or "GTC", client_id, qty, quote_qty, nums["price"], nums["stopPrice"]
+
     def find(self, api_key: str, p: dict[str, str]) -> Order:
         s = self.series(p.get("symbol"))
-        oid, cid = p.get("orderId"), p.get("origClientOrderId")
-        if not oid and not cid:
+        oid, cid = request_param(p, "orderId", int), p.get("origClientOrderId")
+        if oid is None and not cid:
             raise ApiError(400, -1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
         for o in self.orders.values():
             if self.order_owner[o.order_id] == api_key and o.symbol == s.market_id and (
-                    (oid and str(o.order_id) == oid) or (not oid and o.client_id == cid)):
+                    o.order_id == oid if oid is not None else o.client_id == cid):
                 return o
         raise ApiError(400, -2013, "Order does not exist.")
 
@@ -351,19 +467,23 @@ class Engine:
         return [t for t in self.trades.get(api_key, []) if t.symbol == market_id]
 
 
-_LEGAL = {float: "^([0-9]{1,20})(\\.[0-9]{1,20})?$", int: "^[0-9]{1,20}$"}
+def illegal(name: str, legal: str) -> ApiError:
+    return ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '{legal}'.")
 
 
 def request_param(p: dict[str, str], name: str, kind: type = float, default=None):
-    """A numeric request parameter, ``default`` when absent; Binance's -1100 error when malformed."""
+    """A numeric request parameter (``kind`` int or float), ``default`` when absent; Binance's
+    -1100 error unless it is plain decimal text: no sign, exponent, ``nan``, ``inf``, spaces or
+    underscores (which Python's ``float()`` would accept)."""
     raw = p.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ApiError(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is '{_LEGAL[kind]}'.") from None
+    pattern = INTEGER_RE if kind is int else DECIMAL_RE
+    if not pattern.fullmatch(raw):
+        raise illegal(name, pattern.pattern)
+    return kind(raw)
 
 
-def _num(p: dict[str, str], name: str) -> float | None:
-    return request_param(p, name, float)
+def decimal_param(p: dict[str, str], name: str) -> Decimal | None:
+    """A decimal request parameter, exactly as sent (None when absent)."""
+    return request_param(p, name, Decimal)

@@ -15,7 +15,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from .checks import SettingError, number, one_of
+
 REQUEST_FAULTS = ("latency", "http_error", "rate_limit", "drop_connection", "lose_response")
+HTTP_METHODS = ("GET", "POST", "DELETE", "PUT")
+MAX_LATENCY_S = 3600.0
 
 
 @dataclass
@@ -51,8 +55,16 @@ class Faults:
         self.candle_gaps: list[tuple[int, int, str | None]] = []
 
     def _add(self, rule: FaultRule) -> Faults:
-        if rule.count is not None and rule.count < 1:
-            raise ValueError("count must be >= 1, or None for 'until cleared'")
+        # checked here, not when a request meets the rule: a bad value would garble that answer
+        if rule.count is not None:
+            number(rule.count, "count", low=1, integer=True)
+        if rule.path is not None and not (isinstance(rule.path, str) and rule.path.startswith("/")):
+            raise SettingError("path", "None or a path starting with '/'", rule.path)
+        if rule.method is not None:
+            rule.method = one_of(rule.method.upper() if isinstance(rule.method, str) else rule.method,
+                                 "method", HTTP_METHODS)
+        if rule.retry_after is not None:
+            number(rule.retry_after, "retry_after", low=0)
         with self._lock:
             self._rules.append(rule)
         return self
@@ -60,12 +72,15 @@ class Faults:
     def latency(self, seconds: float, *, count: int | None = None, path: str | None = None,
                 method: str | None = None) -> Faults:
         """Delay matching requests by ``seconds`` before answering."""
-        return self._add(FaultRule("latency", count, path, method, seconds=float(seconds)))
+        return self._add(FaultRule("latency", count, path, method,
+                                   seconds=number(seconds, "seconds", low=0, high=MAX_LATENCY_S)))
 
     def http_error(self, status: int = 503, *, count: int | None = 1, path: str | None = None,
                    method: str | None = None, retry_after: float | None = None) -> Faults:
-        """Answer with HTTP ``status`` (a 5xx answers with a plain-text body, like a proxy)."""
-        return self._add(FaultRule("http_error", count, path, method, status=int(status),
+        """Answer with HTTP ``status`` (400 to 599; a 5xx answers with a plain-text body, like a
+        proxy)."""
+        status = number(status, "status", low=400, high=599, integer=True)
+        return self._add(FaultRule("http_error", count, path, method, status=status,
                                    retry_after=retry_after))
 
     def rate_limit(self, *, retry_after: float = 1.0, count: int | None = 1,
@@ -87,17 +102,21 @@ class Faults:
     def partial_fills(self, fraction: float | None = 0.5) -> Faults:
         """Fill at most ``fraction`` of an order's quantity per match (None: off). Market
         orders fill that share and expire, as on Binance when the book runs dry."""
-        if fraction is not None and not 0 < fraction < 1:
-            raise ValueError("fraction must be between 0 and 1 (exclusive), or None")
+        if fraction is not None:
+            fraction = number(fraction, "fraction", low=0, high=1, low_open=True, high_open=True)
         self.partial_fill_fraction = fraction
         return self
 
     def candle_gap(self, start_ms: int, end_ms: int, *, symbol: str | None = None) -> Faults:
         """Leave out candles opened in ``[start_ms, end_ms)`` from klines (all symbols, or one
         market id / unified symbol)."""
+        start_ms = number(start_ms, "start_ms", integer=True)
+        end_ms = number(end_ms, "end_ms", low=start_ms + 1, integer=True)
+        if symbol is not None and not isinstance(symbol, str):
+            raise SettingError("symbol", "None or a symbol such as 'BTC/USDT'", symbol)
         sym = symbol.replace("/", "") if symbol else None
         with self._lock:
-            self.candle_gaps.append((int(start_ms), int(end_ms), sym))
+            self.candle_gaps.append((start_ms, end_ms, sym))
         return self
 
     def clear(self) -> Faults:
@@ -110,6 +129,8 @@ class Faults:
 
     def configure(self, spec: dict) -> Faults:
         """Add a fault from a JSON-like dict ``{"kind": ..., **kwargs}`` (the HTTP control API)."""
+        if not isinstance(spec, dict):
+            raise SettingError("fault", 'a JSON object such as {"kind": "http_error", "status": 503}', spec)
         spec = dict(spec)
         kind = spec.pop("kind", None)
         methods = {"latency": self.latency, "http_error": self.http_error,

@@ -9,18 +9,31 @@ bodies with its HTTP statuses, so ccxt raises the exception it raises for the re
 
 Control (not Binance; loopback tools and tests): ``GET /_tradpal/status``,
 ``POST /_tradpal/clock`` (``{"step": n}``, ``{"to": ms}``, ``{"mode": m, "speed": x}``),
-``POST``/``DELETE /_tradpal/faults`` and ``GET``/``DELETE /_tradpal/requests``.
+``POST``/``DELETE /_tradpal/faults`` and ``GET``/``DELETE /_tradpal/requests``. Every control
+request carries the exchange's token in an ``X-TradPal-Token`` header and sends JSON only
+(``Content-Type: application/json``): a web page cannot forge such a request (CSRF). Arguments
+are checked in full before anything changes.
+
+Malformed requests (a bad ``Content-Length``, a body that is not UTF-8, repeated parameters,
+non-decimal numbers) get a 4xx answer with Binance's error body, never a dropped connection.
 """
 
 from __future__ import annotations
 
+import errno
+import hmac
+import ipaddress
 import json
 import logging
+import re
+import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,8 +42,19 @@ import numpy as np
 from framework.data import timeframe_to_ms, to_ms
 
 from .auth import check_signed
-from .clock import ClockMode, ReplayClock
-from .engine import ORDER_TYPES, ApiError, Engine, Order, Trade, request_param
+from .checks import SettingError, number, one_of
+from .clock import CLOCK_MODES, ClockMode, ReplayClock, check_speed
+from .engine import (
+    CLIENT_ID_RE,
+    ORDER_TYPES,
+    ApiError,
+    Engine,
+    Order,
+    SymbolFilters,
+    Trade,
+    illegal,
+    request_param,
+)
 from .faults import Faults
 from .market import MarketData, Series
 
@@ -38,6 +62,12 @@ log = logging.getLogger(__name__)
 
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w")
 _DAY_MS = 86_400_000
+DEFAULT_MAX_REQUESTS = 10_000  # request log entries kept (the oldest are dropped first)
+MAX_BODY_BYTES = 1 << 20
+MAX_PARAMS = 100
+TOKEN_HEADER = "X-TradPal-Token"
+_TOKEN_RE = re.compile(r"[!-~]{8,}")  # visible ASCII: it travels in an HTTP header
+_SYMBOLS_RE = re.compile(r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$')  # Binance's
 
 
 def _fmt(x: float) -> str:
@@ -71,14 +101,38 @@ class LocalExchange:
         port: 0 picks a free port (read :attr:`url` after :meth:`start`).
         api_keys: ``{api_key: secret}`` accepted on signed endpoints.
         balances: starting balances of every account, e.g. ``{"USDT": 10_000}``.
-        fee_rate: commission as a fraction of the traded amount (0.001 = 0.1%).
-        spread: bid-ask spread as a fraction of the price (0 = fills at the path price).
+        fee_rate: commission as a fraction of the traded amount (0.001 = 0.1%), in [0, 1).
+        spread: bid-ask spread as a fraction of the price (0 = fills at the path price), in [0, 1).
+        min_notional: the MIN_NOTIONAL filter: smallest order value in the quote asset
+            (Binance's 5 on USDT pairs; set it for other quote assets).
+        max_requests: how many requests :meth:`requests` keeps (the oldest are dropped).
+        control_token: the secret the control plane (``/_tradpal/*``) asks for in its
+            ``X-TradPal-Token`` header; default a random one (read :attr:`control_token`).
+
+    Every keyword is checked (a ``ValueError`` names it); binding errors surface in
+    :meth:`start` as ``OSError``.
     """
 
     def __init__(self, data, *, start=None, clock: ClockMode = "stepped", speed: float = 1.0,
                  host: str = "127.0.0.1", port: int = 0, api_keys: Mapping[str, str] | None = None,
                  balances: Mapping[str, float] | None = None, fee_rate: float = 0.001,
-                 spread: float = 0.0):
+                 spread: float = 0.0, min_notional: float = 5.0,
+                 max_requests: int = DEFAULT_MAX_REQUESTS, control_token: str | None = None):
+        one_of(clock, "clock", CLOCK_MODES)
+        check_speed(speed)
+        fee_rate = number(fee_rate, "fee_rate", low=0, high=1, high_open=True)
+        spread = number(spread, "spread", low=0, high=1, high_open=True)
+        min_notional = number(min_notional, "min_notional", low=0)
+        max_requests = number(max_requests, "max_requests", low=1, integer=True)
+        port = number(port, "port", low=0, high=65535, integer=True)
+        if not isinstance(host, str) or not host:
+            raise SettingError("host", "an address or host name such as '127.0.0.1'", host)
+        balances = _check_balances(balances)
+        if control_token is None:
+            control_token = secrets.token_urlsafe(24)
+        elif not (isinstance(control_token, str) and _TOKEN_RE.fullmatch(control_token)):
+            raise SettingError("control_token", "at least 8 visible ASCII characters", control_token)
+        self.control_token = control_token
         if isinstance(data, MarketData):
             self.market = data
         elif isinstance(data, Mapping):
@@ -89,20 +143,30 @@ class LocalExchange:
         self.clock = ReplayClock(start_ms, mode=clock, speed=speed, step_ms=self.market.step_ms,
                                  end_ms=self.market.end_ms)
         self.faults = Faults()
-        self.engine = Engine(self.market, self.clock, self.faults,
-                             balances=dict(balances) if balances else None,
-                             fee_rate=fee_rate, spread=spread)
+        self.engine = Engine(self.market, self.clock, self.faults, balances=balances,
+                             fee_rate=fee_rate, spread=spread,
+                             filters=SymbolFilters(min_notional=Decimal(repr(min_notional))))
         self.api_keys = dict(api_keys or {})
         self.host, self._port = host, port
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._records: list[RequestRecord] = []
+        self._records: deque[RequestRecord] = deque(maxlen=max_requests)
         self._records_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
+    def _bind(self) -> None:
+        try:
+            self._httpd = _Server((self.host, self._port), _Handler, self)
+        except OSError as e:  # port in use, an address not on this machine, an unknown name
+            raise OSError(e.errno, f"cannot listen on {self.host}:{self._port}: "
+                                   f"{e.strerror or e}") from None
+        warning = exposure_warning(self._httpd.server_address[0])
+        if warning:
+            log.warning(warning)
+
     def start(self) -> LocalExchange:
         """Bind and serve in a background thread."""
-        self._httpd = _Server((self.host, self._port), _Handler, self)
+        self._bind()
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
                                         name="local-exchange", daemon=True)
         self._thread.start()
@@ -110,7 +174,7 @@ class LocalExchange:
 
     def serve_forever(self) -> None:
         """Bind and serve in this thread (the CLI)."""
-        self._httpd = _Server((self.host, self._port), _Handler, self)
+        self._bind()
         try:
             self._httpd.serve_forever()
         finally:
@@ -144,7 +208,8 @@ class LocalExchange:
 
     # --- observation -----------------------------------------------------------------------
     def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
-        """Requests seen so far (control endpoints excluded), optionally filtered."""
+        """Requests seen so far, oldest first (control endpoints excluded; at most
+        ``max_requests``, the most recent), optionally filtered."""
         with self._records_lock:
             return [r for r in self._records if (path is None or r.path == path)
                     and (method is None or r.method == method.upper())]
@@ -161,7 +226,8 @@ class LocalExchange:
         return {"now": self.clock.now_ms(), "mode": self.clock.mode, "speed": self.clock.speed,
                 "start": self.market.start_ms, "end": self.market.end_ms,
                 "step_ms": self.clock.step_ms, "symbols": sorted(self.market.by_symbol),
-                "faults": self.faults.describe(), "requests": len(self._records)}
+                "faults": self.faults.describe(), "requests": len(self._records),
+                "max_requests": self._records.maxlen}
 
     # --- Binance API ------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], signed_key: str | None):
@@ -180,6 +246,34 @@ class LocalExchange:
         return fn(self, params)
 
 
+def _check_balances(balances: Mapping[str, float] | None) -> dict[str, float] | None:
+    if balances is None:
+        return None
+    requirement = "a mapping of asset names to finite amounts >= 0"
+    if not isinstance(balances, Mapping):
+        raise SettingError("balances", requirement, balances)
+    for asset, amount in balances.items():
+        if not isinstance(asset, str) or not asset:
+            raise SettingError("balances", requirement, dict(balances))
+        try:
+            number(amount, "balances", low=0)
+        except SettingError:
+            raise SettingError("balances", requirement, {asset: amount}) from None
+    return {a: float(v) for a, v in balances.items()}
+
+
+def exposure_warning(address: str) -> str | None:
+    """A warning when the server listens beyond the loopback interface, else None."""
+    try:
+        if ipaddress.ip_address(address).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (f"WARNING: the local exchange listens on {address}, beyond loopback: anyone who can "
+            f"reach this machine can use its API (signed endpoints still need an API key) and, "
+            f"with the control token, its control plane. Bind to 127.0.0.1 unless you mean it.")
+
+
 # --- public endpoints --------------------------------------------------------------------------
 
 def _ping(ex, p):
@@ -190,8 +284,7 @@ def _time(ex, p):
     return {"serverTime": ex.clock.now_ms()}
 
 
-def _symbol_info(s: Series) -> dict:
-    tiny = "0.00000001"
+def _symbol_info(s: Series, filters: SymbolFilters) -> dict:
     return {
         "symbol": s.market_id, "status": "TRADING", "baseAsset": s.base, "baseAssetPrecision": 8,
         "quoteAsset": s.quote, "quotePrecision": 8, "quoteAssetPrecision": 8,
@@ -200,11 +293,7 @@ def _symbol_info(s: Series) -> dict:
         "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False,
         "cancelReplaceAllowed": False, "isSpotTradingAllowed": True,
         "isMarginTradingAllowed": False,
-        "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": tiny, "maxPrice": "1000000000.00000000", "tickSize": tiny},
-            {"filterType": "LOT_SIZE", "minQty": tiny, "maxQty": "9000000000.00000000", "stepSize": tiny},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": "0", "maxQty": "9000000000.00000000", "stepSize": "0"},
-        ],
+        "filters": filters.exchange_info(),
         "permissions": [], "permissionSets": [["SPOT"]],
         "defaultSelfTradePreventionMode": "NONE", "allowedSelfTradePreventionModes": ["NONE"],
     }
@@ -217,7 +306,7 @@ def _exchange_info(ex, p):
         raise ApiError(400, -1121, "Invalid symbol.")
     return {"timezone": "UTC", "serverTime": ex.clock.now_ms(),
             "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
-            "exchangeFilters": [], "symbols": [_symbol_info(s) for s in symbols]}
+            "exchangeFilters": [], "symbols": [_symbol_info(s, ex.engine.filters) for s in symbols]}
 
 
 def _empty_exchange_info(ex, p):
@@ -287,7 +376,10 @@ def _each_symbol(ex, p, fn):
     now = ex.clock.now_ms()
     if p.get("symbol"):
         return fn(ex, ex.engine.series(p["symbol"]), now)
-    ids = json.loads(p["symbols"]) if p.get("symbols") else sorted(ex.market.by_id)
+    raw = p.get("symbols")
+    if raw and not _SYMBOLS_RE.fullmatch(raw):
+        raise illegal("symbols", _SYMBOLS_RE.pattern)
+    ids = json.loads(raw) if raw else sorted(ex.market.by_id)
     return [fn(ex, ex.engine.series(i), now) for i in ids]
 
 
@@ -360,6 +452,8 @@ def _get_order(ex, p, key):
 
 
 def _cancel_order(ex, p, key):
+    if p.get("newClientOrderId") and not CLIENT_ID_RE.fullmatch(p["newClientOrderId"]):
+        raise illegal("newClientOrderId", CLIENT_ID_RE.pattern)
     o = ex.engine.cancel(key, p)
     out = _order_json(o, transact=True)
     out["origClientOrderId"] = o.client_id
@@ -453,6 +547,9 @@ _SIGNED_PATHS = {path for (_, path), (_, signed) in _ROUTES.items() if signed}
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # listen backlog: socketserver's default of 5 left a burst of clients hanging in the
+    # kernel's queue until their timeouts fired (the kernel caps it at net.core.somaxconn)
+    request_queue_size = 1024
 
     def __init__(self, address, handler, exchange: LocalExchange):
         self.exchange = exchange
@@ -504,17 +601,56 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self, method: str) -> None:
+        try:
+            self._dispatch(method)
+        except _Reject as r:  # the request could not be read: answer, then close
+            self.close_connection = True
+            self._send(r.status, json.dumps(r.body).encode(), "application/json")
+        except (TimeoutError, ConnectionError):  # the client went quiet or away mid-request
+            self.close_connection = True
+        except Exception:  # a bug here must not look like a network fault to the client
+            log.exception("local exchange failed on %s %s", method, self.path)
+            self.close_connection = True
+            self._send(500, json.dumps(_UNKNOWN_ERROR).encode(), "application/json")
+
+    def _read_body(self) -> str:
+        """The request body as text; :class:`_Reject` when its framing or encoding is bad."""
+        if self.headers.get("Transfer-Encoding"):
+            raise _Reject(411, -1100, "Transfer-Encoding is not supported; send the body with a "
+                                      "Content-Length header.")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return ""
+        if len(set(lengths)) > 1 or not re.fullmatch(r"[0-9]{1,19}", lengths[0].strip()):
+            raise _Reject(400, -1100, f"Illegal Content-Length header {', '.join(lengths)!r}: "
+                                      f"expected the size of the body in bytes, 0 to {MAX_BODY_BYTES}.")
+        length = int(lengths[0])
+        if length > MAX_BODY_BYTES:
+            raise _Reject(413, -1100, f"Content-Length {length} is too large: at most "
+                                      f"{MAX_BODY_BYTES} bytes.")
+        data = self.rfile.read(length) if length else b""
+        if len(data) < length:
+            raise _Reject(400, -1100, "The body ended before Content-Length bytes arrived.")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Reject(400, -1100, "Illegal characters found in the request body: it is not "
+                                      "UTF-8 text.") from None
+
+    def _dispatch(self, method: str) -> None:
         ex = self.server.exchange
         url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        raw_body = self.rfile.read(length).decode() if length else ""
+        raw_body = self._read_body()
         raw_query = url.query
-        params = dict(parse_qsl(raw_query, keep_blank_values=True))
-        if raw_body and "json" not in (self.headers.get("Content-Type") or ""):
-            params.update(parse_qsl(raw_body, keep_blank_values=True))
         if url.path.startswith("/_tradpal/"):
-            self._control(ex, method, url.path, params, raw_body)
+            self._control(ex, method, url.path, raw_query, raw_body)
             return
+        try:
+            params = _parse_params(raw_query)
+            if raw_body and "json" not in (self.headers.get("Content-Type") or ""):
+                params = {**_parse_params(raw_body), **params}  # Binance: the query string wins
+        except ApiError as e:
+            raise _Reject(e.http_status, e.code, e.msg) from None
         public_params = {k: v for k, v in params.items() if k != "signature"}
         record = RequestRecord(method, url.path, public_params, 0, time.time(), ex.clock.now_ms())
         ex._record(record)
@@ -538,7 +674,7 @@ class _Handler(BaseHTTPRequestHandler):
             body, status = {"code": e.code, "msg": e.msg}, e.http_status
         except Exception:  # a bug here must not look like a network fault to the client
             log.exception("local exchange failed on %s %s", method, url.path)
-            body, status = {"code": -1000, "msg": "An unknown error occurred while processing the request."}, 500
+            body, status = _UNKNOWN_ERROR, 500
         if fault is not None and fault.kind == "lose_response":
             self._drop()  # handled, but the client never hears back
             return
@@ -577,19 +713,24 @@ class _Handler(BaseHTTPRequestHandler):
             text = f"{fault.status} {self.responses.get(fault.status, ('Error',))[0]} (injected fault)"
             self._send(fault.status, text.encode(), "text/plain", headers)
 
-    def _control(self, ex: LocalExchange, method: str, path: str, params: dict, raw_body: str) -> None:
+    def _control(self, ex: LocalExchange, method: str, path: str, raw_query: str, raw_body: str) -> None:
+        """A control-plane request: token first, then JSON only, then arguments."""
+        token = self.headers.get(TOKEN_HEADER) or ""
+        if not hmac.compare_digest(token.encode(), ex.control_token.encode()):
+            return self._control_answer(401, {"error": f"missing or wrong {TOKEN_HEADER} header: use "
+                                              "the control token printed when the exchange started "
+                                              "(LocalExchange.control_token in Python)"})
+        if raw_body and self.headers.get_content_type() != "application/json":
+            return self._control_answer(415, {"error": "control requests take a JSON body only "
+                                              "(Content-Type: application/json)"})
         try:
-            spec = json.loads(raw_body) if raw_body.strip().startswith("{") else dict(params)
+            spec = json.loads(raw_body) if raw_body.strip() else {}
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
             if path == "/_tradpal/status" and method == "GET":
                 body = ex.status()
             elif path == "/_tradpal/clock" and method == "POST":
-                if "mode" in spec:
-                    ex.clock.set_mode(spec["mode"], spec.get("speed"))
-                if "to" in spec:
-                    ex.clock.advance_to(to_ms(spec["to"]))
-                if "step" in spec:
-                    ex.clock.step(int(spec["step"]))
-                ex.engine.sync()
+                _apply_clock(ex, spec)
                 body = ex.status()
             elif path == "/_tradpal/faults" and method == "POST":
                 ex.faults.configure(spec)
@@ -597,16 +738,71 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/_tradpal/faults" and method == "DELETE":
                 body = ex.faults.clear().describe()
             elif path == "/_tradpal/requests" and method == "GET":
-                body = [asdict(r) for r in ex.requests(spec.get("path"))]
+                query = dict(parse_qsl(raw_query, keep_blank_values=True))
+                body = [asdict(r) for r in ex.requests(query.get("path"), query.get("method"))]
             elif path == "/_tradpal/requests" and method == "DELETE":
                 ex.clear_requests()
                 body = {}
             else:
                 raise ValueError(f"unknown control endpoint {method} {path}")
             status = 200
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, ArithmeticError) as e:
             body, status = {"error": str(e)}, 400
+        self._control_answer(status, body)
+
+    def _control_answer(self, status: int, body) -> None:
         self._send(status, json.dumps(body).encode(), "application/json")
+
+
+_UNKNOWN_ERROR = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+
+
+class _Reject(Exception):
+    """A request that cannot be read as sent: answered with ``status`` and closed."""
+
+    def __init__(self, status: int, code: int, msg: str):
+        super().__init__(msg)
+        self.status, self.body = status, {"code": code, "msg": msg}
+
+
+def _parse_params(raw: str) -> dict[str, str]:
+    """``a=1&b=2`` as a dict; Binance's -1101 for a repeated name or too many parameters."""
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict", max_num_fields=MAX_PARAMS)
+    except UnicodeDecodeError:
+        raise ApiError(400, -1100, "Illegal characters found in a parameter.") from None
+    except ValueError:  # more than max_num_fields
+        raise ApiError(400, -1101, "Too many parameters sent for this endpoint.") from None
+    params = dict(pairs)
+    if len(params) < len(pairs):
+        raise ApiError(400, -1101, "Duplicate values for a parameter detected.")
+    return params
+
+
+_CLOCK_FIELDS = ("mode", "speed", "to", "step")
+
+
+def _apply_clock(ex: LocalExchange, spec: dict) -> None:
+    """``POST /_tradpal/clock``: check every field, then apply them (mode, to, step), so that
+    a rejected request changes nothing."""
+    unknown = sorted(set(spec) - set(_CLOCK_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown clock field(s) {unknown}; use {', '.join(_CLOCK_FIELDS)}")
+    mode = one_of(spec["mode"], "mode", CLOCK_MODES) if "mode" in spec else ex.clock.mode
+    speed = check_speed(spec["speed"]) if "speed" in spec else None
+    to = None
+    if "to" in spec:
+        if isinstance(spec["to"], bool) or not isinstance(spec["to"], (int, str)):
+            raise SettingError("to", "a time in ms or an ISO 8601 string", spec["to"])
+        to = to_ms(spec["to"])
+    step = number(spec["step"], "step", low=0, integer=True) if "step" in spec else 0
+    if "mode" in spec or speed is not None:
+        ex.clock.set_mode(mode, speed)
+    if to is not None:
+        ex.clock.advance_to(to)
+    if step:
+        ex.clock.step(step)
+    ex.engine.sync()
 
 
 __all__ = ["LocalExchange", "RequestRecord"]
