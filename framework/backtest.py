@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from framework import enums, metrics, runner, sim_nb
-from framework.data import load_ohlcv, validate_ohlcv
+from framework.data import Calendar, Policy, load_ohlcv, validate_ohlcv
 from framework.settings import SimSettings
 from framework.strategy import Strategy
 
@@ -42,21 +42,40 @@ def _resolve_strategy(strategy: Strategy | type[Strategy] | str) -> Strategy:
     return strategy if isinstance(strategy, Strategy) else strategy_class(strategy)()
 
 
-def _load_one(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+_DATA_ACCEPTS = ("an OHLCV DataFrame (open, high, low, close columns and a DatetimeIndex or a "
+                 "timestamp column), a path to a .csv/.parquet file, a bundled dataset name "
+                 "such as 'BTC_USDT-1d', or a mapping {instrument: one of those}")
+
+
+def _load_one(source: str | Path | pd.DataFrame, what: str, **load_kwargs: Any) -> pd.DataFrame:
     if isinstance(source, pd.DataFrame):
-        return validate_ohlcv(source)[0]
-    return load_ohlcv(source)
+        return validate_ohlcv(source, **load_kwargs)[0]
+    if isinstance(source, (str, Path)):
+        return load_ohlcv(source, **load_kwargs)
+    raise TypeError(f"{what} must be {_DATA_ACCEPTS}; got {_type_name(source)}"
+                    + (" (a bare Series or array has no column names and no times: build a "
+                       "DataFrame with open, high, low and close columns on a DatetimeIndex)" if isinstance(source, (pd.Series, np.ndarray))
+                       else ""))
 
 
-def load_instruments(data: DataInput) -> dict[str, pd.DataFrame]:
-    """Validated OHLCV frames by instrument name, all on one shared index."""
+def _type_name(value: Any) -> str:
+    return "None" if value is None else f"a {type(value).__module__}.{type(value).__qualname__}"
+
+
+def load_instruments(data: DataInput, *, policy: Policy = "raise",
+                     calendar: Calendar = "auto") -> dict[str, pd.DataFrame]:
+    """Validated OHLCV frames by instrument name, all on one shared index.
+
+    ``policy`` and ``calendar`` go to :func:`framework.data.validate_ohlcv` for every instrument.
+    """
+    kw = {"policy": policy, "calendar": calendar}
     if isinstance(data, Mapping):
         if not data:
             raise ValueError("data is an empty mapping; give at least one instrument")
-        frames = {str(name): _load_one(src) for name, src in data.items()}
+        frames = {str(name): _load_one(src, f"data[{name!r}]", **kw) for name, src in data.items()}
     else:
         name = Path(data).stem if isinstance(data, (str, Path)) else "asset"
-        frames = {name: _load_one(data)}
+        frames = {name: _load_one(data, "data", **kw)}
     first_name, first = next(iter(frames.items()))
     for name, frame in frames.items():
         if not frame.index.equals(first.index):
@@ -89,14 +108,17 @@ class Backtest:
             registered name of a bundled strategy (``"sma_cross"``).
         data: an OHLCV DataFrame, a path (CSV/Parquet), a bundled dataset name
             (``"BTC_USDT-1d"``) or a mapping ``{instrument: any of those}`` sharing timestamps.
+        policy, calendar: how the data is validated and repaired, as in
+            :func:`framework.data.load_ohlcv` (default: raise on any error).
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
 
-    def __init__(self, strategy: Strategy | type[Strategy] | str, data: DataInput, **settings: Any) -> None:
+    def __init__(self, strategy: Strategy | type[Strategy] | str, data: DataInput, *,
+                 policy: Policy = "raise", calendar: Calendar = "auto", **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
-        self.frames = load_instruments(data)
+        self.frames = load_instruments(data, policy=policy, calendar=calendar)
         self.index: pd.DatetimeIndex = next(iter(self.frames.values())).index
         if len(self.index) < 2:
             raise ValueError(f"need at least 2 bars to backtest, got {len(self.index)}")

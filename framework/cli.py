@@ -2,12 +2,17 @@
 
     tradpal strategies
     tradpal backtest STRATEGY --data PATH_OR_NAME [--param name=value ...] [--set setting=value ...]
+                     [--policy raise|drop|fill] [--calendar auto|24/7|sessions]
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
+
+Exit codes: 0 ok, 1 data problems or a failed download, 2 bad usage, 130 interrupted, 141 the
+reader of the output went away (``tradpal data check F | head -1``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import fields
@@ -59,13 +64,17 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from framework.backtest import Backtest
+    from framework.data import DataValidationError
     from strategies import get_strategy
 
     cls = get_strategy(args.strategy)
     strategy = cls.from_strings(args.param or [])
     settings = dict(_parse_setting(s) for s in (args.set or []))
     started = time.perf_counter()
-    bt = Backtest(strategy, args.data, **settings)
+    try:
+        bt = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings)
+    except DataValidationError as e:  # advice in this interface's words (--policy, not policy=)
+        raise ValueError(data_cli.validation_advice(e, args.data)) from None
     result = bt.run()
     elapsed = time.perf_counter() - started
     print(f"{strategy!r} on {args.data} ({len(bt.index):,} bars, "
@@ -89,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
     p.add_argument("--set", action="append", metavar="SETTING=VALUE",
                    help="simulator setting, e.g. fees=0.001 sl_pct=0.05 allow_short=true (repeatable)")
+    p.add_argument("--policy", choices=("raise", "drop", "fill"), default="raise",
+                   help=data_cli.POLICY_HELP)
+    p.add_argument("--calendar", choices=("auto", "24/7", "sessions"), default="auto",
+                   help="how to judge gaps in the data (default: guess from the data)")
     p.set_defaults(func=cmd_backtest)
 
     data_cli.register(sub)  # data fetch, data check, exchange serve
@@ -99,7 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader that went away shows here, not as a traceback at exit
+        return code
+    except BrokenPipeError:
+        # `tradpal ... | head -1`: the reader stopped early; send what is left nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as for a tool killed by the signal
     except (ValueError, TypeError, FileNotFoundError) as exc:
         print(f"tradpal: error: {exc}", file=sys.stderr)
         return 2

@@ -13,12 +13,17 @@ Validation rules (see :func:`validate_ohlcv`):
 issue                  severity  meaning
 =====================  ========  ==========================================================
 ``missing_timestamp``  error     the timestamp is empty / NaT
+``no_rows``            error     the data has no rows (a file with only a header); raised
+                                 under every policy
 ``nan``                error     a NaN in open/high/low/close/volume
+``infinite``           error     +inf or -inf in open/high/low/close/volume
 ``non_positive``       error     a price <= 0
 ``negative_volume``    error     volume < 0
 ``ohlc_inconsistent``  error     high below open/close/low, or low above open/close
 ``duplicate``          error     a timestamp seen in an earlier row
 ``out_of_order``       error     a timestamp earlier than one in an earlier row
+``misaligned``         error     24/7 series: a timestamp off the grid of the typical spacing
+                                 (e.g. an hourly bar at 02:30 among bars on the hour)
 ``gap``                error     24/7 series: a candle missing (spacing > the typical spacing)
 ``gap``                warning   session series: data missing for more than 5 days
 ``spike``              warning   an outlier bar (robust z-score of returns or wicks above
@@ -184,20 +189,31 @@ class ValidationReport:
 
 
 class DataValidationError(ValueError):
-    """Raised when OHLCV data fails validation; ``.report`` holds every finding."""
+    """Raised when OHLCV data fails validation; ``.report`` holds every finding.
+
+    ``.findings`` is the message without advice; ``.repairable`` says whether
+    ``policy="drop"``/``"fill"`` can load the data (row problems, not a structural one such as
+    a missing column). The message advises in Python terms; the command line words its own
+    advice from these two.
+    """
 
     def __init__(self, report: ValidationReport, message: str | None = None):
         self.report = report
+        self.repairable = message is None
         if message is None:
             first = "; ".join(i.describe() for i in report.errors[:_MAX_ROWS_IN_MESSAGE])
             more = len(report.errors) - _MAX_ROWS_IN_MESSAGE
-            message = (
+            self.findings = (
                 f"{report.name} failed validation with {len(report.errors)} error(s): {first}"
                 + (f"; ... and {more} more" if more > 0 else "")
-                + ". Fix the source, or pass policy='drop' to drop the offending rows "
-                "(and sort out-of-order ones) or policy='fill' to repair them and fill "
+            )
+            message = (
+                f"{self.findings}. Fix the source, or pass policy='drop' to drop the offending "
+                "rows (and sort out-of-order ones) or policy='fill' to repair them and fill "
                 "missing candles with flat ones. The full list is in the exception's .report."
             )
+        else:
+            self.findings = message
         super().__init__(message)
 
 
@@ -234,8 +250,10 @@ def read_ohlcv_file(path: str | Path) -> pd.DataFrame:
 
     Column names are matched case-insensitively; the time column may be called timestamp, date,
     datetime or time (or be the Parquet index). Times are ISO 8601 strings (naive ones are taken
-    as UTC) or integer epoch milliseconds. A value that is not a number raises ``ValueError``
-    naming the column, the row and the file line.
+    as UTC) or epoch numbers in seconds, milliseconds, microseconds or nanoseconds, the unit
+    read from their magnitude (a number below 1e8, or a column mixing units, raises
+    ``ValueError``). A value that is not a number raises ``ValueError`` naming the column, the
+    row and the file line.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -308,10 +326,11 @@ def _parse_times(col: pd.Series, *, name: str, where) -> pd.DatetimeIndex:
     if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
         return pd.DatetimeIndex(col)
     if pd.api.types.is_numeric_dtype(col.dtype):
-        return pd.DatetimeIndex(pd.to_datetime(col, unit="ms", utc=True))
+        return _parse_epoch(col, name=name, where=where)
     as_str = col.astype("string")
-    if as_str.str.fullmatch(r"\d{10,14}").fillna(False).all():
-        return pd.DatetimeIndex(pd.to_datetime(as_str.astype("int64"), unit="ms", utc=True))
+    digits = as_str.str.fullmatch(r"\d{9,19}").dropna()
+    if len(digits) and digits.all():  # epoch numbers written as text (missing cells allowed)
+        return _parse_epoch(pd.to_numeric(as_str), name=name, where=where)
     parsed = pd.to_datetime(as_str, utc=True, errors="coerce", format="ISO8601")
     bad = np.flatnonzero(parsed.isna().to_numpy() & as_str.notna().to_numpy())
     if bad.size:
@@ -321,6 +340,43 @@ def _parse_times(col: pd.Series, *, name: str, where) -> pd.DatetimeIndex:
             f"({bad.size} such value(s)); expected e.g. 2024-01-31T00:00:00Z"
         )
     return pd.DatetimeIndex(parsed)
+
+
+# epoch units told apart by magnitude: each covers March 1973 to the year 5138
+_EPOCH_UNITS = ("s", "ms", "us", "ns")
+_EPOCH_UNIT_NAMES = ("seconds", "milliseconds", "microseconds", "nanoseconds")
+_EPOCH_BOUNDS = np.array([1e8, 1e11, 1e14, 1e17])
+
+
+def _parse_epoch(col: pd.Series, *, name: str, where) -> pd.DatetimeIndex:
+    """Epoch numbers to times, the unit (seconds, ms, µs or ns) read from their magnitude.
+
+    The four units' plausible ranges (1973 to 5138) do not overlap, so the magnitude decides;
+    a number below 1e8 (before March 1973 even in seconds) or a column mixing units is refused
+    rather than guessed."""
+    values = col.to_numpy(dtype="float64", na_value=np.nan)
+    present = np.flatnonzero(~np.isnan(values))
+    if present.size == 0:
+        return pd.DatetimeIndex(pd.to_datetime(col, unit="ms", utc=True))  # all missing: NaT
+    unit_of = np.searchsorted(_EPOCH_BOUNDS, np.abs(values[present]), side="right") - 1
+    unit_of[values[present] < 0] = -1
+    if (unit_of < 0).any():
+        i = int(present[np.flatnonzero(unit_of < 0)[0]])
+        raise ValueError(
+            f"{name}: time {col.iloc[i]} at {where(i)} is not an epoch time: epoch seconds, "
+            "milliseconds, microseconds and nanoseconds since 1970 are all >= 1e8 from March "
+            "1973 on. Expected epoch times or ISO 8601 date/times, e.g. 2024-01-31T00:00:00Z"
+        )
+    first = int(unit_of[0])
+    other = np.flatnonzero(unit_of != first)
+    if other.size:
+        i, j = int(present[0]), int(present[other[0]])
+        raise ValueError(
+            f"{name}: the time column mixes epoch units: {col.iloc[i]} at {where(i)} reads as "
+            f"{_EPOCH_UNIT_NAMES[first]} but {col.iloc[j]} at {where(j)} as "
+            f"{_EPOCH_UNIT_NAMES[unit_of[other[0]]]}; write every time in one unit"
+        )
+    return pd.DatetimeIndex(pd.to_datetime(col, unit=_EPOCH_UNITS[first], utc=True))
 
 
 def _to_utc_index(index: pd.Index) -> pd.DatetimeIndex:
@@ -395,17 +451,22 @@ def check_bar(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np
     """Why one closed bar (one value per instrument) is unusable, or None if it is fine.
 
     The row rules of ``validate_ohlcv`` for a driver that receives bars one at a time (the live
-    runner's core, ``framework.runner.BarStepper``): NaN or non-positive prices, high/low not
-    containing open/close, negative volume. A NaN volume means "no volume" and is accepted.
+    runner's core, ``framework.runner.BarStepper``): NaN, infinite or non-positive prices,
+    high/low not containing open/close, negative or infinite volume. A NaN volume means "no
+    volume" and is accepted.
     """
     prices = np.stack([o, h, lo, c])
     with np.errstate(invalid="ignore"):
         if np.isnan(prices).any():
             return "a price is NaN: " + _bar_text(o, h, lo, c)
+        if np.isinf(prices).any():
+            return "a price is infinite: " + _bar_text(o, h, lo, c)
         if (prices <= 0).any():
             return "a price is <= 0: " + _bar_text(o, h, lo, c)
         if ohlc_inconsistent(o, h, lo, c).any():
             return "high/low do not contain open/close: " + _bar_text(o, h, lo, c)
+        if np.isinf(v).any():
+            return f"infinite volume {v.tolist()}"
         if (v < 0).any():
             return f"negative volume {v.tolist()}"
     return None
@@ -461,6 +522,10 @@ def validate_ohlcv(
         return frame, fast
     n = len(frame)
     report = ValidationReport(n_rows=n, policy=policy, name=name)
+    if n == 0:  # under every policy: there is nothing to repair
+        report.issues.append(Issue("no_rows", "error", None, None, "the data has no rows"))
+        raise DataValidationError(
+            report, f"{name}: no rows; the data holds no candle (a file with only a header?)")
     idx = frame.index
     ts = idx.asi8
     warn_or_error = "error" if strict else "warning"
@@ -477,17 +542,23 @@ def validate_ohlcv(
     nan_rows = np.isnan(values).any(axis=1) & ~nat
     add("nan", np.flatnonzero(nan_rows),
         lambda r: "NaN in " + ", ".join(c for c in frame.columns if np.isnan(frame[c].iloc[r])))
+    inf_rows = np.isinf(values).any(axis=1) & ~nat
+    add("infinite", np.flatnonzero(inf_rows),
+        lambda r: "infinite " + ", ".join(f"{c}={frame[c].iloc[r]}" for c in frame.columns
+                                         if np.isinf(frame[c].iloc[r])))
     o, h, lo, c = (frame[k].to_numpy() for k in PRICE_COLUMNS)
     with np.errstate(invalid="ignore"):
-        nonpos = (values[:, :4] <= 0).any(axis=1)
-        incons = ohlc_inconsistent(o, h, lo, c) & ~nonpos
-        neg_vol = (frame["volume"].to_numpy() < 0) if "volume" in frame else np.zeros(n, bool)
+        # an infinite row is reported as such, not again as non-positive or inconsistent
+        nonpos = (values[:, :4] <= 0).any(axis=1) & ~inf_rows
+        incons = ohlc_inconsistent(o, h, lo, c) & ~nonpos & ~inf_rows
+        neg_vol = ((frame["volume"].to_numpy() < 0) & ~inf_rows if "volume" in frame
+                   else np.zeros(n, bool))
     add("non_positive", np.flatnonzero(nonpos),
         lambda r: "price <= 0: " + _row_text(frame, r))
     add("ohlc_inconsistent", np.flatnonzero(incons),
         lambda r: "high/low do not contain open/close: " + _row_text(frame, r))
     add("negative_volume", np.flatnonzero(neg_vol), lambda r: f"volume {frame['volume'].iloc[r]}")
-    bad |= nat | nan_rows | nonpos | incons | neg_vol
+    bad |= nat | nan_rows | inf_rows | nonpos | incons | neg_vol
 
     # order and duplicates, judged on rows that have a timestamp
     ts_valid = np.where(nat, np.iinfo(np.int64).min, ts)
@@ -512,15 +583,28 @@ def validate_ohlcv(
     cal = infer_calendar(times) if calendar == "auto" else calendar
     report.spacing, report.calendar = spacing, cal
     if spacing is not None and spacing < pd.Timedelta(days=28):  # months are irregular
-        diffs = np.diff(times.asi8)
         if cal == "24/7":
+            # a row off the grid of the typical spacing is misaligned, not a gap of 0 candles
+            off = _off_grid(times.asi8, spacing.value)
+            if off.any():
+                anchor = times.asi8[np.flatnonzero(~off)[0]]
+                add("misaligned", times_pos[off], lambda r: (
+                    f"off the {_format_spacing(spacing)} grid of the other rows by "
+                    f"{_format_spacing(pd.Timedelta(int((ts[r] - anchor) % spacing.value)))}"))
+                bad[times_pos[off]] = True
+                keep_ = ~off
+                times_pos, times = times_pos[keep_], times[keep_]
+                clean_pos = clean_pos[~bad[clean_pos]]
+                clean = frame.iloc[clean_pos]
+            diffs = np.diff(times.asi8)
             for g in np.flatnonzero(diffs > spacing.value):
                 missing = diffs[g] // spacing.value - 1
                 report.issues.append(Issue(
                     "gap", "error", int(times_pos[g]), times[g],
                     f"{missing} candle(s) missing before {times[g + 1].isoformat()} "
-                    "(if the market closes at times, pass calendar='sessions')"))
+                    "(for a market that closes at times, use the 'sessions' calendar)"))
         else:
+            diffs = np.diff(times.asi8)
             for g in np.flatnonzero(diffs > max(spacing, _SESSION_GAP_WARN).value):
                 report.issues.append(Issue(
                     "gap", warn_or_error, int(times_pos[g]), times[g],
@@ -585,6 +669,16 @@ def _fast_validate(frame: pd.DataFrame, *, calendar: str, spike_threshold: float
                             calendar=cal, policy=policy, name=name)
 
 
+def _off_grid(t: np.ndarray, spacing_ns: int) -> np.ndarray:
+    """True for the times whose offset modulo ``spacing_ns`` differs from the most common
+    offset (the grid the series is on)."""
+    phase = t % spacing_ns
+    if (phase == phase[0]).all():
+        return np.zeros(len(t), dtype=bool)
+    values, counts = np.unique(phase, return_counts=True)
+    return phase != values[np.argmax(counts)]
+
+
 def _time_order(pos: np.ndarray, ts: np.ndarray) -> np.ndarray:
     """``pos`` sorted by timestamp (stable); usually already sorted, which is checked in O(n)."""
     t = ts[pos]
@@ -617,16 +711,22 @@ def _spikes(clean: pd.DataFrame, k: float) -> list[tuple[int, str]]:
         # bar j+1 spikes when the return into it and out of it are both extreme and opposite
         hit = np.flatnonzero((np.abs(z[:-1]) > k) & (np.abs(z[1:]) > k) & (np.sign(z[:-1]) != np.sign(z[1:])))
         for j in hit:
-            found[int(j + 1)] = f"close jumps {r[j]:+.1%} then {r[j + 1]:+.1%} (|z| > {k:g})"
+            found[int(j + 1)] = (f"close jumps {_pct(np.expm1(r[j]))} then "
+                                 f"{_pct(np.expm1(r[j + 1]))} (|z| > {k:g})")
         # a wick that sticks out beyond both neighbours' wicks by more than k return-scales
         hi, lo = clean["high"].to_numpy(), clean["low"].to_numpy()
         up = np.log(hi[1:-1] / np.maximum.reduce([hi[:-2], hi[2:], body_hi[1:-1]]))
         down = np.log(np.minimum.reduce([lo[:-2], lo[2:], body_lo[1:-1]]) / lo[1:-1])
         for label, excess in (("high", up), ("low", down)):
             for j in np.flatnonzero(excess > k * s):
-                found.setdefault(int(j + 1), f"{label} sticks out {np.expm1(excess[j]):.1%} beyond "
+                found.setdefault(int(j + 1), f"{label} sticks out {_pct(np.expm1(excess[j]))[1:]} beyond "
                                              f"its neighbours (> {k:g} robust sd)")
     return sorted(found.items())
+
+
+def _pct(x: float) -> str:
+    """A simple percentage change, ``0.052`` -> ``+5.2%``; huge ones in scientific notation."""
+    return f"{x:+.1%}" if abs(x) < 1e4 else f"{100 * x:+.3g}%"
 
 
 def _repair(frame, report, clean_pos, spikes, spacing, cal, *, policy, quiet=False):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import dataclasses
 import sys
 import threading
 from pathlib import Path
@@ -18,6 +19,19 @@ from pathlib import Path
 _SERVE_OPTIONS = {"fee_rate": "--fee", "spread": "--spread", "balances": "--balance", "speed": "--speed",
                   "port": "--port", "host": "--host", "clock": "--clock", "min_notional": "--min-notional",
                   "max_requests": "--max-requests", "control_token": "$TRADPAL_LOCAL_CONTROL_TOKEN"}
+POLICY_HELP = ("what to do with rows that fail validation: raise (default: stop and report), "
+               "drop (drop them, sort out-of-order rows, keep the first of duplicates; gaps "
+               "stay) or fill (as drop, then fill bad rows and missing candles with flat ones)")
+
+
+def validation_advice(error, source: str) -> str:
+    """A ``DataValidationError`` in command-line words: the findings, then the options that
+    repair them and the command that lists them all."""
+    if not error.repairable:  # a structural problem (no rows, missing columns): nothing to pass
+        return error.findings
+    return (f"{error.findings}. Fix the file, or pass --policy drop to drop the offending rows "
+            "(and sort out-of-order ones) or --policy fill to repair them and fill missing "
+            f"candles with flat ones; `tradpal data check {source}` lists every finding.")
 
 
 def register(subparsers) -> None:
@@ -48,6 +62,9 @@ def register(subparsers) -> None:
     p.add_argument("--strict", action="store_true", help="treat warnings (spikes) as problems")
     p.add_argument("--spike-threshold", type=float, default=None,
                    help="outlier threshold in robust standard deviations (default 25)")
+    p.add_argument("--policy", choices=("raise", "drop", "fill"), default="raise",
+                   help="also show what loading with this policy would change (the file is "
+                   "never changed); " + POLICY_HELP)
     p.set_defaults(func=cmd_check)
 
     exch = subparsers.add_parser("exchange", help="the local replaying exchange")
@@ -99,9 +116,30 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     print(f"fetched {result.fetched} new candle(s) in {result.requests} request(s); "
           f"{len(result.data)} candle(s) in range")
     print(f"cache: {result.path}")
+    if result.holes:
+        missing = sum(_slots(a, b, args.timeframe) for a, b in result.holes)
+        spans = ", ".join(f"{_iso(a)} to {_iso(b)}" for a, b in result.holes[:3])
+        more = f" and {len(result.holes) - 3} more" if len(result.holes) > 3 else ""
+        print(f"the exchange sent no candle for {missing} candle time(s) in {len(result.holes)} "
+              f"range(s) ({spans}{more}); they are not marked as cached, so running the same "
+              "command again asks for them again")
     if not result.report.ok or result.report.warnings:
         print(result.report.summary())
     return 0
+
+
+def _slots(start_ms: int, end_ms: int, timeframe: str) -> int:
+    """Candle open times of ``timeframe`` in ``[start_ms, end_ms)`` (months: an estimate)."""
+    from framework.data import timeframe_to_ms
+
+    tf = timeframe_to_ms(timeframe)
+    return -(-end_ms // tf) - (-(-start_ms // tf))
+
+
+def _iso(ms: int) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -113,18 +151,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         path = resolve_source(args.path)
         frame = read_ohlcv_file(path)
-        _, report = validate_ohlcv(frame, policy="drop", name=str(path), **kwargs)
-    except DataValidationError as e:  # a structural problem (missing columns)
-        print(f"error: {e}", file=sys.stderr)
+        try:
+            _, report = validate_ohlcv(frame, policy=args.policy, name=str(path), **kwargs)
+        except DataValidationError as e:
+            if not e.repairable:
+                raise
+            report = e.report  # policy raise: the findings, nothing changed
+    except DataValidationError as e:  # a structural problem (no rows, missing columns)
+        print(f"error: {e.findings}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(report.summary(max_rows=20))
+    # the actions were done to a copy in memory: say so, never as if the file had changed
+    print(dataclasses.replace(report, actions=[]).summary(max_rows=20))
+    if args.policy != "raise" and not report.ok:
+        print(f"loading with --policy {args.policy} (the file itself is unchanged) would: "
+              + ("; ".join(report.actions) or "change nothing, the problems stay"))
     if report.ok:
         print("OK" + (" (with warnings)" if report.warnings else ""))
         return 0
-    print("PROBLEMS: load with policy='drop' or policy='fill' to repair, or fix the file")
+    print("PROBLEMS: fix the file, or load it with --policy drop (drop the bad rows) or "
+          "--policy fill (repair them, fill missing candles), e.g. `tradpal backtest STRATEGY "
+          f"--data {args.path} --policy drop`; `tradpal data check {args.path} --policy drop` "
+          "shows what that changes")
     return 1
 
 

@@ -11,7 +11,7 @@ What it proves, in the order of the rules in ``framework.data``:
 
 - every timestamp is present (not NaT), strictly increasing, and equally spaced; a constant
   spacing means no duplicates, no out-of-order rows and no gaps under either calendar;
-- no NaN in any column, every price > 0, volume >= 0, and high/low contain open/close within
+- no NaN or infinity in any column, every price > 0, volume >= 0, and high/low contain open/close within
   the same float tolerance (``1e-9 * |high|``) and with the same float expressions as the
   detailed check;
 - no outlier spike (when spikes are checked at all). The detailed rule needs the median and the
@@ -66,10 +66,12 @@ def clean_scan_nb(ts, o, h, lo, c, v, has_volume, check_spikes, k):
     bad = 0
     for i in range(n):
         oi, hi, li, ci = o[i], h[i], lo[i], c[i]
-        # NaN fails every comparison, so "not (x > 0)" catches NaN and non-positive at once
-        row_bad = not (oi > 0.0 and hi > 0.0 and li > 0.0 and ci > 0.0)
+        # NaN fails every comparison, so "not (0 < x < inf)" catches NaN, non-positive and
+        # infinite at once
+        row_bad = not (0.0 < oi < np.inf and 0.0 < hi < np.inf and 0.0 < li < np.inf
+                       and 0.0 < ci < np.inf)
         if has_volume:
-            row_bad |= not (v[i] >= 0.0)
+            row_bad |= not (0.0 <= v[i] < np.inf)
         tol = 1e-9 * np.abs(hi)  # the same expressions as the detailed check
         row_bad |= (hi < max(oi, ci) - tol) | (li > min(oi, ci) + tol) | (hi < li - tol)
         bad += row_bad

@@ -15,8 +15,11 @@
   written to the cache, whose coverage then records only the range actually fetched; the error
   says how many candles were saved, and running the same download again resumes there.
 - Cache: one Parquet file per (exchange, symbol, timeframe) under ``data/cache/`` (override
-  with ``cache_dir`` or ``TRADPAL_CACHE_DIR``). It records which time ranges it covers, so a
-  later download of an overlapping range only fetches what is missing. Only closed candles
+  with ``cache_dir`` or ``TRADPAL_CACHE_DIR``), checked to be writable before anything is
+  fetched. It records which time ranges it covers, so a later download of an overlapping range
+  only fetches what is missing. Coverage holds only the spans where candles arrived: candles
+  the exchange left out (an outage, a range before the listing) are not claimed, and the next
+  download asks for them again (``DownloadResult.holes``). Only closed candles
   are stored: "now" is the exchange's own clock (``fetch_time``), read before fetching, and a
   candle is closed when ``open + timeframe <= now``.
 
@@ -31,9 +34,10 @@ import numbers
 import os
 import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -301,6 +305,21 @@ def _write_cache(path: Path, frame: pd.DataFrame, coverage: list[tuple[int, int]
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
 
 
+def _check_writable(folder: Path) -> None:
+    """Create ``folder`` and write a probe file in it; a DownloadError naming the folder if that
+    fails (checked before downloading, so that nothing is fetched only to be lost)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise DownloadError(
+            f"cannot write to the cache folder {folder} ({type(e).__name__}: {e}); nothing was "
+            "downloaded. Choose a writable folder with cache_dir=... (--cache-dir on the command "
+            "line, or TRADPAL_CACHE_DIR), or pass cache=False."
+        ) from e
+
+
 def _empty_frame() -> pd.DataFrame:
     index = pd.DatetimeIndex([], tz="UTC", name="timestamp").as_unit("ns")
     return pd.DataFrame({c: pd.Series(dtype="float64") for c in ("open", "high", "low", "close", "volume")},
@@ -346,13 +365,17 @@ _MONDAY_MS = 4 * 86_400_000  # 1970-01-05, the first Monday after the epoch
 class DownloadResult:
     """``data``: the candles of the requested range; ``fetched``: candles received from the
     exchange in this call; ``requests``: OHLCV requests made (retries included); ``path``: the
-    cache file (None without cache); ``report``: validation findings on ``data``."""
+    cache file (None without cache); ``report``: validation findings on ``data``; ``holes``:
+    the ranges ``[(start_ms, end_ms), ...]`` of the request for which the exchange has sent no
+    candle (before a listing, an outage); the cache does not count them as covered, so the next
+    download of the range asks for them again."""
 
     data: pd.DataFrame
     fetched: int
     requests: int
     path: Path | None
     report: ValidationReport
+    holes: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _page_limit(exchange: ccxt.Exchange) -> int:
@@ -401,6 +424,9 @@ def download_ohlcv(
             return fn(*a, **k)
         return call_with_retries(counted, *args, retry=retry, what=what, exchange=exchange, **kwargs)
 
+    path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
+    if path is not None:
+        _check_writable(path.parent)  # before downloading anything that could not be kept
     call(exchange.load_markets, what=f"{exchange.id} load_markets")
     if symbol not in exchange.markets:
         raise DownloadError(f"{exchange.id} has no market {symbol!r}; it has e.g. "
@@ -410,7 +436,6 @@ def download_ohlcv(
               if exchange.has.get("fetchTime") else exchange.milliseconds())
     closed_end = closed_candles_end(now_ms, timeframe)
     until_ms = closed_end if until is None else min(to_ms(until), closed_end)
-    path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
     try:
         cached, coverage = read_cache(path) if path else (_empty_frame(), [])
     except Exception as e:  # a truncated or foreign file: say which, never overwrite it
@@ -437,24 +462,49 @@ def download_ohlcv(
                                      f"{_iso(cursor)}")
                     rows = [r for r in rows if cursor <= r[0] < end]
                     if not rows:
-                        break  # nothing more in this range (end of listing, or a long outage)
+                        break  # nothing more in this range (end of listing, or an outage)
                     pages.append(_to_frame(rows))
                     bar.update(len(rows))
+                    done += _received_spans(cursor, end, [int(r[0]) for r in rows], timeframe)
                     # the next page starts one timeframe on; months vary in length, so for them
                     # just past the last candle (the exchange answers with opens >= since)
                     cursor = int(rows[-1][0]) + (1 if timeframe[-1] in "My" else tf_ms)
-                    done.append((start, min(cursor, end)))  # _merge_ranges joins the pieces
-                done.append((start, end))
     except BaseException as e:  # noqa: BLE001 - keep every complete page, then re-raise
         _save_partial_and_raise(e, path, cached, pages, coverage, done, meta, missing)
     fetched = _empty_frame() if not pages else pd.concat(pages)
     merged = _merge_frames(cached, fetched)
-    if path is not None and missing:
-        _write_cache(path, merged, coverage + missing, meta)
+    if path is not None and pages:
+        try:
+            _write_cache(path, merged, coverage + done, meta)
+        except OSError as e:  # e.g. a full disk: name the file and the cause
+            raise DownloadError(f"the {len(fetched)} candle(s) fetched could not be saved to "
+                                f"{path}: {type(e).__name__}: {e}", path=path) from e
     lo, hi = pd.Timestamp(since_ms, unit="ms", tz="UTC"), pd.Timestamp(until_ms, unit="ms", tz="UTC")
     data = merged[(merged.index >= lo) & (merged.index < hi)]
-    _, report = validate_ohlcv(data, policy="drop", name=f"{exchange.id} {symbol} {timeframe}")
-    return DownloadResult(data, len(fetched), counter["n"], path, report)
+    name = f"{exchange.id} {symbol} {timeframe}"
+    # an empty range is said by the counts ("0 candle(s) in range"), not as a validation error
+    report = (validate_ohlcv(data, policy="drop", name=name)[1] if len(data)
+              else ValidationReport(n_rows=0, name=name))
+    holes = _subtract(since_ms, until_ms, coverage + done) if until_ms > since_ms else []
+    return DownloadResult(data, len(fetched), counter["n"], path, report, holes)
+
+
+def _received_spans(cursor: int, end: int, opens: list[int], timeframe: str) -> list[tuple[int, int]]:
+    """The parts of ``[cursor, end)`` that one page of candle open times ``opens`` (ascending,
+    inside the range, the exchange's answer from ``cursor`` on) shows complete: each run of
+    consecutive candles. A slot the exchange skipped (an outage, a lagging server) is left out,
+    so the cache does not claim it and the next download asks for it again."""
+    if timeframe[-1] in "My":  # months vary in length: the page counts as one run
+        return [(cursor, min(opens[-1] + 1, end))]
+    tf_ms = timeframe_to_ms(timeframe)
+    t = np.asarray(opens, dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(t) != tf_ms)
+    firsts = np.r_[t[0], t[breaks + 1]]
+    lasts = np.r_[t[breaks], t[-1]]
+    # before the first candle no slot is missing if the first is the first slot at or after
+    # ``cursor`` (less than a timeframe on); likewise after a run up to the next slot
+    firsts[0] = cursor if t[0] - cursor < tf_ms else t[0]
+    return [(int(a), int(min(b + tf_ms, end))) for a, b in zip(firsts, lasts)]
 
 
 def _iso(ms_: int) -> str:

@@ -6,6 +6,7 @@ the quote currency. ``None`` disables a stop or a limit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -157,6 +158,29 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A number whose float64 value is finite: a Python int too large for a float (10**400)
+    is not, one that merely exceeds int64 (10**30) is (np.isfinite cannot take either)."""
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """``repr`` of a setting's value, a huge integer shortened to its size."""
+    if isinstance(value, int) and abs(value) >= 10**20:
+        return f"an integer of {len(str(abs(value)))} digits"
+    return repr(value)
+
+
+# Upper bounds of the whole-number settings: windows allocate a buffer of that many bars; the
+# others must stay exact in the float64 parameter vector of the simulator.
+_WINDOW_MAX = 1_000_000
+_MAXIMUM = {"atr_window": _WINDOW_MAX, "vol_window": _WINDOW_MAX}
+_COUNT_MAX = 2**53
+
+
 def _check_bool(name: str, value: Any) -> None:
     # only real booleans: "no" or 0 would silently read as a truth value
     if not isinstance(value, (bool, np.bool_)):
@@ -164,21 +188,23 @@ def _check_bool(name: str, value: Any) -> None:
 
 
 def _check_positive(name: str, value: Any) -> None:
-    if not _is_number(value) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    if not _is_number(value) or not _is_finite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {_shown(value)}")
 
 
 def _check_range(
     name: str, value: Any, lo: float, hi: float, hint: str, lo_open: bool = False, hi_open: bool = False
 ) -> None:
-    ok = _is_number(value) and np.isfinite(value)
+    ok = _is_number(value) and _is_finite(value)
     ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
     if not ok:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right} ({hint}), got {value!r}")
+        raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right} ({hint}), got {_shown(value)}")
 
 
 def _check_window(name: str, value: Any, minimum: int = 1) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    maximum = _MAXIMUM.get(name, _COUNT_MAX)
+    if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
+            or not minimum <= value <= maximum):
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {_shown(value)}")

@@ -68,7 +68,9 @@ def generate_ohlcv(
     """Generate synthetic OHLCV bars (model in the module docstring).
 
     Args:
-        n_bars: bars per asset, >= 2.
+        n_bars: bars per asset, >= 2; the last bar must open by 2262-04-11, the end of pandas'
+            time range (from the default start 2020-01-01 that is about 2.1 million hourly bars,
+            127 million minute bars; an earlier ``start`` fits more).
         n_assets: number of assets, >= 1.
         freq: bar length, a ccxt timeframe (``"1m"``, ``"15m"``, ``"1h"``, ``"4h"``, ``"1d"``,
             ``"1w"``) or anything ``pd.Timedelta`` accepts (``"15min"``, ``"1D"``).
@@ -102,9 +104,7 @@ def generate_ohlcv(
     n_bars = _check_count("n_bars", n_bars, minimum=2)
     n_assets = _check_count("n_assets", n_assets, minimum=1)
     bar = parse_freq(freq)
-    index = pd.date_range(
-        _utc_timestamp(start), periods=n_bars, freq=bar, name="timestamp", unit="ns"
-    )
+    index = _bar_index(_utc_timestamp(start), n_bars, bar, freq)
     names = _check_names(names, n_assets)
     p0 = np.asarray(start_price, dtype=np.float64)
     if p0.ndim == 0:
@@ -258,6 +258,25 @@ def _check_names(names: Sequence[str] | None, n_assets: int) -> list[str]:
     if len(names) != n_assets or len(set(names)) != n_assets:
         raise ValueError(f"names must hold {n_assets} distinct names, got {names!r}")
     return names
+
+
+def _bar_index(start: pd.Timestamp, n_bars: int, bar: pd.Timedelta,
+               freq: str | pd.Timedelta) -> pd.DatetimeIndex:
+    """``n_bars`` bar open times from ``start``; a ValueError naming the limit when the last
+    would fall after 2262-04-11, the end of pandas' nanosecond time range."""
+    room = (pd.Timestamp.max.tz_localize("UTC") - start) // bar + 1  # bars that fit from start
+    if n_bars > room:
+        latest_ns = pd.Timestamp.max.value - (n_bars - 1) * bar.value  # Python ints: no overflow
+        day_ns = pd.Timedelta(days=1).value
+        latest_day_ns = latest_ns // day_ns * day_ns
+        fix = (f"start no later than {pd.Timestamp(latest_day_ns).date()}"
+               if latest_day_ns >= pd.Timestamp.min.value else "fewer bars or a shorter freq")
+        raise ValueError(
+            f"n_bars={n_bars} bars of freq={freq!r} from {start.date()} end after "
+            f"{pd.Timestamp.max.date()}, the last time pandas can represent; at most {room} "
+            f"bars fit from this start. Pass {fix}."
+        )
+    return pd.date_range(start, periods=n_bars, freq=bar, name="timestamp", unit="ns")
 
 
 def _utc_timestamp(start: str | pd.Timestamp) -> pd.Timestamp:

@@ -65,7 +65,7 @@ def test_strategy_by_name_or_class():
         ({"sizing": "risk", "size": 1.5}, r"size must be in \(0, 1\]"),
         ({"sizing": "kelly"}, "sizing must be one of fraction, cash, risk, vol_target"),
         ({"sl_pct": 1.2}, r"sl_pct must be in \(0, 1\)"),
-        ({"atr_window": 0}, "atr_window must be an integer >= 1"),
+        ({"atr_window": 0}, r"atr_window must be an integer in \[1, 1000000\], got 0"),
         ({"fee": 0.1}, "unknown setting 'fee'; valid settings:"),
         ({"sl_pct": 0.1, "sl_atr": 2.0}, "either sl_pct or sl_atr"),
     ],

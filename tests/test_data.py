@@ -311,6 +311,12 @@ def _variants():
         (9, col("low")), min(d.iloc[9, col("open")], d.iloc[9, col("close")]) * (1 + 1e-6))), {}
     for c in ("open", "high", "low", "close", "volume"):
         yield f"NaN {c}", edit(lambda d, c=c: d.iloc.__setitem__((5, col(c)), np.nan)), {"policy": "drop"}
+    for c in ("open", "high", "low", "close", "volume"):
+        yield f"inf {c}", edit(lambda d, c=c: d.iloc.__setitem__((5, col(c)), np.inf)), {"policy": "drop"}
+        yield f"inf {c}, short", edit(lambda d, c=c: d.iloc.__setitem__((5, col(c)), np.inf)).iloc[:15], {}
+    yield "-inf low", edit(lambda d: d.iloc.__setitem__((5, col("low")), -np.inf)), {}
+    yield "misaligned", base.set_axis(base.index.where(
+        np.arange(300) != 50, base.index[50] + pd.Timedelta(minutes=20))), {"policy": "fill"}
     yield "zero low", edit(lambda d: d.iloc.__setitem__((4, col("low")), 0.0)), {}
     yield "negative volume", edit(lambda d: d.iloc.__setitem__((4, col("volume")), -1.0)), {}
     yield "duplicate time", base.set_axis(base.index.where(np.arange(300) != 6, base.index[5])), {}
