@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import pytest
+from numba.core import config as numba_config
 
 from framework import runner
 from framework.backtest import Backtest, BacktestResult
@@ -109,6 +110,11 @@ def lookahead_drivers(monkeypatch):
     monkeypatch.setattr(runner, "_loaded", {})
 
 
+@pytest.mark.skipif(
+    not numba_config.DISABLE_JIT,
+    reason="compiling a second set of drivers takes ~35 s; tests/test_no_jit.py runs this test "
+           "as plain Python (NUMBA_DISABLE_JIT=1), where it takes a few seconds",
+)
 def test_the_check_catches_a_driver_that_reads_the_next_close(lookahead_drivers):
     def run(data):
         return Backtest(SmaCross(), data, **SETTINGS).run()
