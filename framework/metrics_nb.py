@@ -20,7 +20,7 @@ Conventions (shared by every kernel here):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from framework.jit import bar_njit
 
@@ -156,17 +156,4 @@ def stats_finalize_nb(state: np.ndarray, ann_factor: float, years: float) -> np.
     out[R_MAX_DD_BARS] = state[S_DD_END_BAR] - state[S_DD_START_BAR]
     if state[S_BARS] > 0.0:
         out[R_EXPOSURE] = state[S_EXPOSED_BARS] / state[S_BARS]
-    return out
-
-
-@njit(cache=True, parallel=True)
-def stats_2d_nb(
-    equity: np.ndarray, in_market: np.ndarray, rf_bar: float, ann_factor: float, years: float
-) -> np.ndarray:
-    """Results for every column of a (bars, columns) equity matrix: a (columns, N_RESULTS) array."""
-    n_cols = equity.shape[1]
-    out = np.empty((n_cols, N_RESULTS), dtype=np.float64)
-    for col in prange(n_cols):
-        state = stats_state_1d_nb(equity[:, col], in_market[:, col], rf_bar)
-        out[col] = stats_finalize_nb(state, ann_factor, years)
     return out

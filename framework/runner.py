@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import numpy as np
+from numba.core import config as numba_config
 
 from framework import enums, indicators_nb, metrics_nb, sim_nb
 from framework._kernel_cache import tradpal_cache_root
@@ -223,13 +224,22 @@ def _source_digest(strategy_cls: type) -> str | None:
 _loaded: dict[type, ModuleType | SimpleNamespace] = {}
 
 
+def _is_kernel(func: object) -> bool:
+    """A numba-compiled function, or with ``NUMBA_DISABLE_JIT=1`` any function: numba's
+    decorators then return the plain Python function, and so the whole pipeline runs as Python
+    (for a debugger or a coverage tool)."""
+    if numba_config.DISABLE_JIT:
+        return callable(func)
+    return hasattr(func, "py_func")
+
+
 def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
     """The compiled drivers (``init_states_nb``, ``bar_nb``, ``backtest_nb``, ``sweep_nb``) of a
     strategy class."""
     if strategy_cls in _loaded:
         return _loaded[strategy_cls]
     for attr in ("init_nb", "decide_nb"):
-        if not hasattr(getattr(strategy_cls, attr, None), "py_func"):
+        if not _is_kernel(getattr(strategy_cls, attr, None)):
             raise TypeError(
                 f"{strategy_cls.__name__}.{attr} must be a numba @njit function "
                 "(see framework.strategy for the strategy interface)"

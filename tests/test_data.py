@@ -148,14 +148,21 @@ def test_drop_policy_returns_clean_sorted_data():
 
 
 def test_fill_policy_fills_missing_and_bad_candles_flat():
-    df, expected = broken_frame()
+    df, expected_rows = broken_frame()
     out, report = validate_ohlcv(df, policy="fill")
-    full = pd.date_range(df.index.min(), df.index.max(), freq="1h")
-    assert out.index.equals(pd.DatetimeIndex(full, name="timestamp"))
-    t_nan = df.index[expected["nan"][0]]
-    prev_close = out["close"].shift(1).loc[t_nan]
-    assert (out.loc[t_nan, ["open", "high", "low", "close"]] == prev_close).all()
-    assert out.loc[t_nan, "volume"] == 0
+    # what broken_frame started from, with every bad candle (NaN, non-positive, inconsistent)
+    # and both missing hours repaired by hand, in time order: a flat candle at the close before
+    # it (a repaired one's, for the second of two missing hours) with zero volume
+    expected = walk(60)
+    bad = {df.index[r] for k in ("nan", "non_positive", "ohlc_inconsistent") for r in expected_rows[k]}
+    missing = set(expected.index.difference(df.index))
+    assert len(bad) == 4 and len(missing) == 2
+    for i, t in enumerate(expected.index):
+        if t in bad | missing:
+            expected.iloc[i, :4] = expected["close"].iloc[i - 1]
+            expected.iloc[i, 4] = 0.0
+    pd.testing.assert_frame_equal(out, expected, check_freq=False)
+    assert "filled 6 candle(s) with the previous close" in report.actions
     validate_ohlcv(out)  # the repaired frame passes
 
 

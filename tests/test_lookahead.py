@@ -1,48 +1,126 @@
-"""No look-ahead: what a strategy decided at or before bar t cannot depend on bars after t."""
+"""No look-ahead (DESIGN.md): a decision at bar t sees only the bars up to t's close.
+
+The check (``lookahead_violations``) gives a run a different future after bar t -- keeping
+``open[t+1]``, the price at which the orders decided at t fill -- and reports anything decided
+at or before t that changed: the fills at bars <= t, the equity up to t, and the market fills at
+bar t+1. Every market order is decided at the previous close, so those fills belong to bar t;
+the stop-loss, take-profit and limit/stop fills at t+1 may rightly depend on t+1's range and
+are left out. Leaving out the t+1 market fills too would make the check blind to a one-bar
+look-ahead (a decision at t filled at t+1 is exactly what such a bug changes):
+``test_the_check_catches_a_driver_that_reads_the_next_close`` plants that bug and asserts the
+check reports it.
+"""
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import pytest
+from numba.core import config as numba_config
 
-from framework import enums
-from framework.backtest import Backtest
-from framework.runner import BarStepper, utc_day_numbers
+from framework import runner
+from framework.backtest import Backtest, BacktestResult
+from framework.enums import ORDER_MARKET
 from framework.synthetic import generate_ohlcv
+from research.mutation_check import LOOKAHEAD
 from strategies import STRATEGIES
+from strategies.sma_cross import SmaCross
 
 SETTINGS = dict(allow_short=True, sl_pct=0.04, trail_pct=0.08, tp_pct=0.1)
+#: other futures after bar t: bar t+1 flat at its open and nothing after; a jump up; a crash
+FUTURES = ("flat_end", "jump_up", "crash")
 
 
-def with_new_future(data, t, seed):
-    """The same bars up to t; a different random path after it."""
-    other = generate_ohlcv(len(data), seed=seed, start_price=float(data["close"].iloc[t]) * 1.3)
+def with_new_future(data: pd.DataFrame, t: int, future: str, seed: int = 0) -> pd.DataFrame:
+    """``data`` with bars 0..t and the open of bar t+1 unchanged, and a different path after
+    that open (one of ``FUTURES``)."""
+    o = float(data["open"].iloc[t + 1])
+    if future == "flat_end":
+        changed = data.iloc[: t + 2].copy()
+        changed.iloc[-1, changed.columns.get_indexer(["high", "low", "close"])] = o
+        return changed
+    jump = {"jump_up": 1.25, "crash": 0.8}[future]
+    other = generate_ohlcv(max(2, len(data) - t - 1), seed=seed, start_price=o * jump)[: len(data) - t - 1]
     changed = data.copy()
-    changed.iloc[t + 1:] = other.iloc[t + 1:].to_numpy()
+    changed.iloc[t + 1:] = other[data.columns].to_numpy()
+    # bar t+1 opens where it did and reaches the new path within the bar
+    changed.iloc[t + 1, changed.columns.get_loc("open")] = o
+    changed.iloc[t + 1, changed.columns.get_loc("high")] = max(o, changed["high"].iloc[t + 1])
+    changed.iloc[t + 1, changed.columns.get_loc("low")] = min(o, changed["low"].iloc[t + 1])
     return changed
 
 
-def pending_after(strategy, data, t, p):
-    """The order queued at the close of bar t (decision state), via the bar stepper."""
-    stepper = BarStepper(strategy, p)
-    day = utc_day_numbers(data.index)
-    cols = [data[c].to_numpy() for c in ("open", "high", "low", "close", "volume")]
-    for i in range(t + 1):
-        stepper.step(day[i], *(c[i] for c in cols))
-    pend = [enums.C_PEND_ACTION, enums.C_PEND_TYPE, enums.C_PEND_PRICE, enums.C_PEND_NOTIONAL, enums.C_PEND_QTY]
-    return stepper.cs[0, pend]
+def decided_by(fills: np.ndarray, t: int) -> np.ndarray:
+    """The fills decided at or before the close of bar t: those at bars <= t and the market
+    fills at t+1 (orders queued at t's close)."""
+    bar = fills["bar"]
+    return fills[(bar <= t) | ((bar == t + 1) & (fills["order_type"] == ORDER_MARKET))]
+
+
+def lookahead_violations(
+    run: Callable[[pd.DataFrame], BacktestResult], data: pd.DataFrame, ts: Sequence[int]
+) -> list[str]:
+    """What a run decided at or before bar t that changed when the future after t changed, for
+    each t in ``ts`` and each of ``FUTURES``; empty when nothing did."""
+    base = run(data)
+    problems = []
+    for t in ts:
+        for i, future in enumerate(FUTURES):
+            other = run(with_new_future(data, t, future, seed=t + i))
+            if not np.array_equal(decided_by(other.fills, t), decided_by(base.fills, t)):
+                before = np.array_equal(other.fills[other.fills["bar"] <= t], base.fills[base.fills["bar"] <= t])
+                where = "market fills at t+1" if before else "fills at bars <= t"
+                problems.append(f"t={t}, {future}: {where} changed")
+            if not np.array_equal(other.group_equity[: t + 1], base.group_equity[: t + 1]):
+                problems.append(f"t={t}, {future}: equity at bars <= t changed")
+    return problems
+
+
+def decision_bars(result: BacktestResult, n: int = 6) -> list[int]:
+    """Up to ``n`` bars spread over the run whose close decided a market order: the bars where
+    a look-ahead would change something."""
+    fills = result.fills[result.fills["order_type"] == ORDER_MARKET]
+    bars = np.unique(fills["bar"] - 1)
+    return [int(b) for b in bars[np.linspace(0, len(bars) - 1, min(n, len(bars))).astype(int)]]
+
+
+DATA = generate_ohlcv(2500, freq="1h", seed=11)
+FIXED_TS = [300, 1200, 2100]
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_future_bars_change_nothing_decided_before(name):
-    data = generate_ohlcv(2500, freq="1h", seed=11)
     strategy = STRATEGIES[name]()
-    base = Backtest(strategy, data, **SETTINGS).run()
-    assert len(base.fills) > 4
-    for t in (300, 1200, 2100):
-        changed = Backtest(strategy, with_new_future(data, t, seed=t), **SETTINGS).run()
-        before = base.fills[base.fills["bar"] <= t]
-        np.testing.assert_array_equal(changed.fills[changed.fills["bar"] <= t], before)
-        np.testing.assert_array_equal(changed.equity.to_numpy()[: t + 1], base.equity.to_numpy()[: t + 1])
-        p = base.settings.vector(base.ann_factor)
-        np.testing.assert_array_equal(
-            pending_after(strategy, data, t, p), pending_after(strategy, with_new_future(data, t, seed=t), t, p)
-        )
+
+    def run(data):
+        return Backtest(strategy, data, **SETTINGS).run()
+
+    base = run(DATA)
+    ts = sorted(set(FIXED_TS + decision_bars(base)))
+    assert len(base.fills) > 4 and len(ts) >= len(FIXED_TS) + 4  # it trades: the check has something to see
+    assert lookahead_violations(run, DATA, ts) == []
+
+
+@pytest.fixture
+def lookahead_drivers(monkeypatch):
+    """The drivers compiled from a template with the planted one-bar look-ahead
+    (``research.mutation_check.LOOKAHEAD``), in memory; the real ones come back afterwards."""
+    monkeypatch.setattr(runner, "_TEMPLATE", LOOKAHEAD.apply(runner._TEMPLATE))
+    monkeypatch.setattr(runner, "_source_digest", lambda cls: None)  # compile in memory, no disk cache
+    monkeypatch.setattr(runner, "_loaded", {})
+
+
+@pytest.mark.skipif(
+    not numba_config.DISABLE_JIT,
+    reason="compiling a second set of drivers takes ~35 s; tests/test_no_jit.py runs this test "
+           "as plain Python (NUMBA_DISABLE_JIT=1), where it takes a few seconds",
+)
+def test_the_check_catches_a_driver_that_reads_the_next_close(lookahead_drivers):
+    def run(data):
+        return Backtest(SmaCross(), data, **SETTINGS).run()
+
+    ts = sorted(set(FIXED_TS + decision_bars(run(DATA))))
+    problems = lookahead_violations(run, DATA, ts)
+    assert problems, "a driver handing decide_nb the next close must be reported"
+    # nothing at bars <= t moved: a check that left out the fills at t+1 would pass this bug
+    assert all("market fills at t+1" in p for p in problems), problems

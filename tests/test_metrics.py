@@ -321,26 +321,33 @@ def test_bad_ann_factor_and_index():
 # --- the streaming kernels --------------------------------------------------------------------
 
 
-def test_streaming_update_equals_batch_kernel():
-    equity = random_equity(300, "1D", seed=9).to_numpy()
+def test_streaming_state_equals_two_pass_numpy():
+    # the state folded bar by bar (as a sweep and the live runner do) against two-pass formulas
+    # over the whole curve
+    equity = random_equity(300, "1D", seed=9).to_numpy().copy()
+    equity[150:170] = equity[149] * np.linspace(0.7, 0.9, 20)  # a deep, long drawdown
     exposure = np.arange(300) % 3 == 0
-    state = nb.stats_init_nb(1e-4)
+    rf_bar = 1e-4
+    state = nb.stats_init_nb(rf_bar)
     for value, flag in zip(equity, exposure):
         nb.stats_update_nb(state, value, flag)
-    np.testing.assert_array_equal(state, nb.stats_state_1d_nb(equity, exposure, 1e-4))
 
-
-def test_2d_kernel_matches_per_column_stats():
-    columns = [random_equity(400, "1h", seed=s) for s in range(4)]
-    equity = np.column_stack([c.to_numpy() for c in columns])
-    exposure = np.ones_like(equity, dtype=bool)
-    years = (columns[0].index[-1] - columns[0].index[0]) / pd.Timedelta(days=365)
-    results = nb.stats_2d_nb(equity, exposure, 0.0, 8760.0, years)
-    for col, series in enumerate(columns):
-        stats = performance_stats(series, NO_TRADES, exposure[:, col], 8760.0)
-        assert results[col, nb.R_SHARPE] == stats["sharpe"]
-        assert results[col, nb.R_MAX_DD] == stats["max_drawdown"]
-        assert results[col, nb.R_CAGR] == stats["cagr"]
+    excess = equity[1:] / equity[:-1] - 1.0 - rf_bar
+    peak = np.maximum.accumulate(equity)
+    # underwater stretches: runs of bars below the running peak; each runs from the bar before
+    # it (the peak) to the bar after it (the recovery), or to the last bar if never recovered
+    edges = np.flatnonzero(np.diff(np.r_[0, (equity < peak).astype(int), 0]))
+    starts, stops = edges[::2], edges[1::2]
+    longest = (np.minimum(stops, len(equity) - 1) - (starts - 1)).max()
+    assert state[nb.S_BARS] == 300 and state[nb.S_N_RET] == 299
+    assert state[nb.S_FIRST_EQUITY] == equity[0] and state[nb.S_LAST_EQUITY] == equity[-1]
+    assert state[nb.S_MEAN] == pytest.approx(excess.mean(), rel=1e-12)
+    assert state[nb.S_M2] == pytest.approx(((excess - excess.mean()) ** 2).sum(), rel=1e-12)
+    assert state[nb.S_DOWN_SQ] == pytest.approx((np.minimum(excess, 0.0) ** 2).sum(), rel=1e-12)
+    assert state[nb.S_PEAK] == peak[-1]
+    assert state[nb.S_MAX_DD] == pytest.approx((equity / peak - 1.0).min(), rel=1e-12)
+    assert state[nb.S_DD_END_BAR] - state[nb.S_DD_START_BAR] == longest
+    assert state[nb.S_EXPOSED_BARS] == exposure.sum()
 
 
 # --- formatting -------------------------------------------------------------------------------

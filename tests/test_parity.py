@@ -363,10 +363,15 @@ SIM_SETTINGS = st.fixed_dictionaries(
 SIZES = {"fraction": 0.4, "cash": 2_000.0, "risk": 0.01, "vol_target": 0.5}
 
 
-@hypothesis_settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 40 examples on every run, so a failure is reproducible and CI cannot
+# pass or fail by the luck of the draw
+@hypothesis_settings(max_examples=40, deadline=None, derandomize=True,
+                     suppress_health_check=[HealthCheck.too_slow])
 @given(sim=SIM_SETTINGS, n_assets=st.integers(1, 3), seed=st.integers(0, 10_000), gap=st.sampled_from([0.0, 0.003]))
 def test_replay_parity_holds_for_any_settings(sim, n_assets, seed, gap):
     sim = {k: v for k, v in sim.items() if v is not None}
     sim["size"] = SIZES[sim["sizing"]]
     data = scripted_data(400, n_assets, seed=seed, codes=ANY_CODES)
-    assert_replay_parity(Backtest(Scripted(gap=gap), data, **sim))
+    result = assert_replay_parity(Backtest(Scripted(gap=gap), data, **sim))
+    # parity of two runs that never trade would hold trivially
+    assert entries(result.fills).sum() >= 2, sim

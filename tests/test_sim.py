@@ -185,14 +185,19 @@ def test_max_drawdown_halts_and_flattens():
 
 
 def test_daily_loss_limit_blocks_the_rest_of_the_day():
-    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 90, 92, 0), (92, 93, 91, 92, LONG), (92, 93, 91, 92, LONG), FLAT, FLAT]
-    res = run(rows, freq="8h", fees=0.0, daily_loss=0.05)
+    # 4-hour bars: 2024-01-01 00:00 .. 20:00 are bars 0-5, 2024-01-02 00:00 is bar 6
+    low_day = (92, 93, 91, 92, LONG)
+    rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 90, 92, 0),
+            low_day, low_day, low_day, low_day, FLAT, FLAT]
+    res = run(rows, freq="4h", fees=0.0, daily_loss=0.05)
     o = res.orders
-    # bar 2 closes 8 % below the day's opening equity -> exit at bar 3's open; no re-entry that day
-    assert list(o["reason"])[:2] == ["signal", "daily_loss"]
-    assert o["time"].iloc[1] == res.index[3]
-    # bars 3-5: 2024-01-02 00:00, 08:00, 16:00: the LONG decided at bar 3 (a new day) may enter again
-    assert o["time"].iloc[2] == res.index[4]
+    # bar 2 (08:00) closes 8 % below the day's opening equity: exit at bar 3's open. The LONGs
+    # decided later that day (bars 3, 4 and 5, the last filling on the next day) are refused;
+    # the one decided at bar 6, on the new day, enters at bar 7's open.
+    assert list(o["reason"]) == ["signal", "daily_loss", "signal"]
+    assert list(o["side"]) == ["buy", "sell", "buy"]
+    assert list(o["time"]) == [res.index[1], res.index[3], res.index[7]]
+    np.testing.assert_allclose(o["price"], [100.0, 92.0, 100.0])
 
 
 def test_max_trades_per_day_and_cooldown():

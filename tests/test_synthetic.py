@@ -7,7 +7,6 @@ out here (not taken from the generator).
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pandas as pd
@@ -154,15 +153,6 @@ def test_volume_higher_in_volatile_bars(basket):
     assert np.corrcoef(move, volume)[0, 1] > 0.3
     quiet, wild = np.quantile(move, [0.2, 0.8])
     assert volume[move > wild].mean() > 1.5 * volume[move < quiet].mean()
-
-
-def test_million_bars_in_seconds():
-    generate_ohlcv(1_000)  # compile / load the numba kernel outside the timing
-    t0 = time.perf_counter()
-    frame = generate_ohlcv(1_000_000)
-    elapsed = time.perf_counter() - t0
-    assert len(frame) == 1_000_000
-    assert elapsed < 5.0, f"1M bars took {elapsed:.2f} s"
 
 
 @pytest.mark.parametrize(
