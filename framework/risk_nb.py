@@ -157,6 +157,8 @@ def rolling_var_es_nb(x: np.ndarray, window: int, level: float) -> np.ndarray:
 @njit(cache=True, parallel=True)
 def compound_returns_nb(x: np.ndarray, horizon: int) -> np.ndarray:
     """Overlapping ``horizon``-bar compounded returns: ``prod(1 + x[i : i + horizon]) - 1``."""
+    if horizon == 1:  # ``(1 + r) - 1`` is not always ``r`` in floating point
+        return x.copy()
     n_out = x.shape[0] - horizon + 1
     out = np.empty(max(n_out, 0))
     for i in prange(n_out):
