@@ -99,6 +99,19 @@ def expected_shortfall(
     return _var_es(returns, confidence, horizon, method, n_sims, seed)[1]
 
 
+def var_es(
+    returns: ReturnsInput,
+    confidence: float = 0.95,
+    horizon: int = 1,
+    method: str = "historical",
+    n_sims: int = 100_000,
+    seed: int | None = None,
+) -> tuple[float, float]:
+    """``(value_at_risk, expected_shortfall)`` from one pass over ``returns`` (positive loss
+    fractions); arguments as ``value_at_risk``."""
+    return _var_es(returns, confidence, horizon, method, n_sims, seed)
+
+
 def rolling_var_es(
     returns: ReturnsInput,
     window: int,
@@ -170,39 +183,28 @@ def _var_es(
             f"{_MIN_OBS[method]}"
         )
     if method == "historical":
-        var, es = nb.sorted_var_es_nb(np.sort(nb.compound_returns_nb(r, horizon)), level)
+        var, es = nb.var_es_nb(nb.compound_returns_nb(r, horizon), level)
         return float(var), float(es)
-    moments = nb.rolling_moments_nb(r, len(r))[-1]
+    moments = nb.moments_nb(r)
     if method == "monte_carlo":
         n_sims = _check_int(n_sims, "n_sims", 2, "simulations")
         sims = nb.normal_horizon_returns_nb(
             moments[nb.M_MEAN], moments[nb.M_STD], horizon, n_sims, np.uint64(_check_seed(seed))
         )
-        var, es = nb.sorted_var_es_nb(np.sort(sims), level)
+        var, es = nb.var_es_nb(sims, level)
         return float(var), float(es)
     var, es = _parametric_var_es(moments, level, horizon, method == "cornish_fisher")
-    return float(var), float(es)
+    return float(var[0]), float(es[0])
 
 
 def _parametric_var_es(
     moments: np.ndarray, level: float, horizon: int, cornish_fisher: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Normal or Cornish-Fisher (VaR, ES) from ``M_*`` moments (the last axis), vectorised."""
-    z = stats.norm.ppf(level)  # negative for level < 0.5
-    pdf = stats.norm.pdf(z)
-    mu = moments[..., nb.M_MEAN] * horizon
-    sd = moments[..., nb.M_STD] * math.sqrt(horizon)
-    if not cornish_fisher:
-        return -(mu + sd * z), -(mu - sd * pdf / level)
-    s = moments[..., nb.M_SKEW] / math.sqrt(horizon)
-    k = moments[..., nb.M_EXKURT] / horizon
-    z_cf = z + (z**2 - 1) * s / 6 + (z**3 - 3 * z) * k / 24 - (2 * z**3 - 5 * z) * s**2 / 36
-    # E[Z^k | Z < z] of a standard normal Z, k = 1, 2, 3, put through the same polynomial
-    m1 = -pdf / level
-    m2 = 1.0 - z * pdf / level
-    m3 = -(z**2 + 2.0) * pdf / level
-    tail = m1 + (m2 - 1) * s / 6 + (m3 - 3 * m1) * k / 24 - (2 * m3 - 5 * m1) * s**2 / 36
-    return -(mu + sd * z_cf), -(mu + sd * tail)
+    """Normal or Cornish-Fisher (VaR, ES) arrays from rows of ``M_*`` moments."""
+    z = float(stats.norm.ppf(level))
+    out = nb.parametric_var_es_nb(np.atleast_2d(moments), z, float(stats.norm.pdf(z)), level,
+                                  horizon, cornish_fisher)
+    return out[:, 0], out[:, 1]
 
 
 # --- VaR backtest -------------------------------------------------------------------------

@@ -85,22 +85,23 @@ def index_nb(u: float, n: int) -> int:
 
 
 @njit(cache=True)
+def _lerp_nb(a: float, b: float, gamma: float) -> float:
+    """``a + (b - a) * gamma`` computed from the nearer end, as NumPy's quantile ``_lerp``."""
+    diff = b - a
+    if gamma >= 0.5:
+        return b - diff * (1.0 - gamma)
+    return a + diff * gamma
+
+
+@njit(cache=True)
 def sorted_quantile_nb(s: np.ndarray, level: float) -> float:
     """The ``level`` quantile of sorted ``s``, interpolated exactly as ``np.quantile`` (linear)."""
     m = s.shape[0]
     virtual = (m - 1) * level
-    lo = int(np.floor(virtual))
     if virtual >= m - 1:
         return s[m - 1]
-    if lo < 0:
-        return s[0]
-    a = s[lo]
-    b = s[lo + 1]
-    gamma = virtual - lo
-    diff = b - a
-    if gamma >= 0.5:  # NumPy's lerp: from the nearer end, for monotonicity
-        return b - diff * (1.0 - gamma)
-    return a + diff * gamma
+    lo = int(np.floor(virtual))
+    return _lerp_nb(s[lo], s[lo + 1], virtual - lo)
 
 
 @njit(cache=True)
@@ -116,8 +117,32 @@ def sorted_var_es_nb(s: np.ndarray, level: float) -> tuple[float, float]:
 
 
 @njit(cache=True)
+def var_es_nb(x: np.ndarray, level: float) -> tuple[float, float]:
+    """VaR and ES (positive losses) of unsorted returns ``x`` at quantile ``level``, in O(n):
+    a partial sort (``np.partition``) for the quantile, one pass for the tail mean."""
+    m = x.shape[0]
+    virtual = (m - 1) * level
+    if virtual >= m - 1:
+        q = np.max(x)
+    else:
+        lo = int(np.floor(virtual))
+        part = np.partition(x, lo)
+        q = _lerp_nb(part[lo], np.min(part[lo + 1 :]), virtual - lo)
+    total = 0.0
+    k = 0
+    for v in x:
+        if v <= q:
+            total += v
+            k += 1
+    return -q, -total / k
+
+
+@njit(cache=True)
 def _slide_sorted_nb(s: np.ndarray, old: float, new: float) -> None:
-    """Replace one occurrence of ``old`` in sorted ``s`` by ``new``, keeping ``s`` sorted."""
+    """Replace one occurrence of ``old`` in sorted ``s`` by ``new``, keeping ``s`` sorted.
+
+    One scan from ``old``'s place towards ``new``'s, moving the values in between by one (faster
+    here than a second binary search and a block move: measured at window 250)."""
     j = np.searchsorted(s, old)
     m = s.shape[0]
     if new > old:
@@ -131,26 +156,31 @@ def _slide_sorted_nb(s: np.ndarray, old: float, new: float) -> None:
     s[j] = new
 
 
+@njit(cache=True)
+def var_es_chunk_nb(x: np.ndarray, window: int, level: float, first: int, last: int,
+                    out: np.ndarray) -> None:
+    """Historical VaR and ES of the windows ending at ``first .. last - 1`` into rows
+    ``0 .. last - first - 1`` of ``out``: one sort, then the window slides one value per bar."""
+    s = np.sort(x[first - window + 1 : first + 1])
+    for t in range(first, last):
+        if t > first:
+            _slide_sorted_nb(s, x[t - window], x[t])
+        var, es = sorted_var_es_nb(s, level)
+        out[t - first, 0] = var
+        out[t - first, 1] = es
+
+
 @njit(cache=True, parallel=True)
 def rolling_var_es_nb(x: np.ndarray, window: int, level: float) -> np.ndarray:
     """Historical VaR and ES over each window of ``window`` values: an (n, 2) array, NaN rows
     before the first full window."""
     n = x.shape[0]
     out = np.full((n, 2), np.nan)
-    n_out = n - window + 1
-    if n_out <= 0:
-        return out
-    n_chunks = (n_out + CHUNK - 1) // CHUNK
+    n_chunks = (max(n - window + 1, 0) + CHUNK - 1) // CHUNK
     for c in prange(n_chunks):
         first = window - 1 + c * CHUNK
         last = min(first + CHUNK, n)
-        s = np.sort(x[first - window + 1 : first + 1])
-        for t in range(first, last):
-            if t > first:
-                _slide_sorted_nb(s, x[t - window], x[t])
-            var, es = sorted_var_es_nb(s, level)
-            out[t, 0] = var
-            out[t, 1] = es
+        var_es_chunk_nb(x, window, level, first, last, out[first:last])
     return out
 
 
@@ -171,8 +201,9 @@ def compound_returns_nb(x: np.ndarray, horizon: int) -> np.ndarray:
 
 @njit(cache=True)
 def _moments_from_sums_nb(s1: float, s2: float, s3: float, s4: float, m: int, shift: float,
-                          out: np.ndarray) -> None:
-    """Mean, std (ddof=1), biased skew and excess kurtosis from power sums of ``x - shift``."""
+                          out: np.ndarray, row: int) -> None:
+    """Mean, std (ddof=1), biased skew and excess kurtosis from power sums of ``x - shift``,
+    into ``out[row]``."""
     d = s1 / m  # mean of the shifted values
     e2 = s2 / m
     e3 = s3 / m
@@ -180,14 +211,44 @@ def _moments_from_sums_nb(s1: float, s2: float, s3: float, s4: float, m: int, sh
     m2 = max(e2 - d * d, 0.0)
     m3 = e3 - 3.0 * d * e2 + 2.0 * d * d * d
     m4 = e4 - 4.0 * d * e3 + 6.0 * d * d * e2 - 3.0 * d * d * d * d
-    out[M_MEAN] = shift + d
-    out[M_STD] = np.sqrt(m2 * m / (m - 1.0))
+    out[row, M_MEAN] = shift + d
+    out[row, M_STD] = np.sqrt(m2 * m / (m - 1.0))
     if m2 > 0.0:
-        out[M_SKEW] = m3 / m2**1.5
-        out[M_EXKURT] = m4 / (m2 * m2) - 3.0
+        out[row, M_SKEW] = m3 / (m2 * np.sqrt(m2))
+        out[row, M_EXKURT] = m4 / (m2 * m2) - 3.0
     else:  # a constant window has no shape; the parametric layer then ignores skew and kurtosis
-        out[M_SKEW] = 0.0
-        out[M_EXKURT] = 0.0
+        out[row, M_SKEW] = 0.0
+        out[row, M_EXKURT] = 0.0
+
+
+@njit(cache=True)
+def moments_chunk_nb(x: np.ndarray, window: int, first: int, last: int, out: np.ndarray) -> None:
+    """``M_*`` moments of the windows ending at ``first .. last - 1`` into rows
+    ``0 .. last - first - 1`` of ``out``, from power sums updated one value in, one out per bar."""
+    # power sums of deviations from the first window's mean: no cancellation
+    shift = 0.0
+    for j in range(first - window + 1, first + 1):
+        shift += x[j]
+    shift /= window
+    s1 = 0.0
+    s2 = 0.0
+    s3 = 0.0
+    s4 = 0.0
+    for j in range(first - window + 1, first + 1):
+        d = x[j] - shift
+        s1 += d
+        s2 += d * d
+        s3 += d * d * d
+        s4 += d * d * d * d
+    for t in range(first, last):
+        if t > first:
+            d = x[t] - shift
+            o = x[t - window] - shift
+            s1 += d - o
+            s2 += d * d - o * o
+            s3 += d * d * d - o * o * o
+            s4 += d * d * d * d - o * o * o * o
+        _moments_from_sums_nb(s1, s2, s3, s4, window, shift, out, t - first)
 
 
 @njit(cache=True, parallel=True)
@@ -196,37 +257,57 @@ def rolling_moments_nb(x: np.ndarray, window: int) -> np.ndarray:
     values: an (n, N_MOMENTS) array, NaN rows before the first full window."""
     n = x.shape[0]
     out = np.full((n, N_MOMENTS), np.nan)
-    n_out = n - window + 1
-    if n_out <= 0:
-        return out
-    n_chunks = (n_out + CHUNK - 1) // CHUNK
+    n_chunks = (max(n - window + 1, 0) + CHUNK - 1) // CHUNK
     for c in prange(n_chunks):
         first = window - 1 + c * CHUNK
         last = min(first + CHUNK, n)
-        # power sums of deviations from the chunk's first window mean: no cancellation
-        shift = 0.0
-        for j in range(first - window + 1, first + 1):
-            shift += x[j]
-        shift /= window
-        s1 = 0.0
-        s2 = 0.0
-        s3 = 0.0
-        s4 = 0.0
-        for j in range(first - window + 1, first + 1):
-            d = x[j] - shift
-            s1 += d
-            s2 += d * d
-            s3 += d * d * d
-            s4 += d * d * d * d
-        for t in range(first, last):
-            if t > first:
-                d = x[t] - shift
-                o = x[t - window] - shift
-                s1 += d - o
-                s2 += d * d - o * o
-                s3 += d * d * d - o * o * o
-                s4 += d * d * d * d - o * o * o * o
-            _moments_from_sums_nb(s1, s2, s3, s4, window, shift, out[t])
+        moments_chunk_nb(x, window, first, last, out[first:last])
+    return out
+
+
+@njit(cache=True)
+def moments_nb(x: np.ndarray) -> np.ndarray:
+    """``M_*`` moments of all of ``x`` (serial: no thread start-up for a single window)."""
+    n = x.shape[0]
+    out = np.empty((1, N_MOMENTS))
+    moments_chunk_nb(x, n, n - 1, n, out)
+    return out[0]
+
+
+@njit(cache=True)
+def parametric_var_es_nb(moments: np.ndarray, z: float, pdf: float, level: float,
+                         horizon: int, cornish_fisher: bool) -> np.ndarray:
+    """Normal or Cornish-Fisher VaR and ES (positive losses) from rows of ``M_*`` moments: an
+    (n, 2) array. ``z`` is the standard normal ``level`` quantile, ``pdf`` its density.
+
+    Mean scales by ``horizon``, standard deviation by ``sqrt(horizon)``; Cornish-Fisher divides
+    the skew ``S`` by ``sqrt(horizon)`` and the excess kurtosis ``K`` by ``horizon`` (a sum of
+    i.i.d. bars) and uses ``z_cf = g(z)``, ``g(u) = u + (u^2 - 1) S/6 + (u^3 - 3u) K/24 -
+    (2u^3 - 5u) S^2/36``; its ES applies ``g`` to the truncated normal moments
+    ``E[Z^k | Z < z]``, k = 1..3 (the mean of the Cornish-Fisher quantiles below ``level``).
+    NaN moments give NaN."""
+    n = moments.shape[0]
+    out = np.empty((n, 2))
+    root_h = np.sqrt(horizon)
+    # E[Z^k | Z < z] for a standard normal Z
+    t1 = -pdf / level
+    t2 = 1.0 - z * pdf / level
+    t3 = -(z * z + 2.0) * pdf / level
+    for i in range(n):
+        mu = moments[i, M_MEAN] * horizon
+        sd = moments[i, M_STD] * root_h
+        if cornish_fisher:
+            sk = moments[i, M_SKEW] / root_h
+            ku = moments[i, M_EXKURT] / horizon
+            q = (z + (z * z - 1.0) * sk / 6.0 + (z**3 - 3.0 * z) * ku / 24.0
+                 - (2.0 * z**3 - 5.0 * z) * sk * sk / 36.0)
+            tail = (t1 + (t2 - 1.0) * sk / 6.0 + (t3 - 3.0 * t1) * ku / 24.0
+                    - (2.0 * t3 - 5.0 * t1) * sk * sk / 36.0)
+        else:
+            q = z
+            tail = t1
+        out[i, 0] = -(mu + sd * q)
+        out[i, 1] = -(mu + sd * tail)
     return out
 
 

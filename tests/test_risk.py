@@ -8,7 +8,11 @@ re-implementation of the documented SplitMix64 draws and resampling rules.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -21,6 +25,8 @@ from framework import risk_nb as nb
 from framework.backtest import Backtest
 from framework.synthetic import generate_ohlcv
 from strategies.sma_cross import SmaCross
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # --- reference generator, written from risk_nb's docstring --------------------------------
 
@@ -97,6 +103,7 @@ def test_var_and_es_are_positive_losses_and_es_is_beyond_var(returns):
         var = risk.value_at_risk(returns, 0.99, method=method, seed=1)
         es = risk.expected_shortfall(returns, 0.99, method=method, seed=1)
         assert 0 < var < es, method
+        assert risk.var_es(returns, 0.99, method=method, seed=1) == (var, es)
 
 
 def test_rolling_historical_matches_numpy_per_window_across_chunks():
@@ -537,3 +544,22 @@ def test_benchmark_comparison_aligns_series_and_reads_a_backtest(result):
         risk.benchmark_comparison([0.1, 0.2, 0.3], [0.1, 0.2, 0.0])
     with pytest.raises(ValueError, match="benchmark is needed"):
         risk.benchmark_comparison([0.1, 0.2, 0.3])
+
+
+# --- benchmark script ---------------------------------------------------------------------
+
+
+def test_bench_research_quick_prints_a_json_summary_last():
+    """A smoke run: the script works and reports what it promises, never how fast (no timing)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "research" / "bench_research.py"), "--quick"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    for key in ("mc_s", "mc_numpy_s", "mc_paths_per_s", "rolling_hist_var_s",
+                "rolling_hist_var_pandas_s", "rolling_param_var_s", "static_historical_s"):
+        assert math.isfinite(summary[key]) and summary[key] > 0, key
+    # the peers did the same work: the same outputs
+    assert summary["mc_max_diff"] < 1e-12
+    assert summary["rolling_hist_max_diff"] < 1e-15
+    assert summary["rolling_param_max_diff"] < 1e-12
+    assert "pandas rolling().quantile" in proc.stdout and "NumPy vectorised" in proc.stdout
