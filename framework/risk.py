@@ -400,7 +400,8 @@ def monte_carlo(
             paths, whatever the number of threads.
         periods_per_year: steps per year for the CAGR. From a ``BacktestResult``: bars per year
             (block), trades per year of the backtest (trades, timing); from returns with a
-            DatetimeIndex: bars per year (block, timing). Otherwise no ``cagr`` column.
+            DatetimeIndex: bars per year (block) or trades per year over their span (timing).
+            Otherwise no ``cagr`` column.
         cost: per-trade cost (fraction) subtracted from each trade return (``"timing"``).
         keep_paths: keep the (paths, steps) equity matrix for ``equity_bands``.
 

@@ -412,6 +412,22 @@ def test_monte_carlo_independent_of_thread_count_and_seeded(returns, method):
     assert not np.array_equal(one.to_numpy(), other.to_numpy())
 
 
+def test_rolling_results_independent_of_thread_count():
+    rng = np.random.default_rng(12)
+    r = rng.normal(0, 0.01, 3 * nb.CHUNK)
+    before = numba.get_num_threads()
+    try:
+        frames = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            frames.append([risk.rolling_var_es(r, 100, 0.99, method=m)
+                           for m in risk.ROLLING_METHODS])
+    finally:
+        numba.set_num_threads(before)
+    for one, many in zip(*frames):
+        pd.testing.assert_frame_equal(one, many, check_exact=True)
+
+
 def test_wiped_out_paths_stay_at_zero():
     mc = risk.monte_carlo([0.5, -1.2], "trades", 200, 30, seed=1)
     wiped = mc.paths["final_return"] == -1.0
