@@ -52,10 +52,10 @@ def _load_one(source: str | Path | pd.DataFrame, what: str, **load_kwargs: Any) 
         return validate_ohlcv(source, **load_kwargs)[0]
     if isinstance(source, (str, Path)):
         return load_ohlcv(source, **load_kwargs)
-    raise TypeError(f"{what} must be {_DATA_ACCEPTS}; got {_type_name(source)}"
-                    + (" (a bare Series or array has no column names and no times: build a "
-                       "DataFrame with open, high, low and close columns on a DatetimeIndex)" if isinstance(source, (pd.Series, np.ndarray))
-                       else ""))
+    hint = (" (a bare Series or array has no column names and no times: build a DataFrame "
+            "with open, high, low and close columns on a DatetimeIndex)"
+            if isinstance(source, (pd.Series, np.ndarray)) else "")
+    raise TypeError(f"{what} must be {_DATA_ACCEPTS}; got {_type_name(source)}{hint}")
 
 
 def _type_name(value: Any) -> str:

@@ -719,7 +719,8 @@ def _spikes(clean: pd.DataFrame, k: float) -> list[tuple[int, str]]:
         down = np.log(np.minimum.reduce([lo[:-2], lo[2:], body_lo[1:-1]]) / lo[1:-1])
         for label, excess in (("high", up), ("low", down)):
             for j in np.flatnonzero(excess > k * s):
-                found.setdefault(int(j + 1), f"{label} sticks out {_pct(np.expm1(excess[j]))[1:]} beyond "
+                size = _pct(np.expm1(excess[j]))[1:]  # unsigned: the label says the side
+                found.setdefault(int(j + 1), f"{label} sticks out {size} beyond "
                                              f"its neighbours (> {k:g} robust sd)")
     return sorted(found.items())
 

@@ -166,8 +166,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     # the actions were done to a copy in memory: say so, never as if the file had changed
     print(dataclasses.replace(report, actions=[]).summary(max_rows=20))
     if args.policy != "raise" and not report.ok:
-        print(f"loading with --policy {args.policy} (the file itself is unchanged) would: "
-              + ("; ".join(report.actions) or "change nothing, the problems stay"))
+        print(f"what loading with --policy {args.policy} changes in memory (the file is left as "
+              "it is): " + ("; ".join(report.actions) or "nothing, the problems stay"))
     if report.ok:
         print("OK" + (" (with warnings)" if report.warnings else ""))
         return 0

@@ -11,8 +11,8 @@ What it proves, in the order of the rules in ``framework.data``:
 
 - every timestamp is present (not NaT), strictly increasing, and equally spaced; a constant
   spacing means no duplicates, no out-of-order rows and no gaps under either calendar;
-- no NaN or infinity in any column, every price > 0, volume >= 0, and high/low contain open/close within
-  the same float tolerance (``1e-9 * |high|``) and with the same float expressions as the
+- no NaN or infinity in any column, every price > 0, volume >= 0, and high/low contain
+  open/close within the same float tolerance (``1e-9 * |high|``) and with the same float expressions as the
   detailed check;
 - no outlier spike (when spikes are checked at all). The detailed rule needs the median and the
   median absolute deviation (MAD) of the log close-to-close returns, which cost two partial sorts.

@@ -424,8 +424,9 @@ def download_ohlcv(
             return fn(*a, **k)
         return call_with_retries(counted, *args, retry=retry, what=what, exchange=exchange, **kwargs)
 
-    path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe) if cache else None
-    if path is not None:
+    path = None
+    if cache:
+        path = cache_path(Path(cache_dir or default_cache_dir()), exchange.id, symbol, timeframe)
         _check_writable(path.parent)  # before downloading anything that could not be kept
     call(exchange.load_markets, what=f"{exchange.id} load_markets")
     if symbol not in exchange.markets:
@@ -489,7 +490,8 @@ def download_ohlcv(
     return DownloadResult(data, len(fetched), counter["n"], path, report, holes)
 
 
-def _received_spans(cursor: int, end: int, opens: list[int], timeframe: str) -> list[tuple[int, int]]:
+def _received_spans(cursor: int, end: int, opens: list[int],
+                    timeframe: str) -> list[tuple[int, int]]:
     """The parts of ``[cursor, end)`` that one page of candle open times ``opens`` (ascending,
     inside the range, the exchange's answer from ``cursor`` on) shows complete: each run of
     consecutive candles. A slot the exchange skipped (an outage, a lagging server) is left out,

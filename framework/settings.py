@@ -200,11 +200,13 @@ def _check_range(
     if not ok:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        raise ValueError(f"{name} must be in {left}{lo:g}, {hi:g}{right} ({hint}), got {_shown(value)}")
+        raise ValueError(
+            f"{name} must be in {left}{lo:g}, {hi:g}{right} ({hint}), got {_shown(value)}")
 
 
 def _check_window(name: str, value: Any, minimum: int = 1) -> None:
     maximum = _MAXIMUM.get(name, _COUNT_MAX)
     if (not isinstance(value, (int, np.integer)) or isinstance(value, bool)
             or not minimum <= value <= maximum):
-        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {_shown(value)}")
+        raise ValueError(
+            f"{name} must be an integer in [{minimum}, {maximum}], got {_shown(value)}")

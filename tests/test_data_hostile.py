@@ -220,7 +220,8 @@ def test_data_check_does_not_claim_to_have_changed_the_file(tmp_path, capsys):
     assert "--policy drop" in out and "policy=" not in out
     assert run_data_cli("data", "check", str(path), "--policy", "drop") == 1
     out = capsys.readouterr().out
-    assert "loading with --policy drop (the file itself is unchanged) would: dropped 2 row(s)" in out
+    assert ("what loading with --policy drop changes in memory (the file is left as it is): "
+            "dropped 2 row(s)") in out
     assert path.read_bytes() == before
 
 
