@@ -114,7 +114,7 @@ MUTANTS: dict[str, Mutant] = {
             name="dropped_exits",
             bug="exit signals are ignored (no exit order is queued)",
             patches=(Patch("framework/sim_nb.py",
-                           r"_queue_exit\(cs, j, REASON_SIGNAL\)(\s+)continue", r"continue"),),
+                           r"_queue_exit\(cs, j, REASON_SIGNAL\)\s+continue", "continue"),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
         ),
         Mutant(
@@ -131,7 +131,7 @@ MUTANTS: dict[str, Mutant] = {
             # touches both (DESIGN.md: the stop-loss is assumed first)
             patches=(Patch(
                 "framework/sim_nb.py",
-                r"\n(\s+)if not np\.isnan\(stop\):\n",
+                r"\n([ \t]+)if not np\.isnan\(stop\):\n",
                 "\n\\1tp0 = cs[j, C_TP_PRICE]\n"
                 "\\1if not inside and not np.isnan(tp0) and ((h if d > 0.0 else l) - tp0) * d >= 0.0:\n"
                 "\\1    return _close_position(g, cs, j, t, o if (o - tp0) * d >= 0.0 else tp0, "
