@@ -12,6 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from numba.core import config as numba_config
+
+from framework import runner
+from tests.scripted import Scripted
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SELECTION = [
@@ -33,3 +39,12 @@ def test_simulator_lookahead_and_parity_tests_pass_without_jit():
     # everything selected ran (nothing skipped: the planted look-ahead test needs no JIT)
     passed = int(re.search(r"(\d+) passed", summary).group(1))
     assert passed >= 100 and "skipped" not in summary, summary
+
+
+@pytest.mark.skipif(numba_config.DISABLE_JIT, reason="any function is a kernel without JIT")
+def test_compiled_drivers_still_refuse_a_plain_python_decide():
+    class Plain(Scripted):
+        decide_nb = staticmethod(Scripted.decide_nb.py_func)
+
+    with pytest.raises(TypeError, match="Plain.decide_nb must be a numba @njit function"):
+        runner.drivers(Plain)
