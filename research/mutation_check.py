@@ -60,7 +60,8 @@ class Patch:
         if found != self.count:
             raise ValueError(
                 f"mutation anchor {self.pattern!r} matches {found} times in {self.path}, "
-                f"expected {self.count}: the code moved; update the patch in research/mutation_check.py"
+                f"expected {self.count}: the code moved; update the patch in "
+                "research/mutation_check.py"
             )
         return re.sub(self.pattern, self.replacement, text)
 
@@ -108,13 +109,14 @@ MUTANTS: dict[str, Mutant] = {
             name="lookahead",
             bug="backtest driver gives decide_nb the next bar's close",
             patches=(LOOKAHEAD,),
-            tests=("tests/test_lookahead.py::test_future_bars_change_nothing_decided_before[sma_cross]",),
+            tests=("tests/test_lookahead.py::"
+                   "test_future_bars_change_nothing_decided_before[sma_cross]",),
         ),
         Mutant(
             name="dropped_exits",
             bug="exit signals are ignored (no exit order is queued)",
             patches=(Patch("framework/sim_nb.py",
-                           r"_queue_exit\(cs, j, REASON_SIGNAL\)(\s+)continue", r"continue"),),
+                           r"_queue_exit\(cs, j, REASON_SIGNAL\)\s+continue", "continue"),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
         ),
         Mutant(
@@ -131,9 +133,10 @@ MUTANTS: dict[str, Mutant] = {
             # touches both (DESIGN.md: the stop-loss is assumed first)
             patches=(Patch(
                 "framework/sim_nb.py",
-                r"\n(\s+)if not np\.isnan\(stop\):\n",
+                r"\n([ \t]+)if not np\.isnan\(stop\):\n",
                 "\n\\1tp0 = cs[j, C_TP_PRICE]\n"
-                "\\1if not inside and not np.isnan(tp0) and ((h if d > 0.0 else l) - tp0) * d >= 0.0:\n"
+                "\\1if not inside and not np.isnan(tp0)"
+                " and ((h if d > 0.0 else l) - tp0) * d >= 0.0:\n"
                 "\\1    return _close_position(g, cs, j, t, o if (o - tp0) * d >= 0.0 else tp0, "
                 "ORDER_LIMIT, REASON_TAKE_PROFIT, p, fills, n, col0)\n"
                 "\\1if not np.isnan(stop):\n",
@@ -169,7 +172,8 @@ def split_tests(args: tuple[str, ...], root: Path) -> tuple[list[str], list[str]
     return kept, missing
 
 
-def run_pytest(args: list[str], root: Path, cache: Path, jit: bool, timeout: float) -> tuple[int, str]:
+def run_pytest(args: list[str], root: Path, cache: Path, jit: bool,
+               timeout: float) -> tuple[int, str]:
     """Run pytest on ``args`` inside ``root`` with ``root`` first on the path; (status, output)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("NUMBA_CACHE_DIR", "TRADPAL_KERNEL_CACHE", "NUMBA_DISABLE_JIT")}
@@ -231,7 +235,8 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the named mutants (default: all); exit status 0 only if every one was caught."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mutants", nargs="*", help=f"mutant names (default: all): {', '.join(MUTANTS)}")
+    parser.add_argument("mutants", nargs="*",
+                        help=f"mutant names (default: all): {', '.join(MUTANTS)}")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--jit", action="store_true",
                         help="run the tests compiled (a cold numba compile per mutant) instead of "

@@ -154,7 +154,8 @@ def test_fill_policy_fills_missing_and_bad_candles_flat():
     # and both missing hours repaired by hand, in time order: a flat candle at the close before
     # it (a repaired one's, for the second of two missing hours) with zero volume
     expected = walk(60)
-    bad = {df.index[r] for k in ("nan", "non_positive", "ohlc_inconsistent") for r in expected_rows[k]}
+    kinds = ("nan", "non_positive", "ohlc_inconsistent")
+    bad = {df.index[r] for k in kinds for r in expected_rows[k]}
     missing = set(expected.index.difference(df.index))
     assert len(bad) == 4 and len(missing) == 2
     for i, t in enumerate(expected.index):

@@ -17,7 +17,7 @@ def digest_of(root: Path) -> str:
     """The documented digest, computed here from the files: SHA-256 over every ``*.py`` under
     ``framework/`` and ``strategies/`` in sorted path order, each as its relative POSIX path
     then its bytes; the first 16 hex digits."""
-    files = sorted(p for folder in ("framework", "strategies") for p in (root / folder).rglob("*.py"))
+    files = sorted(p for d in ("framework", "strategies") for p in (root / d).rglob("*.py"))
     h = hashlib.sha256()
     for path in files:
         h.update(path.relative_to(root).as_posix().encode())

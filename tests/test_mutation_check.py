@@ -18,6 +18,8 @@ def test_every_mutant_applies_to_the_current_code(name):
         before = texts.get(patch.path, (ROOT / patch.path).read_text())
         texts[patch.path] = patch.apply(before)
         assert texts[patch.path] != before
+    for path, text in texts.items():
+        compile(text, path, "exec")  # the mutant is still Python: its tests fail, not crash
 
 
 @pytest.mark.parametrize("name", ["lookahead", "no_daily_loss_block"])

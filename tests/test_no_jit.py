@@ -1,10 +1,9 @@
 """The kernels run as plain Python with ``NUMBA_DISABLE_JIT=1`` (README "Testing").
 
 That is how a strategy is stepped through in a debugger and how coverage of the kernels is
-measured, so a subprocess runs a part of the suite that way: the simulator's hand-computed
-cases, the test that plants a look-ahead in the driver and asserts the look-ahead check reports
-it (too costly to compile a second set of drivers for in the main run) and the replay-parity
-property over random settings.
+measured, so a subprocess runs the simulator's tests that way: its hand-computed cases (both
+sides), replay parity, and the test that plants a look-ahead in the driver and asserts the
+look-ahead check reports it (too costly to compile a second set of drivers for in the main run).
 """
 
 import os
@@ -13,12 +12,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from numba.core import config as numba_config
+
+from framework import runner
+from tests.scripted import Scripted
+
 ROOT = Path(__file__).resolve().parents[1]
 
 SELECTION = [
     "tests/test_sim.py",
+    "tests/test_sim_sides.py",
+    "tests/test_parity.py",
     "tests/test_lookahead.py::test_the_check_catches_a_driver_that_reads_the_next_close",
-    "tests/test_parity.py::test_replay_parity_holds_for_any_settings",
 ]
 
 
@@ -32,4 +38,13 @@ def test_simulator_lookahead_and_parity_tests_pass_without_jit():
     summary = proc.stdout.strip().splitlines()[-1]
     # everything selected ran (nothing skipped: the planted look-ahead test needs no JIT)
     passed = int(re.search(r"(\d+) passed", summary).group(1))
-    assert passed >= 24 and "skipped" not in summary, summary
+    assert passed >= 100 and "skipped" not in summary, summary
+
+
+@pytest.mark.skipif(numba_config.DISABLE_JIT, reason="any function is a kernel without JIT")
+def test_compiled_drivers_still_refuse_a_plain_python_decide():
+    class Plain(Scripted):
+        decide_nb = staticmethod(Scripted.decide_nb.py_func)
+
+    with pytest.raises(TypeError, match="Plain.decide_nb must be a numba @njit function"):
+        runner.drivers(Plain)
