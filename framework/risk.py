@@ -326,7 +326,9 @@ class MonteCarloResult:
             raise ValueError(f"level must be a loss fraction in (0, 1], got {level}")
         return float((self.paths["min_return"] <= -level).mean())
 
-    def summary(self, confidence: float = 0.90, loss: float = 0.0, ruin: float = 0.5) -> pd.DataFrame:
+    def summary(
+        self, confidence: float = 0.90, loss: float = 0.0, ruin: float = 0.5
+    ) -> pd.DataFrame:
         """Medians and bands, one row per statistic; columns ``estimate``, ``lower``, ``upper``.
 
         Distribution rows (``final_return``, ``cagr``, ``max_drawdown``, ``min_return``): the
@@ -343,7 +345,8 @@ class MonteCarloResult:
             rows[col] = (median, lower, upper)
         n = len(self.paths)
         z = stats.norm.ppf(1.0 - tail)
-        for name, share in (("prob_loss", self.prob_loss(loss)), ("prob_ruin", self.prob_ruin(ruin))):
+        shares = {"prob_loss": self.prob_loss(loss), "prob_ruin": self.prob_ruin(ruin)}
+        for name, share in shares.items():
             rows[name] = (share, *_wilson(share, n, z))
         return pd.DataFrame.from_dict(rows, orient="index", columns=["estimate", "lower", "upper"])
 
@@ -635,7 +638,8 @@ def _check_finite(values: np.ndarray, name: str, index: pd.Index | None) -> None
     bad = ~np.isfinite(values)
     if bad.any():
         i = int(np.argmax(bad))
-        where = f" ({index[i]})" if index is not None and not isinstance(index, pd.RangeIndex) else ""
+        labelled = index is not None and not isinstance(index, pd.RangeIndex)
+        where = f" ({index[i]})" if labelled else ""
         raise ValueError(
             f"{name} contains {bad.sum()} NaN or inf values, the first at position {i}{where}; "
             "drop or fill them first (e.g. returns.dropna())"

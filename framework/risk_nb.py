@@ -173,7 +173,7 @@ def var_es_chunk_nb(x: np.ndarray, window: int, level: float, first: int, last: 
 @njit(cache=True, parallel=True)
 def rolling_var_es_nb(x: np.ndarray, window: int, level: float) -> np.ndarray:
     """Historical VaR and ES over each window of ``window`` values: an (n, 2) array, NaN rows
-    before the first full window."""
+    before the first full window. O(window) per value (the sorted-window slide)."""
     n = x.shape[0]
     out = np.full((n, 2), np.nan)
     n_chunks = (max(n - window + 1, 0) + CHUNK - 1) // CHUNK

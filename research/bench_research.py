@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     # Monte Carlo: trade bootstrap
     empty = np.empty((0, 0))
     first, mc_s, mc = best_of(
-        lambda: risk.monte_carlo(trades, "trades", args.paths, args.trades, seed=SEED), args.repeats)
+        lambda: risk.monte_carlo(trades, "trades", args.paths, args.trades, seed=SEED),
+        args.repeats)
     _, mc_kernel_s, mc_kernel = best_of(
         lambda: nb.mc_trades_nb(trades, args.paths, args.trades, np.uint64(SEED), empty),
         args.repeats)
