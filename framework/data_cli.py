@@ -8,9 +8,9 @@ returns the process exit code (0 ok, 1 data problems or a failed download, 2 bad
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
-import dataclasses
 import sys
 import threading
 from pathlib import Path

@@ -7,8 +7,8 @@ bar t+1. Every market order is decided at the previous close, so those fills bel
 the stop-loss, take-profit and limit/stop fills at t+1 may rightly depend on t+1's range and
 are left out. Leaving out the t+1 market fills too would make the check blind to a one-bar
 look-ahead (a decision at t filled at t+1 is exactly what such a bug changes):
-``test_the_check_catches_a_driver_that_reads_the_next_close`` plants that bug and asserts the
-check reports it.
+``tests/lookahead_planted.py`` plants that bug and asserts the check reports it (run as plain
+Python by ``tests/test_no_jit.py``).
 """
 
 from collections.abc import Callable, Sequence
@@ -16,15 +16,11 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import pytest
-from numba.core import config as numba_config
 
-from framework import runner
 from framework.backtest import Backtest, BacktestResult
 from framework.enums import ORDER_MARKET
 from framework.synthetic import generate_ohlcv
-from research.mutation_check import LOOKAHEAD
 from strategies import STRATEGIES
-from strategies.sma_cross import SmaCross
 
 SETTINGS = dict(allow_short=True, sl_pct=0.04, trail_pct=0.08, tp_pct=0.1)
 #: other futures after bar t: bar t+1 flat at its open and nothing after; a jump up; a crash
@@ -102,28 +98,3 @@ def test_future_bars_change_nothing_decided_before(name):
     # it trades, and decides near the chosen bars: the check has something to see
     assert len(base.fills) > 4 and len(ts) >= len(FIXED_TS) + 4
     assert lookahead_violations(run, DATA, ts) == []
-
-
-@pytest.fixture
-def lookahead_drivers(monkeypatch):
-    """The drivers compiled from a template with the planted one-bar look-ahead
-    (``research.mutation_check.LOOKAHEAD``), in memory; the real ones come back afterwards."""
-    monkeypatch.setattr(runner, "_TEMPLATE", LOOKAHEAD.apply(runner._TEMPLATE))
-    monkeypatch.setattr(runner, "_source_digest", lambda cls: None)  # in memory, no disk cache
-    monkeypatch.setattr(runner, "_loaded", {})
-
-
-@pytest.mark.skipif(
-    not numba_config.DISABLE_JIT,
-    reason="compiling a second set of drivers takes ~35 s; tests/test_no_jit.py runs this test "
-           "as plain Python (NUMBA_DISABLE_JIT=1), where it takes a few seconds",
-)
-def test_the_check_catches_a_driver_that_reads_the_next_close(lookahead_drivers):
-    def run(data):
-        return Backtest(SmaCross(), data, **SETTINGS).run()
-
-    ts = sorted(set(FIXED_TS + decision_bars(run(DATA))))
-    problems = lookahead_violations(run, DATA, ts)
-    assert problems, "a driver handing decide_nb the next close must be reported"
-    # nothing at bars <= t moved: a check that left out the fills at t+1 would pass this bug
-    assert all("market fills at t+1" in p for p in problems), problems

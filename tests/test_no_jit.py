@@ -24,7 +24,7 @@ SELECTION = [
     "tests/test_sim.py",
     "tests/test_sim_sides.py",
     "tests/test_parity.py",
-    "tests/test_lookahead.py::test_the_check_catches_a_driver_that_reads_the_next_close",
+    "tests/lookahead_planted.py",
 ]
 
 

@@ -48,7 +48,7 @@ def replay(bt: Backtest, emergency_at: int | None = None):
     day = utc_day_numbers(bt.index)
     p = bt.settings.vector(bt.ann_factor)
     fills, equity, cash, positions = [], [], [], []
-    for gi, group in enumerate(groups):
+    for group in groups:
         stepper = BarStepper(bt.strategy, p, n_columns=len(group))
         pos = np.empty((len(bt.index), len(group)))
         eq, ca = np.empty(len(bt.index)), np.empty(len(bt.index))

@@ -7,7 +7,6 @@ out here (not taken from the generator).
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import pytest
