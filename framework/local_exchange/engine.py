@@ -323,22 +323,12 @@ class Engine:
         """Validate and place an order from Binance request parameters."""
         with self.lock:
             now = self.sync()
-            s = self.series(p.get("symbol"))
-            side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
+            s, side, otype, tif, client_id, qty, quote_qty, price, stop = self.check_order(p, now)
             for o in self.orders.values():
                 if o.client_id == client_id and o.is_open and self.order_owner[o.order_id] == api_key:
                     raise ApiError(400, -2010, "Duplicate order sent.")
             bid, ask = self.bid_ask(s, now)
             exec_price = ask if side == "BUY" else bid
-            if otype == "MARKET" and quote_qty is not None:
-                self.filters.check_notional(quote_qty)
-                qty = self.filters.floor_qty(quote_qty / Decimal(repr(exec_price)))
-                self.filters.check_qty(qty, market=True)
-            else:
-                ref_price = Decimal(repr(exec_price)) if otype == "MARKET" else (price or stop)
-                self.filters.check_notional(qty * ref_price)
-            qty, quote_qty = float(qty), None if quote_qty is None else float(quote_qty)
-            price, stop = None if price is None else float(price), None if stop is None else float(stop)
             o = Order(next(self._ids), client_id, s.market_id, side, otype, tif, qty, price or 0.0,
                       stop or 0.0, now, quote_qty=quote_qty or 0.0, update_time=now)
             last = s.price_at(now)
@@ -371,9 +361,27 @@ class Engine:
                 self._close(o, "EXPIRED", now)
             return o
 
+    def check_order(self, p: dict[str, str], now: int):
+        """Check the parameters of a new order as Binance does, without placing it (also
+        ``POST /api/v3/order/test``); return ``(series, side, type, timeInForce, client id,
+        quantity, quoteOrderQty, price, stopPrice)``, numbers as floats or None. A market
+        order by ``quoteOrderQty`` gets its quantity, rounded down to the lot step."""
+        s = self.series(p.get("symbol"))
+        side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
+        bid, ask = self.bid_ask(s, now)
+        exec_price = Decimal(repr(ask if side == "BUY" else bid))
+        if otype == "MARKET" and quote_qty is not None:
+            self.filters.check_notional(quote_qty)
+            qty = self.filters.floor_qty(quote_qty / exec_price)
+            self.filters.check_qty(qty, market=True)
+        else:
+            self.filters.check_notional(qty * (exec_price if otype == "MARKET" else price or stop))
+        return (s, side, otype, tif, client_id, float(qty), _float(quote_qty), _float(price),
+                _float(stop))
+
     def _order_params(self, p: dict[str, str]):
-        """Check the parameters of a new order like Binance; return ``(side, type, timeInForce,
-        client id, quantity, quoteOrderQty, price, stopPrice)``, the numbers as Decimals."""
+        """The parameters of a new order, checked one by one: ``(side, type, timeInForce,
+        client id, quantity, quoteOrderQty, price, stopPrice)``, numbers as Decimals."""
         side = p.get("side")
         if not side:
             raise missing("side")
@@ -482,6 +490,10 @@ def request_param(p: dict[str, str], name: str, kind: type = float, default=None
     if not pattern.fullmatch(raw):
         raise illegal(name, pattern.pattern)
     return kind(raw)
+
+
+def _float(x: Decimal | None) -> float | None:
+    return None if x is None else float(x)
 
 
 def decimal_param(p: dict[str, str], name: str) -> Decimal | None:
