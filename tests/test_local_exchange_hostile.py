@@ -83,6 +83,8 @@ def test_exchange_info_filters_are_enforced(exchange):
         ({"type": "MARKET", "quantity": "0.00000000000000000001"},
          (400, {"code": -1111, "msg": "Parameter 'quantity' has too much precision."})),
         ({"type": "MARKET", "quantity": "0"}, filter_failure("LOT_SIZE")),
+        ({"type": "MARKET", "quantity": "99999999999999999999.99999999"}, filter_failure("LOT_SIZE")),
+        ({**limit, "quantity": "0.01", "price": "99999999999999999999.99999999"}, filter_failure("PRICE_FILTER")),
         ({**limit, "quantity": "9000000001", "price": "1"}, filter_failure("LOT_SIZE")),
         ({"type": "MARKET", "quantity": "9000000001"}, filter_failure("LOT_SIZE")),
         ({**limit, "quantity": "1", "price": "0.000000001"},

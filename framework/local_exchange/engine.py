@@ -29,7 +29,7 @@ import itertools
 import re
 import threading
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, Context, Decimal, localcontext
 
 from .market import MarketData, Series
 
@@ -43,6 +43,9 @@ DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")  # Binance's legal r
 INTEGER_RE = re.compile(r"^[0-9]{1,20}$")
 CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
 ASSET_PRECISION = Decimal("0.00000001")  # 8 decimals for every asset
+# exact arithmetic on legal decimals (up to 20 + 20 digits): a notional, quantity x price, has
+# up to 80 digits, which the default context would round to 28 before the MIN_NOTIONAL check
+_EXACT = Context(prec=80)
 # what POST /api/v3/order reads; anything else is refused with -1104, as Binance does, so that
 # a parameter this engine does not implement (icebergQty, trailingDelta...) is never ignored
 ORDER_PARAMS = frozenset({
@@ -367,15 +370,16 @@ class Engine:
         quantity, quoteOrderQty, price, stopPrice)``, numbers as floats or None. A market
         order by ``quoteOrderQty`` gets its quantity, rounded down to the lot step."""
         s = self.series(p.get("symbol"))
-        side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
-        bid, ask = self.bid_ask(s, now)
-        exec_price = Decimal(repr(ask if side == "BUY" else bid))
-        if otype == "MARKET" and quote_qty is not None:
-            self.filters.check_notional(quote_qty)
-            qty = self.filters.floor_qty(quote_qty / exec_price)
-            self.filters.check_qty(qty, market=True)
-        else:
-            self.filters.check_notional(qty * (exec_price if otype == "MARKET" else price or stop))
+        with localcontext(_EXACT):
+            side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
+            bid, ask = self.bid_ask(s, now)
+            exec_price = Decimal(repr(ask if side == "BUY" else bid))
+            if otype == "MARKET" and quote_qty is not None:
+                self.filters.check_notional(quote_qty)
+                qty = self.filters.floor_qty(quote_qty / exec_price)
+                self.filters.check_qty(qty, market=True)
+            else:
+                self.filters.check_notional(qty * (exec_price if otype == "MARKET" else price or stop))
         return (s, side, otype, tif, client_id, float(qty), _float(quote_qty), _float(price),
                 _float(stop))
 
@@ -397,6 +401,8 @@ class Engine:
             raise ApiError(400, -1104, f"Not all sent parameters were read; read '{len(read)}' "
                                        f"parameter(s) but was sent '{len(p)}'.")
         nums = {n: decimal_param(p, n) for n in ("quantity", "quoteOrderQty", "price", "stopPrice")}
+        request_param(p, "strategyId", int)
+        request_param(p, "strategyType", int)
         client_id = p.get("newClientOrderId")
         if client_id is not None and not CLIENT_ID_RE.fullmatch(client_id):
             raise illegal("newClientOrderId", CLIENT_ID_RE.pattern)
@@ -480,7 +486,7 @@ def illegal(name: str, legal: str) -> ApiError:
 
 
 def request_param(p: dict[str, str], name: str, kind: type = float, default=None):
-    """A numeric request parameter (``kind`` int or float), ``default`` when absent; Binance's
+    """A numeric request parameter (``kind`` int, float or Decimal), ``default`` when absent; Binance's
     -1100 error unless it is plain decimal text: no sign, exponent, ``nan``, ``inf``, spaces or
     underscores (which Python's ``float()`` would accept)."""
     raw = p.get(name)
