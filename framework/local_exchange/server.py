@@ -258,7 +258,7 @@ def _check_balances(balances: Mapping[str, float] | None) -> dict[str, float] | 
         try:
             number(amount, "balances", low=0)
         except SettingError:
-            raise SettingError("balances", requirement, {asset: amount}) from None
+            raise SettingError("balances", "finite amounts >= 0", {asset: amount}) from None
     return {a: float(v) for a, v in balances.items()}
 
 
