@@ -16,7 +16,8 @@ from pathlib import Path
 
 # keyword of LocalExchange -> the serve option that sets it (errors name the option)
 _SERVE_OPTIONS = {"fee_rate": "--fee", "spread": "--spread", "balances": "--balance", "speed": "--speed",
-                  "port": "--port", "host": "--host", "clock": "--clock", "min_notional": "--min-notional",
+                  "port": "--port", "host": "--host", "clock": "--clock", "start": "--start",
+                  "min_notional": "--min-notional",
                   "max_requests": "--max-requests", "control_token": "$TRADPAL_LOCAL_CONTROL_TOKEN"}
 
 

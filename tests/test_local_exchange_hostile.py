@@ -299,6 +299,7 @@ def test_serve_options_are_validated(serve, capsys):
             (["--port", "99999"], "--port"), (["--port", str(busy.getsockname()[1])], "--port"),
             (["--host", "192.0.2.1"], "--host"), (["--host", "no-such-host.invalid"], "--host"),
             (["--max-requests", "0"], "--max-requests"), (["--min-notional", "-1"], "--min-notional"),
+            (["--start", "not a time"], "--start"),
         ]
         for options, name in cases:
             assert serve(*options, "--clock", "stepped") == 2, options
@@ -311,6 +312,7 @@ def test_serve_options_are_validated(serve, capsys):
     ("fee_rate", -1), ("fee_rate", math.nan), ("spread", -5), ("spread", math.inf), ("speed", -1),
     ("speed", math.nan), ("balances", {"USDT": math.nan}), ("balances", {"USDT": -1}),
     ("port", 99_999), ("max_requests", 0), ("min_notional", -1), ("control_token", ""),
+    ("start", "not a time"), ("clock", "sideways"),
 ])
 def test_constructor_validates_its_keywords(keyword, value):
     with pytest.raises(ValueError, match=keyword):

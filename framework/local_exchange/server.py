@@ -139,7 +139,11 @@ class LocalExchange:
             self.market = MarketData.from_frames(data)
         else:
             self.market = MarketData.from_path(data)
-        start_ms = self.market.end_ms if start is None else to_ms(start)
+        try:
+            start_ms = self.market.end_ms if start is None else to_ms(start)
+        except (ValueError, TypeError, OverflowError):
+            raise SettingError("start", "a time: ms since the epoch or an ISO 8601 string such as "
+                                        "'2021-01-01'", start) from None
         self.clock = ReplayClock(start_ms, mode=clock, speed=speed, step_ms=self.market.step_ms,
                                  end_ms=self.market.end_ms)
         self.faults = Faults()
