@@ -133,6 +133,14 @@ def test_exchange_info_filters_are_enforced(exchange):
     assert 0 < float(bought["executedQty"]) * price <= 100  # rounded down to the 1e-8 step
 
 
+def test_a_tiny_quote_order_qty_is_below_the_lot_size_not_rounded_up_to_it():
+    with LocalExchange({"BTC/USDT": BTC}, api_keys={API_KEY: SECRET}, min_notional=0) as ex:
+        # 0.0001 USDT buys 2.5e-9 BTC: less than one 1e-8 step, so nothing, not one step
+        assert order(ex, type="MARKET", quoteOrderQty="0.0001") == filter_failure("LOT_SIZE")
+        bought = order(ex, type="MARKET", quoteOrderQty="0.001")[1]  # 2.5e-8 BTC: two steps
+        assert bought["executedQty"] == "0.00000002"
+
+
 def test_ccxt_raises_the_exceptions_it_raises_for_binance(exchange):
     c = client(exchange)
     with pytest.raises(ccxt.InvalidOrder, match="LOT_SIZE"):  # ccxt matches the message

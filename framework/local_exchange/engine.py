@@ -29,7 +29,7 @@ import itertools
 import re
 import threading
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Context, Decimal, localcontext
+from decimal import ROUND_FLOOR, Context, Decimal, localcontext
 
 from .market import MarketData, Series
 
@@ -107,11 +107,13 @@ class SymbolFilters:
         ]
 
     def check_price(self, price: Decimal) -> None:
-        if not (self.min_price <= price <= self.max_price and (price - self.min_price) % self.tick_size == 0):
+        on_tick = (price - self.min_price) % self.tick_size == 0
+        if not (self.min_price <= price <= self.max_price and on_tick):
             raise filter_failure("PRICE_FILTER")
 
     def check_qty(self, qty: Decimal, *, market: bool) -> None:
-        if not (self.min_qty <= qty <= self.max_qty and (qty - self.min_qty) % self.step_size == 0):
+        on_step = (qty - self.min_qty) % self.step_size == 0
+        if not (self.min_qty <= qty <= self.max_qty and on_step):
             raise filter_failure("LOT_SIZE")
         if market and qty > self.market_max_qty:
             raise filter_failure("MARKET_LOT_SIZE")
@@ -122,7 +124,8 @@ class SymbolFilters:
 
     def floor_qty(self, qty: Decimal) -> Decimal:
         """Round a quantity down to the lot step (a market buy by quoteOrderQty)."""
-        return self.min_qty + ((qty - self.min_qty) / self.step_size).to_integral_value(ROUND_DOWN) * self.step_size
+        steps = ((qty - self.min_qty) / self.step_size).to_integral_value(ROUND_FLOOR)
+        return self.min_qty + steps * self.step_size
 
 
 @dataclass
