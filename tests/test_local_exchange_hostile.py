@@ -397,7 +397,7 @@ def test_binding_beyond_loopback_warns(caplog):
 # --- 8. the key file ---------------------------------------------------------------------------
 
 def test_key_file_is_kept_and_made_private(tmp_path):
-    from framework.local_exchange.auth import load_or_create_api_keys
+    from framework.local_exchange.auth import load_api_keys, load_or_create_api_keys
 
     path = tmp_path / "keys.json"
     created = load_or_create_api_keys(path)
@@ -405,6 +405,8 @@ def test_key_file_is_kept_and_made_private(tmp_path):
     path.chmod(0o644)
     assert load_or_create_api_keys(path) == created  # the saved pair still works
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)  # a --keys file is made private too
+    assert load_api_keys(path) == created and stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("not json")
     with pytest.raises(ValueError, match="keys.json"):
         load_or_create_api_keys(path)
