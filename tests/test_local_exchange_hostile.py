@@ -396,7 +396,8 @@ def test_binding_beyond_loopback_warns(caplog):
 
 # --- 8. the key file ---------------------------------------------------------------------------
 
-def test_key_file_is_kept_and_made_private(tmp_path):
+def test_key_file_is_kept_and_made_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRADPAL_LOCAL_API_KEY", raising=False)
     from framework.local_exchange.auth import load_api_keys, load_or_create_api_keys
 
     path = tmp_path / "keys.json"
