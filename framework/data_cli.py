@@ -17,7 +17,8 @@ from pathlib import Path
 
 # keyword of LocalExchange -> the serve option that sets it (errors name the option)
 _SERVE_OPTIONS = {"fee_rate": "--fee", "spread": "--spread", "balances": "--balance", "speed": "--speed",
-                  "port": "--port", "host": "--host", "clock": "--clock", "min_notional": "--min-notional",
+                  "port": "--port", "host": "--host", "clock": "--clock", "start": "--start",
+                  "min_notional": "--min-notional",
                   "max_requests": "--max-requests", "control_token": "$TRADPAL_LOCAL_CONTROL_TOKEN"}
 POLICY_HELP = ("what to do with rows that fail validation: raise (default: stop and report), "
                "drop (drop them, sort out-of-order rows, keep the first of duplicates; gaps "

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,11 +121,15 @@ def serve_cli(*options: str, env: dict | None = None) -> Iterator[tuple[str, lis
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env if env is not None else dict(os.environ),
                             cwd=os.path.dirname(os.path.dirname(__file__)))
+    printed: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [printed.put(ln) for ln in proc.stdout], daemon=True).start()
     try:
         lines: list[str] = []
         while not lines or not lines[-1].startswith("control token: "):
-            lines.append(proc.stdout.readline())
-            assert lines[-1], "".join(lines) + proc.stderr.read()
+            try:  # a generous wait (a cold kernel cache compiles on import), never a hang
+                lines.append(printed.get(timeout=120))
+            except queue.Empty:
+                raise AssertionError(f"no control token printed; got {lines}") from None
         url = next(ln for ln in lines if "listening on " in ln).split("listening on ")[1].split()[0]
         yield url, lines
     finally:

@@ -83,6 +83,8 @@ def test_exchange_info_filters_are_enforced(exchange):
         ({"type": "MARKET", "quantity": "0.00000000000000000001"},
          (400, {"code": -1111, "msg": "Parameter 'quantity' has too much precision."})),
         ({"type": "MARKET", "quantity": "0"}, filter_failure("LOT_SIZE")),
+        ({"type": "MARKET", "quantity": "99999999999999999999.99999999"}, filter_failure("LOT_SIZE")),
+        ({**limit, "quantity": "0.01", "price": "99999999999999999999.99999999"}, filter_failure("PRICE_FILTER")),
         ({**limit, "quantity": "9000000001", "price": "1"}, filter_failure("LOT_SIZE")),
         ({"type": "MARKET", "quantity": "9000000001"}, filter_failure("LOT_SIZE")),
         ({**limit, "quantity": "1", "price": "0.000000001"},
@@ -116,12 +118,27 @@ def test_exchange_info_filters_are_enforced(exchange):
              ("quantity", "100")]
     assert raw_request(exchange, "POST", ORDER, twice, in_body=True) == (
         400, {"code": -1101, "msg": "Duplicate values for a parameter detected."})
+    test_order = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET"}  # checked, never placed
+    assert raw_request(exchange, "POST", "/api/v3/order/test", {**test_order, "quantity": "nan"},
+                       in_body=True) == illegal("quantity")
+    assert raw_request(exchange, "POST", "/api/v3/order/test", {**test_order, "quantity": "0.0001"},
+                       in_body=True) == filter_failure("MIN_NOTIONAL")
+    assert raw_request(exchange, "POST", "/api/v3/order/test", {**test_order, "quantity": "0.01"},
+                       in_body=True) == (200, {})
     untouched(exchange)
     # what the filters let through is filled as before; a 36-character id is legal
     assert order(exchange, **limit, quantity="0.00013000", price=f"{price * 1.01:.2f}",
                  newClientOrderId="A" * 30 + "-_09az")[1]["status"] == "FILLED"
     bought = order(exchange, type="MARKET", quoteOrderQty="100")[1]
     assert 0 < float(bought["executedQty"]) * price <= 100  # rounded down to the 1e-8 step
+
+
+def test_a_tiny_quote_order_qty_is_below_the_lot_size_not_rounded_up_to_it():
+    with LocalExchange({"BTC/USDT": BTC}, api_keys={API_KEY: SECRET}, min_notional=0) as ex:
+        # 0.0001 USDT buys 2.5e-9 BTC: less than one 1e-8 step, so nothing, not one step
+        assert order(ex, type="MARKET", quoteOrderQty="0.0001") == filter_failure("LOT_SIZE")
+        bought = order(ex, type="MARKET", quoteOrderQty="0.001")[1]  # 2.5e-8 BTC: two steps
+        assert bought["executedQty"] == "0.00000002"
 
 
 def test_ccxt_raises_the_exceptions_it_raises_for_binance(exchange):
@@ -139,14 +156,20 @@ def test_ccxt_raises_the_exceptions_it_raises_for_binance(exchange):
 
 # --- 2. a burst of concurrent clients ----------------------------------------------------------
 
-def test_a_burst_of_concurrent_requests_is_answered(exchange):
-    host, port = "127.0.0.1", exchange.port
-    go = threading.Barrier(100)
+def test_a_burst_of_concurrent_requests_is_answered(exchange, monkeypatch):
+    with open("/proc/sys/net/core/somaxconn") as fh:  # the kernel's cap on any listen backlog
+        if int(fh.read()) < 256:
+            pytest.skip("net.core.somaxconn < 256 caps the listen backlog below this burst")
+    gate, accept = threading.Event(), exchange._httpd.process_request
 
-    def one(i: int):
-        if i < 100:
-            go.wait()  # the first hundred connect at the same moment
-        conn = http.client.HTTPConnection(host, port, timeout=30)  # generous: no timing claim
+    def busy(request, address):  # the server is busy: new connections wait in the backlog
+        gate.wait()
+        accept(request, address)
+
+    monkeypatch.setattr(exchange._httpd, "process_request", busy)
+
+    def one():
+        conn = http.client.HTTPConnection("127.0.0.1", exchange.port, timeout=15)  # generous
         try:
             conn.request("GET", "/api/v3/ticker/price?symbol=BTCUSDT")
             resp = conn.getresponse()
@@ -156,8 +179,11 @@ def test_a_burst_of_concurrent_requests_is_answered(exchange):
         finally:
             conn.close()
 
-    with ThreadPoolExecutor(max_workers=100) as pool:
-        answers = list(pool.map(one, range(200)))
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        futures = [pool.submit(one) for _ in range(200)]
+        time.sleep(1.0)  # every client connects while the server is busy...
+        gate.set()  # ...then it accepts them
+        answers = [f.result() for f in futures]
     expected = (200, str(BTC["close"].iloc[-1]))
     assert sum(a != expected for a in answers) == 0, [a for a in answers if a != expected][:5]
 
@@ -281,6 +307,7 @@ def test_serve_options_are_validated(serve, capsys):
             (["--port", "99999"], "--port"), (["--port", str(busy.getsockname()[1])], "--port"),
             (["--host", "192.0.2.1"], "--host"), (["--host", "no-such-host.invalid"], "--host"),
             (["--max-requests", "0"], "--max-requests"), (["--min-notional", "-1"], "--min-notional"),
+            (["--start", "not a time"], "--start"),
         ]
         for options, name in cases:
             assert serve(*options, "--clock", "stepped") == 2, options
@@ -293,6 +320,7 @@ def test_serve_options_are_validated(serve, capsys):
     ("fee_rate", -1), ("fee_rate", math.nan), ("spread", -5), ("spread", math.inf), ("speed", -1),
     ("speed", math.nan), ("balances", {"USDT": math.nan}), ("balances", {"USDT": -1}),
     ("port", 99_999), ("max_requests", 0), ("min_notional", -1), ("control_token", ""),
+    ("start", "not a time"), ("clock", "sideways"),
 ])
 def test_constructor_validates_its_keywords(keyword, value):
     with pytest.raises(ValueError, match=keyword):
@@ -368,8 +396,9 @@ def test_binding_beyond_loopback_warns(caplog):
 
 # --- 8. the key file ---------------------------------------------------------------------------
 
-def test_key_file_is_kept_and_made_private(tmp_path):
-    from framework.local_exchange.auth import load_or_create_api_keys
+def test_key_file_is_kept_and_made_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("TRADPAL_LOCAL_API_KEY", raising=False)
+    from framework.local_exchange.auth import load_api_keys, load_or_create_api_keys
 
     path = tmp_path / "keys.json"
     created = load_or_create_api_keys(path)
@@ -377,6 +406,8 @@ def test_key_file_is_kept_and_made_private(tmp_path):
     path.chmod(0o644)
     assert load_or_create_api_keys(path) == created  # the saved pair still works
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)  # a --keys file is made private too
+    assert load_api_keys(path) == created and stat.S_IMODE(path.stat().st_mode) == 0o600
     path.write_text("not json")
     with pytest.raises(ValueError, match="keys.json"):
         load_or_create_api_keys(path)
@@ -414,3 +445,5 @@ def test_request_log_is_bounded():
         c.fetch_ticker("BTC/USDT")
         assert ex.requests()[0].wall_time >= first and ex.requests()[-1].path == "/api/v3/ticker/24hr"
         assert len(ex.requests()) == 5
+        raw_request(ex, "GET", "/api/v3/account", {"newClientOrderId": "x" * 10_000})
+        assert ex.requests()[-1].params["newClientOrderId"] == "x" * 256 + "..."  # values are cut

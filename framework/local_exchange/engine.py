@@ -29,7 +29,7 @@ import itertools
 import re
 import threading
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_FLOOR, Context, Decimal, localcontext
 
 from .market import MarketData, Series
 
@@ -43,6 +43,9 @@ DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")  # Binance's legal r
 INTEGER_RE = re.compile(r"^[0-9]{1,20}$")
 CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
 ASSET_PRECISION = Decimal("0.00000001")  # 8 decimals for every asset
+# exact arithmetic on legal decimals (up to 20 + 20 digits): a notional, quantity x price, has
+# up to 80 digits, which the default context would round to 28 before the MIN_NOTIONAL check
+_EXACT = Context(prec=80)
 # what POST /api/v3/order reads; anything else is refused with -1104, as Binance does, so that
 # a parameter this engine does not implement (icebergQty, trailingDelta...) is never ignored
 ORDER_PARAMS = frozenset({
@@ -104,11 +107,13 @@ class SymbolFilters:
         ]
 
     def check_price(self, price: Decimal) -> None:
-        if not (self.min_price <= price <= self.max_price and (price - self.min_price) % self.tick_size == 0):
+        on_tick = (price - self.min_price) % self.tick_size == 0
+        if not (self.min_price <= price <= self.max_price and on_tick):
             raise filter_failure("PRICE_FILTER")
 
     def check_qty(self, qty: Decimal, *, market: bool) -> None:
-        if not (self.min_qty <= qty <= self.max_qty and (qty - self.min_qty) % self.step_size == 0):
+        on_step = (qty - self.min_qty) % self.step_size == 0
+        if not (self.min_qty <= qty <= self.max_qty and on_step):
             raise filter_failure("LOT_SIZE")
         if market and qty > self.market_max_qty:
             raise filter_failure("MARKET_LOT_SIZE")
@@ -119,7 +124,8 @@ class SymbolFilters:
 
     def floor_qty(self, qty: Decimal) -> Decimal:
         """Round a quantity down to the lot step (a market buy by quoteOrderQty)."""
-        return self.min_qty + ((qty - self.min_qty) / self.step_size).to_integral_value(ROUND_DOWN) * self.step_size
+        steps = ((qty - self.min_qty) / self.step_size).to_integral_value(ROUND_FLOOR)
+        return self.min_qty + steps * self.step_size
 
 
 @dataclass
@@ -323,22 +329,12 @@ class Engine:
         """Validate and place an order from Binance request parameters."""
         with self.lock:
             now = self.sync()
-            s = self.series(p.get("symbol"))
-            side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
+            s, side, otype, tif, client_id, qty, quote_qty, price, stop = self.check_order(p, now)
             for o in self.orders.values():
                 if o.client_id == client_id and o.is_open and self.order_owner[o.order_id] == api_key:
                     raise ApiError(400, -2010, "Duplicate order sent.")
             bid, ask = self.bid_ask(s, now)
             exec_price = ask if side == "BUY" else bid
-            if otype == "MARKET" and quote_qty is not None:
-                self.filters.check_notional(quote_qty)
-                qty = self.filters.floor_qty(quote_qty / Decimal(repr(exec_price)))
-                self.filters.check_qty(qty, market=True)
-            else:
-                ref_price = Decimal(repr(exec_price)) if otype == "MARKET" else (price or stop)
-                self.filters.check_notional(qty * ref_price)
-            qty, quote_qty = float(qty), None if quote_qty is None else float(quote_qty)
-            price, stop = None if price is None else float(price), None if stop is None else float(stop)
             o = Order(next(self._ids), client_id, s.market_id, side, otype, tif, qty, price or 0.0,
                       stop or 0.0, now, quote_qty=quote_qty or 0.0, update_time=now)
             last = s.price_at(now)
@@ -371,9 +367,28 @@ class Engine:
                 self._close(o, "EXPIRED", now)
             return o
 
+    def check_order(self, p: dict[str, str], now: int):
+        """Check the parameters of a new order as Binance does, without placing it (also
+        ``POST /api/v3/order/test``); return ``(series, side, type, timeInForce, client id,
+        quantity, quoteOrderQty, price, stopPrice)``, numbers as floats or None. A market
+        order by ``quoteOrderQty`` gets its quantity, rounded down to the lot step."""
+        s = self.series(p.get("symbol"))
+        with localcontext(_EXACT):
+            side, otype, tif, client_id, qty, quote_qty, price, stop = self._order_params(p)
+            bid, ask = self.bid_ask(s, now)
+            exec_price = Decimal(repr(ask if side == "BUY" else bid))
+            if otype == "MARKET" and quote_qty is not None:
+                self.filters.check_notional(quote_qty)
+                qty = self.filters.floor_qty(quote_qty / exec_price)
+                self.filters.check_qty(qty, market=True)
+            else:
+                self.filters.check_notional(qty * (exec_price if otype == "MARKET" else price or stop))
+        return (s, side, otype, tif, client_id, float(qty), _float(quote_qty), _float(price),
+                _float(stop))
+
     def _order_params(self, p: dict[str, str]):
-        """Check the parameters of a new order like Binance; return ``(side, type, timeInForce,
-        client id, quantity, quoteOrderQty, price, stopPrice)``, the numbers as Decimals."""
+        """The parameters of a new order, checked one by one: ``(side, type, timeInForce,
+        client id, quantity, quoteOrderQty, price, stopPrice)``, numbers as Decimals."""
         side = p.get("side")
         if not side:
             raise missing("side")
@@ -389,6 +404,8 @@ class Engine:
             raise ApiError(400, -1104, f"Not all sent parameters were read; read '{len(read)}' "
                                        f"parameter(s) but was sent '{len(p)}'.")
         nums = {n: decimal_param(p, n) for n in ("quantity", "quoteOrderQty", "price", "stopPrice")}
+        request_param(p, "strategyId", int)
+        request_param(p, "strategyType", int)
         client_id = p.get("newClientOrderId")
         if client_id is not None and not CLIENT_ID_RE.fullmatch(client_id):
             raise illegal("newClientOrderId", CLIENT_ID_RE.pattern)
@@ -472,7 +489,7 @@ def illegal(name: str, legal: str) -> ApiError:
 
 
 def request_param(p: dict[str, str], name: str, kind: type = float, default=None):
-    """A numeric request parameter (``kind`` int or float), ``default`` when absent; Binance's
+    """A numeric request parameter (``kind`` int, float or Decimal), ``default`` when absent; Binance's
     -1100 error unless it is plain decimal text: no sign, exponent, ``nan``, ``inf``, spaces or
     underscores (which Python's ``float()`` would accept)."""
     raw = p.get(name)
@@ -482,6 +499,10 @@ def request_param(p: dict[str, str], name: str, kind: type = float, default=None
     if not pattern.fullmatch(raw):
         raise illegal(name, pattern.pattern)
     return kind(raw)
+
+
+def _float(x: Decimal | None) -> float | None:
+    return None if x is None else float(x)
 
 
 def decimal_param(p: dict[str, str], name: str) -> Decimal | None:

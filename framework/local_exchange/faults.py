@@ -5,9 +5,10 @@ method is ``method``, when given); ``count=None`` means until :meth:`Faults.clea
 endpoints (``/_tradpal/...``) are never affected. Market faults (partial fills, candle gaps)
 stay on until cleared.
 
-Over HTTP: ``POST /_tradpal/faults`` with a JSON body such as ``{"kind": "http_error",
-"status": 503, "count": 2}`` (the keyword arguments of the method of the same name) and
-``DELETE /_tradpal/faults`` to clear.
+Over HTTP (with the control token, see :mod:`.server`): ``POST /_tradpal/faults`` with a JSON
+body such as ``{"kind": "http_error", "status": 503, "count": 2}`` (the keyword arguments of the
+method of the same name) and ``DELETE /_tradpal/faults`` to clear. Arguments are checked when a
+fault is added, so a bad one is refused at once instead of garbling a later answer.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ non-decimal numbers) get a 4xx answer with Binance's error body, never a dropped
 
 from __future__ import annotations
 
-import errno
 import hmac
 import ipaddress
 import json
@@ -65,6 +64,7 @@ _DAY_MS = 86_400_000
 DEFAULT_MAX_REQUESTS = 10_000  # request log entries kept (the oldest are dropped first)
 MAX_BODY_BYTES = 1 << 20
 MAX_PARAMS = 100
+MAX_LOGGED_VALUE = 256  # longer parameter values are cut in the request log
 TOKEN_HEADER = "X-TradPal-Token"
 _TOKEN_RE = re.compile(r"[!-~]{8,}")  # visible ASCII: it travels in an HTTP header
 _SYMBOLS_RE = re.compile(r'^\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\]$')  # Binance's
@@ -139,7 +139,11 @@ class LocalExchange:
             self.market = MarketData.from_frames(data)
         else:
             self.market = MarketData.from_path(data)
-        start_ms = self.market.end_ms if start is None else to_ms(start)
+        try:
+            start_ms = self.market.end_ms if start is None else to_ms(start)
+        except (ValueError, TypeError, OverflowError):
+            raise SettingError("start", "a time: ms since the epoch or an ISO 8601 string such as "
+                                        "'2021-01-01'", start) from None
         self.clock = ReplayClock(start_ms, mode=clock, speed=speed, step_ms=self.market.step_ms,
                                  end_ms=self.market.end_ms)
         self.faults = Faults()
@@ -258,7 +262,7 @@ def _check_balances(balances: Mapping[str, float] | None) -> dict[str, float] | 
         try:
             number(amount, "balances", low=0)
         except SettingError:
-            raise SettingError("balances", requirement, {asset: amount}) from None
+            raise SettingError("balances", "finite amounts >= 0", {asset: amount}) from None
     return {a: float(v) for a, v in balances.items()}
 
 
@@ -443,7 +447,7 @@ def _place(ex, p, key):
 
 
 def _test_order(ex, p, key):
-    ex.engine.series(p.get("symbol"))
+    ex.engine.check_order(p, ex.clock.now_ms())  # every check of a real order, nothing placed
     return {}
 
 
@@ -651,7 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
                 params = {**_parse_params(raw_body), **params}  # Binance: the query string wins
         except ApiError as e:
             raise _Reject(e.http_status, e.code, e.msg) from None
-        public_params = {k: v for k, v in params.items() if k != "signature"}
+        public_params = {k: v if len(v) <= MAX_LOGGED_VALUE else v[:MAX_LOGGED_VALUE] + "..."
+                         for k, v in params.items() if k != "signature"}
         record = RequestRecord(method, url.path, public_params, 0, time.time(), ex.clock.now_ms())
         ex._record(record)
         decision = ex.faults.decide(method, url.path)
