@@ -11,11 +11,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-import urllib.error
-import urllib.request
 from urllib.parse import urlencode
 
 import numpy as np

@@ -13,7 +13,19 @@ import pytest
 from framework import data_cli
 from framework.local_exchange import LocalExchange
 from tests.exchange_fixtures import (  # noqa: F401
-    API_KEY, BTC, ETH, SECRET, START, client, control, exchange, ms, raw_request, serve_cli, write_csv)
+    API_KEY,
+    BTC,
+    ETH,
+    SECRET,
+    START,
+    client,
+    control,
+    exchange,
+    ms,
+    raw_request,
+    serve_cli,
+    write_csv,
+)
 
 MIN = 60_000
 

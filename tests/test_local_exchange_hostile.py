@@ -27,7 +27,18 @@ from framework import data_cli
 from framework._kernel_cache import tradpal_cache_root
 from framework.local_exchange import LocalExchange
 from tests.exchange_fixtures import (  # noqa: F401
-    API_KEY, BTC, SECRET, START, client, control, exchange, ms, raw_request, serve_cli, write_csv)
+    API_KEY,
+    BTC,
+    SECRET,
+    START,
+    client,
+    control,
+    exchange,
+    ms,
+    raw_request,
+    serve_cli,
+    write_csv,
+)
 
 ORDER = "/api/v3/order"
 DECIMAL = r"^([0-9]{1,20})(\.[0-9]{1,20})?$"  # Binance's legal range for decimal parameters
