@@ -36,11 +36,11 @@ from tests.vbt_oracle import run_model
 DATASETS = ("BTC_USDT-1d", "ETH_USDT-1d", "BTC_USDT-1h", "ETH_USDT-1h")
 SETTINGS = {
     # long only, all in, fees: a short signal closes the long
-    "long_only": dict(fees=0.001),
+    "long_only": {"fees": 0.001},
     # reversals, slippage, a stop-loss and a target checked from the entry bar on
-    "short_stops": dict(fees=0.001, slippage=0.0005, allow_short=True, sl_pct=0.04, tp_pct=0.08),
+    "short_stops": {"fees": 0.001, "slippage": 0.0005, "allow_short": True, "sl_pct": 0.04, "tp_pct": 0.08},
     # a trailing stop with a target
-    "short_trail": dict(fees=0.0005, slippage=0.001, allow_short=True, trail_pct=0.03, tp_pct=0.06),
+    "short_trail": {"fees": 0.0005, "slippage": 0.001, "allow_short": True, "trail_pct": 0.03, "tp_pct": 0.06},
 }
 
 
@@ -161,7 +161,7 @@ def oracle_trades(data: pd.DataFrame, signals, settings: dict) -> pd.DataFrame:
     allow_short = settings.get("allow_short", False)
     if not allow_short:
         long_exit = long_exit | short  # long only: a short signal closes the long
-    col = lambda a: a[:, None]  # noqa: E731
+    col = lambda a: a[:, None]
     prices = [data[f].to_numpy()[:, None] for f in ("open", "high", "low", "close")]
     model = run_model(
         *prices, col(long), col(short), col(long_exit), col(short_exit),
@@ -196,7 +196,7 @@ def test_strategy_matches_independent_oracle(datasets, strategy, setting):
     cls, rule = ORACLES[strategy]
     settings = SETTINGS[setting]
     # Donchian's default risk sizing and ATR stop are not expressible in vectorbt (see above)
-    overrides = dict(sizing="fraction", size=1.0, sl_atr=None) if cls is DonchianBreakout else {}
+    overrides = {"sizing": "fraction", "size": 1.0, "sl_atr": None} if cls is DonchianBreakout else {}
     for name, data in datasets.items():
         label = f"{strategy} on {name}, {setting}"
         res = Backtest(cls(), data, init_cash=10_000.0, **overrides, **settings).run()

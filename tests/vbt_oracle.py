@@ -97,12 +97,15 @@ def run_model(
         fill[1:] = decided[:-1]
         return _interleave(fill, np.zeros_like(fill))
 
-    signals = dict(
-        entries=shifted(long_entry),
-        exits=shifted(long_exit),
-        short_entries=shifted(short_entry) if allow_short else None,
-        short_exits=shifted(short_exit) if allow_short else None,
-    )
+    # the same four signal arrays in every call (all-False shorts when long only): vectorbt
+    # then compiles its simulation once per process
+    no_short = np.zeros_like(short_entry, dtype=bool)
+    signals = {
+        "entries": shifted(long_entry),
+        "exits": shifted(long_exit),
+        "short_entries": shifted(short_entry if allow_short else no_short),
+        "short_exits": shifted(short_exit if allow_short else no_short),
+    }
     price = _interleave(o, c)  # fill rows execute at the open; bar rows only mark to the close
     stop = sl_pct if sl_pct is not None else trail_pct
     common = dict(
@@ -125,10 +128,8 @@ def run_model(
         min_size=0.0,
         call_seq="default",
         freq="1h",
-        **{name: sig for name, sig in signals.items() if sig is not None},
+        **signals,
     )
-    if not allow_short:
-        common["direction"] = "longonly"
     amounts = np.full((2 * n, k), np.inf)
     slip = np.full((2 * n, k), float(slippage))
     group_of = np.zeros(k, dtype=np.int64) if cash_sharing else np.arange(k)
