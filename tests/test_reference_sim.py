@@ -73,17 +73,29 @@ def vbt_config(seed: int) -> tuple[dict, int]:
         "slippage": float(rng.choice([0.0, 0.0002, 0.001])),
         "allow_short": bool(rng.random() < 0.7),
     }
-    stop = rng.choice(["sl", "trail", "none"])
+    # levels from inside an hourly bar's range to a few bars' moves: both the stop and the
+    # target are often touched in one bar, where the stop must come first
+    stop = rng.choice(["sl", "trail", "none"], p=[0.45, 0.4, 0.15])
     if stop == "sl":
-        settings["sl_pct"] = float(rng.uniform(0.005, 0.05))
+        settings["sl_pct"] = float(rng.uniform(0.003, 0.03))
     elif stop == "trail":
-        settings["trail_pct"] = float(rng.uniform(0.005, 0.05))
-    if rng.random() < 0.6:
-        settings["tp_pct"] = float(rng.uniform(0.005, 0.08))
+        settings["trail_pct"] = float(rng.uniform(0.003, 0.03))
+    if rng.random() < 0.75:
+        settings["tp_pct"] = float(rng.uniform(0.003, 0.04))
     n_cols = 1
     if seed % 4 == 3:  # a cash group: long only (see vbt_oracle: shorts in a group differ)
         n_cols = 2
-        settings.update(cash_sharing=True, allow_short=False, size=0.5)
+        settings.update(cash_sharing=True, allow_short=False)
+        if seed % 8 == 3:
+            # half the equity each, so the cash cap binds at times: with every fill at the open
+            for name in ("sl_pct", "trail_pct", "tp_pct"):
+                settings.pop(name, None)
+            settings["size"] = 0.5
+        else:
+            # with stops, 0.3 each, so the cash never binds: TradPal lets an entry at the open
+            # spend cash that another column's stop frees later in the bar (see the xfail test
+            # below), and vectorbt fills every open order first
+            settings["size"] = 0.3
     return settings, n_cols
 
 
@@ -109,6 +121,8 @@ def test_long_random_runs_match_vectorbt(seed):
     for key in ("col", "entry_bar", "exit_bar", "direction"):
         bad = np.flatnonzero(ours[key].to_numpy() != theirs[key].to_numpy())
         assert len(bad) == 0, f"{label}: {key} differs first at trade {bad[0]}:\n{ours.iloc[bad[0]]}\n{theirs.iloc[bad[0]]}"
+    by_stop = ours["exit_reason"].isin([REASON_NAMES.index(r) for r in ("stop_loss", "trailing_stop", "take_profit")])
+    np.testing.assert_array_equal(by_stop, theirs["by_stop"], err_msg=f"{label}: exits by a stop")
     np.testing.assert_allclose(ours["entry_price"], theirs["entry_price"], rtol=1e-12, err_msg=label)
     np.testing.assert_allclose(ours["exit_price"], theirs["exit_price"], rtol=1e-12, err_msg=label)
     np.testing.assert_allclose(ours["qty"], theirs["qty"], rtol=1e-9, err_msg=label)
@@ -146,7 +160,7 @@ def ref_config(seed: int) -> tuple[dict, int]:
     for name in ("sl", "tp", "trail"):
         form = rng.choice(["pct", "atr", "none"])
         if form == "pct":
-            s[f"{name}_pct"] = float(rng.uniform(0.005, 0.06))
+            s[f"{name}_pct"] = float(rng.uniform(0.003, 0.04))
         elif form == "atr":
             s[f"{name}_atr"] = float(rng.uniform(0.5, 4.0))
     if pick(0.4):
@@ -155,8 +169,8 @@ def ref_config(seed: int) -> tuple[dict, int]:
         s["daily_loss"] = float(rng.uniform(0.005, 0.05))
     if pick(0.4):
         s["max_trades_per_day"] = int(rng.integers(1, 6))
-    if pick(0.3):
-        s["max_position_notional"] = float(rng.uniform(1_000, 15_000))
+    if pick(0.4):
+        s["max_position_notional"] = float(rng.uniform(500, 8_000))
     if pick(0.3):
         s["max_exposure"] = float(rng.uniform(0.3, 1.5))
     if pick(0.4):

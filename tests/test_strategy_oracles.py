@@ -26,6 +26,7 @@ import pytest
 
 from framework.backtest import Backtest
 from framework.data import load_ohlcv
+from framework.enums import REASON_STOP_LOSS, REASON_TAKE_PROFIT, REASON_TRAILING_STOP
 from strategies.bollinger_reversion import BollingerReversion
 from strategies.donchian_breakout import DonchianBreakout
 from strategies.macd_trend import MacdTrend
@@ -184,6 +185,8 @@ def assert_same_trades(ours: np.ndarray, theirs: pd.DataFrame, label: str) -> No
             f"{label}: {len(ours)} trades, oracle {len(theirs)}; first difference at trade {i}:\n"
             f"tradpal:\n{mine}\noracle:\n{theirs.iloc[lo:i + 3][list(keys) + ['entry_price', 'exit_price']]}"
         )
+    by_stop = np.isin(ours["exit_reason"], [REASON_STOP_LOSS, REASON_TRAILING_STOP, REASON_TAKE_PROFIT])
+    np.testing.assert_array_equal(by_stop, theirs["by_stop"], err_msg=f"{label}: exits by a stop")
     np.testing.assert_allclose(ours["entry_price"], theirs["entry_price"], rtol=1e-13, err_msg=label)
     np.testing.assert_allclose(ours["exit_price"], theirs["exit_price"], rtol=1e-13, err_msg=label)
     np.testing.assert_allclose(ours["qty"], theirs["qty"], rtol=1e-9, err_msg=label)

@@ -127,7 +127,6 @@ def run_model(
         size_type="amount",
         min_size=0.0,
         call_seq="default",
-        freq="1h",
         **signals,
     )
     amounts = np.full((2 * n, k), np.inf)
@@ -178,8 +177,8 @@ def run_model(
             "exit_bar": trades["exit_idx"] // 2,
             "exit_price": trades["exit_price"],
             "pnl": trades["pnl"],
-            "open": trades["status"] == 0,
-            "exit_row_is_bar": trades["exit_idx"] % 2 == 1,
+            # closed on a bar row: by a stop-loss, trailing stop or take-profit, not a signal
+            "by_stop": (trades["exit_idx"] % 2 == 1) & (trades["status"] == 1),
         }
     ).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
     return ModelTrades(rec, value[1::2], runs)
