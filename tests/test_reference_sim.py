@@ -30,7 +30,7 @@ from framework.settings import SimSettings
 from framework.synthetic import generate_ohlcv
 from tests import reference_sim as ref
 from tests.scripted import Scripted
-from tests.vbt_oracle import run_model
+from tests.vbt_oracle import assert_same_trades, run_model
 
 HOURS_PER_YEAR = 365 * 24  # the synthetic bars are hourly
 
@@ -113,20 +113,9 @@ def test_long_random_runs_match_vectorbt(seed):
         o, h, l, c, long_entry, short, exit_ | (short & ~allow_short), exit_,
         init_cash=10_000.0, **settings,
     )
-    ours = pd.DataFrame(res.trade_records).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
-    theirs = model.records
     label = f"seed {seed}: {settings}"
-    assert len(ours) > 20, label
-    assert len(ours) == len(theirs), f"{label}: {len(ours)} trades, vectorbt {len(theirs)}"
-    for key in ("col", "entry_bar", "exit_bar", "direction"):
-        bad = np.flatnonzero(ours[key].to_numpy() != theirs[key].to_numpy())
-        assert len(bad) == 0, f"{label}: {key} differs first at trade {bad[0]}:\n{ours.iloc[bad[0]]}\n{theirs.iloc[bad[0]]}"
-    by_stop = ours["exit_reason"].isin([REASON_NAMES.index(r) for r in ("stop_loss", "trailing_stop", "take_profit")])
-    np.testing.assert_array_equal(by_stop, theirs["by_stop"], err_msg=f"{label}: exits by a stop")
-    np.testing.assert_allclose(ours["entry_price"], theirs["entry_price"], rtol=1e-12, err_msg=label)
-    np.testing.assert_allclose(ours["exit_price"], theirs["exit_price"], rtol=1e-12, err_msg=label)
-    np.testing.assert_allclose(ours["qty"], theirs["qty"], rtol=1e-9, err_msg=label)
-    np.testing.assert_allclose(ours["pnl"], theirs["pnl"], rtol=1e-9, atol=1e-9, err_msg=label)
+    assert len(res.trade_records) > 20, label
+    assert_same_trades(res.trade_records, model.records, label)
     np.testing.assert_allclose(res.group_equity, model.equity, rtol=1e-9, err_msg=label)
 
 

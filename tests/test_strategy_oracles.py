@@ -12,10 +12,9 @@ Excluded explicitly: ``DonchianBreakout.sim_defaults`` (risk sizing and an ATR s
 expressed in vectorbt, so Donchian runs here with the settings given (all-in fraction sizing,
 percentage stops); risk sizing and ATR stops are checked in ``tests/test_reference_sim.py``.
 
-Tolerances: entry and exit prices are the same operations in the same order in both (open x
-(1 +- slippage), entry x (1 -+ stop)), so they agree to one rounding (rtol 1e-13). Quantities
-and pnl come from cash that the two book in a different order of additions, so they agree to
-rtol 1e-9 after hundreds of compounded trades.
+Tolerances (``tests.vbt_oracle.assert_same_trades``): prices are the same operations in the
+same order on both sides (rtol 1e-12); quantities and pnl come from cash booked in a different
+order of additions (rtol 1e-9 after hundreds of compounded trades).
 """
 
 from __future__ import annotations
@@ -26,13 +25,12 @@ import pytest
 
 from framework.backtest import Backtest
 from framework.data import load_ohlcv
-from framework.enums import REASON_STOP_LOSS, REASON_TAKE_PROFIT, REASON_TRAILING_STOP
 from strategies.bollinger_reversion import BollingerReversion
 from strategies.donchian_breakout import DonchianBreakout
 from strategies.macd_trend import MacdTrend
 from strategies.rsi_reversion import RsiReversion
 from strategies.sma_cross import SmaCross
-from tests.vbt_oracle import run_model
+from tests.vbt_oracle import assert_same_trades, run_model
 
 DATASETS = ("BTC_USDT-1d", "ETH_USDT-1d", "BTC_USDT-1h", "ETH_USDT-1h")
 SETTINGS = {
@@ -169,28 +167,6 @@ def oracle_trades(data: pd.DataFrame, signals, settings: dict) -> pd.DataFrame:
         init_cash=10_000.0, **settings,
     )
     return model.records
-
-
-def assert_same_trades(ours: np.ndarray, theirs: pd.DataFrame, label: str) -> None:
-    n = min(len(ours), len(theirs))
-    keys = ("entry_bar", "exit_bar", "direction")
-    differs = np.zeros(n, dtype=bool)
-    for key in keys:
-        differs |= ours[key][:n] != theirs[key].to_numpy()[:n]
-    if differs.any() or len(ours) != len(theirs):
-        i = int(np.argmax(differs)) if differs.any() else n
-        lo = max(i - 2, 0)
-        mine = pd.DataFrame(ours[lo:i + 3])[list(keys) + ["entry_price", "exit_price"]]
-        raise AssertionError(
-            f"{label}: {len(ours)} trades, oracle {len(theirs)}; first difference at trade {i}:\n"
-            f"tradpal:\n{mine}\noracle:\n{theirs.iloc[lo:i + 3][list(keys) + ['entry_price', 'exit_price']]}"
-        )
-    by_stop = np.isin(ours["exit_reason"], [REASON_STOP_LOSS, REASON_TRAILING_STOP, REASON_TAKE_PROFIT])
-    np.testing.assert_array_equal(by_stop, theirs["by_stop"], err_msg=f"{label}: exits by a stop")
-    np.testing.assert_allclose(ours["entry_price"], theirs["entry_price"], rtol=1e-13, err_msg=label)
-    np.testing.assert_allclose(ours["exit_price"], theirs["exit_price"], rtol=1e-13, err_msg=label)
-    np.testing.assert_allclose(ours["qty"], theirs["qty"], rtol=1e-9, err_msg=label)
-    np.testing.assert_allclose(ours["pnl"], theirs["pnl"], rtol=1e-9, atol=1e-9, err_msg=label)
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))

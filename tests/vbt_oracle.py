@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import vectorbt as vbt
 
+from framework.enums import REASON_STOP_LOSS, REASON_TAKE_PROFIT, REASON_TRAILING_STOP
+
 MAX_RUNS = 400  # bound on the fixed-point iterations (each fixes at least one entry)
 
 
@@ -182,3 +184,28 @@ def run_model(
         }
     ).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
     return ModelTrades(rec, value[1::2], runs)
+
+
+def assert_same_trades(ours: np.ndarray, theirs: pd.DataFrame, label: str) -> None:
+    """TradPal's ``trade_dt`` records equal the model's trades one for one.
+
+    Bars, side and whether a stop closed the trade exactly; entry and exit prices to rtol 1e-12
+    (the same operations in the same order: open x (1 +- slippage), entry x (1 -+ stop), one
+    rounding apart at most); quantities and pnl to rtol 1e-9 (cash booked in a different order
+    of additions, compounded over hundreds of trades).
+    """
+    ours = pd.DataFrame(ours).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
+    ours["by_stop"] = np.isin(ours["exit_reason"], [REASON_STOP_LOSS, REASON_TRAILING_STOP, REASON_TAKE_PROFIT])
+    keys = ["col", "entry_bar", "exit_bar", "direction", "by_stop"]
+    n = min(len(ours), len(theirs))
+    differs = (ours[keys].to_numpy()[:n] != theirs[keys].to_numpy()[:n]).any(axis=1)
+    if differs.any() or len(ours) != len(theirs):
+        i = int(np.argmax(differs)) if differs.any() else n
+        show = [*keys, "entry_price", "exit_price"]
+        raise AssertionError(
+            f"{label}: {len(ours)} trades, oracle {len(theirs)}; first difference at trade {i}:\n"
+            f"tradpal:\n{ours.iloc[max(i - 2, 0):i + 3][show]}\n"
+            f"oracle:\n{theirs.iloc[max(i - 2, 0):i + 3][show]}"
+        )
+    for key, rtol, atol in (("entry_price", 1e-12, 0), ("exit_price", 1e-12, 0), ("qty", 1e-9, 0), ("pnl", 1e-9, 1e-9)):
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=rtol, atol=atol, err_msg=f"{label}: {key}")
