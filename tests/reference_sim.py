@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LONG, SHORT, EXIT = "long", "short", "exit"
+DUST = 1e-9  # an entry worth less than this fraction of the equity is rounding residue, no order
 MARKET, LIMIT, STOP = "market", "limit", "stop"
 
 
@@ -203,7 +204,9 @@ class ReferenceSim:
         if len(g.cols) > 1:  # another column's short: its proceeds and as much again are not free
             free -= 2 * self._others(g, j, True)
         qty = min(qty, free / (price * (1 + s.fees)))  # no leverage: position plus fee from cash
-        if not qty > 0:
+        # README: "a position plus its fee must be paid from cash". An all-in entry leaves a
+        # rounding residue of cash (around 1e-13) that pays for no position
+        if not qty * price > DUST * g.equity:
             return
         self._book(g, j, t, direction, qty, price, order["type"], "signal")
         col.pos = direction * qty

@@ -73,15 +73,16 @@ def vbt_config(seed: int) -> tuple[dict, int]:
         "slippage": float(rng.choice([0.0, 0.0002, 0.001])),
         "allow_short": bool(rng.random() < 0.7),
     }
-    # levels from inside an hourly bar's range to a few bars' moves: both the stop and the
-    # target are often touched in one bar, where the stop must come first
+    # levels a few bars' moves away, or (one run in three) both inside an hourly bar's range
+    # (about 1 %), where the stop and the target are often touched in one bar
+    top = 0.006 if seed % 3 == 0 else 0.04
     stop = rng.choice(["sl", "trail", "none"], p=[0.45, 0.4, 0.15])
     if stop == "sl":
-        settings["sl_pct"] = float(rng.uniform(0.003, 0.03))
+        settings["sl_pct"] = float(rng.uniform(0.002, top))
     elif stop == "trail":
-        settings["trail_pct"] = float(rng.uniform(0.003, 0.03))
-    if rng.random() < 0.75:
-        settings["tp_pct"] = float(rng.uniform(0.003, 0.04))
+        settings["trail_pct"] = float(rng.uniform(0.002, top))
+    if rng.random() < 0.75 or seed % 3 == 0:
+        settings["tp_pct"] = float(rng.uniform(0.002, top))
     n_cols = 1
     if seed % 4 == 3:  # a cash group: long only (see vbt_oracle: shorts in a group differ)
         n_cols = 2
@@ -146,12 +147,13 @@ def ref_config(seed: int) -> tuple[dict, int]:
         "vol_window": int(rng.integers(5, 40)),
         "allow_short": bool(pick(0.6)),
     }
+    tight = seed % 3 == 0  # levels inside a bar's range: stop and target often meet in one bar
     for name in ("sl", "tp", "trail"):
-        form = rng.choice(["pct", "atr", "none"])
+        form = rng.choice(["pct", "atr", "none"], p=[0.6, 0.25, 0.15] if tight else None)
         if form == "pct":
-            s[f"{name}_pct"] = float(rng.uniform(0.003, 0.04))
+            s[f"{name}_pct"] = float(rng.uniform(0.002, 0.006 if tight else 0.04))
         elif form == "atr":
-            s[f"{name}_atr"] = float(rng.uniform(0.5, 4.0))
+            s[f"{name}_atr"] = float(rng.uniform(0.3, 1.0 if tight else 4.0))
     if pick(0.4):
         s["max_drawdown"] = float(rng.uniform(0.03, 0.3))
     if pick(0.4):
@@ -203,7 +205,17 @@ def run_both(settings: dict, n_cols: int, seed: int, n_bars: int, codes: np.ndar
     return res, fills, equity
 
 
+def xfail_on_dust(fills: np.ndarray, equity: np.ndarray) -> None:
+    """An entry paid from the rounding residue of the cash (see the xfail test at the end) opens
+    a position of about 1e-15 units in TradPal that then blocks that column's real entries; the
+    reference books no such order, so the rest of that run cannot be compared."""
+    notional = fills["qty"] * fills["price"]
+    if (notional < ref.DUST * np.min(equity)).any():
+        pytest.xfail("TradPal booked a dust entry from the cash's rounding residue (reported bug)")
+
+
 def assert_same_fills(res, fills: list[ref.Fill], equity: np.ndarray, label: str) -> None:
+    xfail_on_dust(res.fills, res.group_equity)
     f = res.fills
     order = np.lexsort((np.arange(len(f)), f["col"], f["bar"]))  # by bar, column, booking order
     f = f[order]
@@ -251,7 +263,15 @@ def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
     days = (next(iter(frames.values())).index.asi8 // 86_400_000_000_000).astype(np.int64)
     s = SimSettings.build(None, init_cash=10_000.0, **settings)
     stepper = BarStepper(Scripted(gap=gap), s.vector(HOURS_PER_YEAR), n_columns=n_cols)
-    raised = int(rng.integers(n_bars // 3, 2 * n_bars // 3))
+    # raised at a close with a position open, to have something to flatten
+    plain, _ = ref.simulate(s, HOURS_PER_YEAR, o, h, l, c, days, reference_decisions(codes, c, gap))
+    held = np.zeros(n_bars, dtype=bool)
+    for j in range(n_cols):
+        mine = [x for x in plain if x.col == j] + [None]  # a column's fills alternate entry, exit
+        for entry, leave in zip(mine[0::2], mine[1::2]):
+            held[entry.bar:n_bars if leave is None else leave.bar] = True
+    candidates = np.flatnonzero(held[n_bars // 3: 2 * n_bars // 3]) + n_bars // 3
+    raised = int(rng.choice(candidates))
     equity = np.empty((n_bars, 1))
     for t in range(n_bars):
         stepper.step(int(days[t]), o[t], h[t], l[t], c[t], codes[t].astype(float))
@@ -264,6 +284,12 @@ def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
     assert any(x.reason == "emergency_stop" for x in fills), label  # it had something to close
     assert max(x.bar for x in fills) <= raised + 2, label  # halted: nothing after the flattening
     assert_same_fills(SimpleNamespace(fills=stepper.fills, group_equity=equity), fills, ref_equity, label)
+
+
+def daily_bars(rows: list[tuple]) -> pd.DataFrame:
+    """Daily bars from (open, high, low, close, script code) rows (tests/scripted.py)."""
+    index = pd.date_range("2024-01-01", periods=len(rows), freq="1D", tz="UTC", name="timestamp")
+    return pd.DataFrame(rows, index=index, columns=["open", "high", "low", "close", "volume"], dtype=float)
 
 
 @pytest.mark.xfail(strict=True, reason="framework/sim_nb.py fill_nb books column 0's stops before "
@@ -287,3 +313,21 @@ def test_cash_group_fills_every_open_order_before_any_stop_of_the_bar():
 
     # README order (every open order, then the stops inside the bar): no cash at bar 2's open
     assert entries_of_newcomer(first_stopped=True) == entries_of_newcomer(first_stopped=False) == []
+
+
+@pytest.mark.xfail(strict=True, reason="framework/sim_nb.py _entry_qty books any qty > 0: the rounding "
+                   "residue of an all-in entry's cash opens a dust position (reported, not fixed)")
+def test_rounding_residue_of_the_cash_opens_no_position():
+    """All in at 19 leaves 1000 - (1000 / 19) x 19 = 1.1e-13 of cash. The other instrument's entry
+    must find no cash (not buy 2e-15 units), so that once the first position is sold its next
+    long signal opens a real position instead of being ignored as pyramiding on the dust."""
+    first = [(19, 19, 19, 19, 1), (19, 19, 19, 19, 0), (19, 19, 19, 19, 2), (19, 19, 19, 19, 0)] + [(19, 19, 19, 19, 0)] * 2
+    other = [(50, 50, 50, 50, 0), (50, 50, 50, 50, 1), (50, 50, 50, 50, 0), (50, 50, 50, 50, 1)] + [(50, 50, 50, 50, 0)] * 2
+    assert 1000.0 - (1000.0 / 19.0) * 19.0 > 0.0  # the residue this example needs
+    res = Backtest(Scripted(), {"first": daily_bars(first), "other": daily_bars(other)},
+                   init_cash=1000.0, fees=0.0, cash_sharing=True).run()
+    o = res.orders
+    buys = o[(o["instrument"] == "other") & (o["side"] == "buy")]
+    # README: the sale at bar 3's open frees the cash; the long decided at bar 3 buys at bar 4
+    assert list(buys["time"]) == [res.index[4]]
+    assert buys["qty"].iloc[0] == pytest.approx(1000.0 / 50.0, rel=1e-12)
