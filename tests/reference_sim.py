@@ -132,6 +132,8 @@ class ReferenceSim:
         """Bar ``t`` of every group; ``decisions[j]`` is column j's Decision at this close."""
         for g in self.groups:
             if day != g.day:  # a new UTC day: the daily limits start again
+                # README: "the UTC day's opening equity" is the equity marked at the last close
+                # before the day's first bar (its fills at the open count towards the day)
                 g.day = day
                 g.day_start_equity = g.equity
                 g.trades_today = 0
@@ -193,12 +195,16 @@ class ReferenceSim:
             self._close(g, j, t, price, order["type"], "signal")
         if col.pos != 0:
             return
+        # README: max trades per day counts entries at their fill (a reversal whose new side
+        # is refused here has already closed the old one)
         if s.max_trades_per_day is not None and g.trades_today >= s.max_trades_per_day:
             return
         qty = order["qty"] if order["qty"] is not None else order["notional"] / price
         if s.max_position_notional is not None:
             qty = min(qty, s.max_position_notional / price)
-        if s.max_exposure is not None:  # sum of |notional| / equity (at the last close)
+        if s.max_exposure is not None:
+            # README: sum of |notional| / equity, the others marked at their last close and the
+            # equity of the last close (the decision's)
             qty = min(qty, (s.max_exposure * g.equity - self._others(g, j, False)) / price)
         free = g.cash
         if len(g.cols) > 1:  # another column's short: its proceeds and as much again are not free
@@ -242,6 +248,8 @@ class ReferenceSim:
             if hit is not None:  # the stop first; stops fill with slippage
                 self._close(g, j, t, hit * (1 - self.s.slippage * d), STOP, reason)
                 if self.s.cooldown_bars is not None:
+                    # README: "cooldown after a stop-out" (stop-loss or trailing stop, not a
+                    # target): no entry decided at bars t .. t + cooldown_bars - 1
                     col.cooldown_until = t + self.s.cooldown_bars
                 return
         if inside:
@@ -266,7 +274,7 @@ class ReferenceSim:
         g.peak = max(g.peak, equity)
         s = self.s
         # risk limits at the close, on the marked equity; they act at the next open
-        if g.halted:
+        if g.halted:  # README: a position left after a halt (none in practice) closes as well
             self._flatten(g, "max_drawdown")
         elif g.emergency:  # raised by a driver between bars: acts at this close, halts for good
             g.halted = True
@@ -327,6 +335,8 @@ class ReferenceSim:
             direction = 1 if action == LONG else -1
             if col.pos * direction > 0:
                 continue  # no pyramiding
+            # README: max positions counts open positions and entries already sent this close,
+            # and does not refuse a reversal (it keeps the count)
             open_or_pending = sum(
                 1 for i in g.cols
                 if self.cols[i].pos != 0 or (self.cols[i].pending or {}).get("action") in (LONG, SHORT)
