@@ -12,10 +12,9 @@ Excluded explicitly: ``DonchianBreakout.sim_defaults`` (risk sizing and an ATR s
 expressed in vectorbt, so Donchian runs here with the settings given (all-in fraction sizing,
 percentage stops); risk sizing and ATR stops are checked in ``tests/test_reference_sim.py``.
 
-Tolerances: entry and exit prices are the same operations in the same order in both (open x
-(1 +- slippage), entry x (1 -+ stop)), so they agree to one rounding (rtol 1e-13). Quantities
-and pnl come from cash that the two book in a different order of additions, so they agree to
-rtol 1e-9 after hundreds of compounded trades.
+Tolerances (``tests.vbt_oracle.assert_same_trades``): prices are the same operations in the
+same order on both sides (rtol 1e-12); quantities and pnl come from cash booked in a different
+order of additions (rtol 1e-9 after hundreds of compounded trades).
 """
 
 from __future__ import annotations
@@ -31,16 +30,16 @@ from strategies.donchian_breakout import DonchianBreakout
 from strategies.macd_trend import MacdTrend
 from strategies.rsi_reversion import RsiReversion
 from strategies.sma_cross import SmaCross
-from tests.vbt_oracle import run_model
+from tests.vbt_oracle import assert_same_trades, run_model
 
 DATASETS = ("BTC_USDT-1d", "ETH_USDT-1d", "BTC_USDT-1h", "ETH_USDT-1h")
 SETTINGS = {
     # long only, all in, fees: a short signal closes the long
-    "long_only": dict(fees=0.001),
+    "long_only": {"fees": 0.001},
     # reversals, slippage, a stop-loss and a target checked from the entry bar on
-    "short_stops": dict(fees=0.001, slippage=0.0005, allow_short=True, sl_pct=0.04, tp_pct=0.08),
+    "short_stops": {"fees": 0.001, "slippage": 0.0005, "allow_short": True, "sl_pct": 0.04, "tp_pct": 0.08},
     # a trailing stop with a target
-    "short_trail": dict(fees=0.0005, slippage=0.001, allow_short=True, trail_pct=0.03, tp_pct=0.06),
+    "short_trail": {"fees": 0.0005, "slippage": 0.001, "allow_short": True, "trail_pct": 0.03, "tp_pct": 0.06},
 }
 
 
@@ -161,7 +160,7 @@ def oracle_trades(data: pd.DataFrame, signals, settings: dict) -> pd.DataFrame:
     allow_short = settings.get("allow_short", False)
     if not allow_short:
         long_exit = long_exit | short  # long only: a short signal closes the long
-    col = lambda a: a[:, None]  # noqa: E731
+    col = lambda a: a[:, None]
     prices = [data[f].to_numpy()[:, None] for f in ("open", "high", "low", "close")]
     model = run_model(
         *prices, col(long), col(short), col(long_exit), col(short_exit),
@@ -170,33 +169,13 @@ def oracle_trades(data: pd.DataFrame, signals, settings: dict) -> pd.DataFrame:
     return model.records
 
 
-def assert_same_trades(ours: np.ndarray, theirs: pd.DataFrame, label: str) -> None:
-    n = min(len(ours), len(theirs))
-    keys = ("entry_bar", "exit_bar", "direction")
-    differs = np.zeros(n, dtype=bool)
-    for key in keys:
-        differs |= ours[key][:n] != theirs[key].to_numpy()[:n]
-    if differs.any() or len(ours) != len(theirs):
-        i = int(np.argmax(differs)) if differs.any() else n
-        lo = max(i - 2, 0)
-        mine = pd.DataFrame(ours[lo:i + 3])[list(keys) + ["entry_price", "exit_price"]]
-        raise AssertionError(
-            f"{label}: {len(ours)} trades, oracle {len(theirs)}; first difference at trade {i}:\n"
-            f"tradpal:\n{mine}\noracle:\n{theirs.iloc[lo:i + 3][list(keys) + ['entry_price', 'exit_price']]}"
-        )
-    np.testing.assert_allclose(ours["entry_price"], theirs["entry_price"], rtol=1e-13, err_msg=label)
-    np.testing.assert_allclose(ours["exit_price"], theirs["exit_price"], rtol=1e-13, err_msg=label)
-    np.testing.assert_allclose(ours["qty"], theirs["qty"], rtol=1e-9, err_msg=label)
-    np.testing.assert_allclose(ours["pnl"], theirs["pnl"], rtol=1e-9, atol=1e-9, err_msg=label)
-
-
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("strategy", list(ORACLES))
 def test_strategy_matches_independent_oracle(datasets, strategy, setting):
     cls, rule = ORACLES[strategy]
     settings = SETTINGS[setting]
     # Donchian's default risk sizing and ATR stop are not expressible in vectorbt (see above)
-    overrides = dict(sizing="fraction", size=1.0, sl_atr=None) if cls is DonchianBreakout else {}
+    overrides = {"sizing": "fraction", "size": 1.0, "sl_atr": None} if cls is DonchianBreakout else {}
     for name, data in datasets.items():
         label = f"{strategy} on {name}, {setting}"
         res = Backtest(cls(), data, init_cash=10_000.0, **overrides, **settings).run()

@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import vectorbt as vbt
 
+from framework.enums import REASON_STOP_LOSS, REASON_TAKE_PROFIT, REASON_TRAILING_STOP
+
 MAX_RUNS = 400  # bound on the fixed-point iterations (each fixes at least one entry)
 
 
@@ -97,12 +99,15 @@ def run_model(
         fill[1:] = decided[:-1]
         return _interleave(fill, np.zeros_like(fill))
 
-    signals = dict(
-        entries=shifted(long_entry),
-        exits=shifted(long_exit),
-        short_entries=shifted(short_entry) if allow_short else None,
-        short_exits=shifted(short_exit) if allow_short else None,
-    )
+    # the same four signal arrays in every call (all-False shorts when long only): vectorbt
+    # then compiles its simulation once per process
+    no_short = np.zeros_like(short_entry, dtype=bool)
+    signals = {
+        "entries": shifted(long_entry),
+        "exits": shifted(long_exit),
+        "short_entries": shifted(short_entry if allow_short else no_short),
+        "short_exits": shifted(short_exit if allow_short else no_short),
+    }
     price = _interleave(o, c)  # fill rows execute at the open; bar rows only mark to the close
     stop = sl_pct if sl_pct is not None else trail_pct
     common = dict(
@@ -124,11 +129,8 @@ def run_model(
         size_type="amount",
         min_size=0.0,
         call_seq="default",
-        freq="1h",
-        **{name: sig for name, sig in signals.items() if sig is not None},
+        **signals,
     )
-    if not allow_short:
-        common["direction"] = "longonly"
     amounts = np.full((2 * n, k), np.inf)
     slip = np.full((2 * n, k), float(slippage))
     group_of = np.zeros(k, dtype=np.int64) if cash_sharing else np.arange(k)
@@ -177,8 +179,33 @@ def run_model(
             "exit_bar": trades["exit_idx"] // 2,
             "exit_price": trades["exit_price"],
             "pnl": trades["pnl"],
-            "open": trades["status"] == 0,
-            "exit_row_is_bar": trades["exit_idx"] % 2 == 1,
+            # closed on a bar row: by a stop-loss, trailing stop or take-profit, not a signal
+            "by_stop": (trades["exit_idx"] % 2 == 1) & (trades["status"] == 1),
         }
     ).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
     return ModelTrades(rec, value[1::2], runs)
+
+
+def assert_same_trades(ours: np.ndarray, theirs: pd.DataFrame, label: str) -> None:
+    """TradPal's ``trade_dt`` records equal the model's trades one for one.
+
+    Bars, side and whether a stop closed the trade exactly; entry and exit prices to rtol 1e-12
+    (the same operations in the same order: open x (1 +- slippage), entry x (1 -+ stop), one
+    rounding apart at most); quantities and pnl to rtol 1e-9 (cash booked in a different order
+    of additions, compounded over hundreds of trades).
+    """
+    ours = pd.DataFrame(ours).sort_values(["col", "entry_bar"], kind="stable").reset_index(drop=True)
+    ours["by_stop"] = np.isin(ours["exit_reason"], [REASON_STOP_LOSS, REASON_TRAILING_STOP, REASON_TAKE_PROFIT])
+    keys = ["col", "entry_bar", "exit_bar", "direction", "by_stop"]
+    n = min(len(ours), len(theirs))
+    differs = (ours[keys].to_numpy()[:n] != theirs[keys].to_numpy()[:n]).any(axis=1)
+    if differs.any() or len(ours) != len(theirs):
+        i = int(np.argmax(differs)) if differs.any() else n
+        show = [*keys, "entry_price", "exit_price"]
+        raise AssertionError(
+            f"{label}: {len(ours)} trades, oracle {len(theirs)}; first difference at trade {i}:\n"
+            f"tradpal:\n{ours.iloc[max(i - 2, 0):i + 3][show]}\n"
+            f"oracle:\n{theirs.iloc[max(i - 2, 0):i + 3][show]}"
+        )
+    for key, rtol, atol in (("entry_price", 1e-12, 0), ("exit_price", 1e-12, 0), ("qty", 1e-9, 0), ("pnl", 1e-9, 1e-9)):
+        np.testing.assert_allclose(ours[key], theirs[key], rtol=rtol, atol=atol, err_msg=f"{label}: {key}")
