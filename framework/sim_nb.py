@@ -110,6 +110,7 @@ from framework.indicators_nb import (
 )
 from framework.jit import bar_njit, bar_njit_inline
 
+DUST_FRACTION = 1e-9  # an entry worth less than this fraction of equity is rounding residue
 FILLS_PER_COLUMN_BAR = 3  # close + open of a reversal, then a stop on the new position
 NS_PER_DAY = 86_400_000_000_000  # a bar's UTC day number is its time in ns // NS_PER_DAY
 
@@ -230,7 +231,9 @@ def _entry_qty(g, cs, j, k, price, p):
         free_cash -= 2.0 * _others_notional(cs, k, j, True)
     cash_cap = free_cash / (price * (1.0 + p[P_FEES]))
     qty = min(qty, cash_cap)
-    if not (qty > 0.0):
+    # an all-in entry leaves a rounding residue of cash (~1e-13) behind; an "entry" paid from it
+    # would open a dust position that blocks the column's real entries
+    if not (qty * price > DUST_FRACTION * g[G_EQUITY]):
         return 0.0
     return qty
 
@@ -420,12 +423,15 @@ def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills):
         g[G_DAY_BLOCKED] = 0.0
     cooldown = p[P_COOLDOWN_BARS]
 
-    # open: orders decided at the previous close; then inside the bar: stops and targets
+    # open: every column's orders decided at the previous close; then inside the bar: stops and
+    # targets (in that order across the group, so an entry at the open cannot spend cash that
+    # another column's stop frees only later in the bar)
     for j in range(k):
         # most bars have nothing pending and many no position: skip the calls then
         if cs[j, C_PEND_ACTION] != ACTION_NONE:
             n = _fill_pending(g, cs, j, k, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
                               p, fills, n, col0)
+    for j in range(k):
         if cs[j, C_POS] != 0.0:
             n = _check_exits(g, cs, j, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
                              p, cooldown, fills, n, col0)

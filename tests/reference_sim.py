@@ -81,16 +81,12 @@ class Group:
 class ReferenceSim:
     """The README's rules for ``SimSettings`` ``s`` (any object with its field names)."""
 
-    def __init__(self, s, ann_factor: float, n_cols: int, *, open_all_before_stops: bool = False) -> None:
+    def __init__(self, s, ann_factor: float, n_cols: int) -> None:
         self.s = s
         self.ann = ann_factor
         self.cols = [Column() for _ in range(n_cols)]
         groups = [list(range(n_cols))] if s.cash_sharing else [[j] for j in range(n_cols)]
         self.groups = [Group(g, s) for g in groups]
-        # README: "orders fill at the open, stops inside the bar". TradPal handles a group's
-        # columns one after the other (fills then stops of column 0, then of column 1, ...);
-        # True fills every column's open orders before any stop of the bar.
-        self.open_all_before_stops = open_all_before_stops
         self.fills: list[Fill] = []
 
     # --- bookkeeping -----------------------------------------------------------------------
@@ -138,15 +134,11 @@ class ReferenceSim:
                 g.day_start_equity = g.equity
                 g.trades_today = 0
                 g.day_blocked = False
-            if self.open_all_before_stops:
-                for j in g.cols:
-                    self._fill_pending(g, j, t, o[j], h[j], l[j])
-                for j in g.cols:
-                    self._exits(g, j, t, o[j], h[j], l[j])
-            else:
-                for j in g.cols:
-                    self._fill_pending(g, j, t, o[j], h[j], l[j])
-                    self._exits(g, j, t, o[j], h[j], l[j])
+            # README: every order fills at the open, then the stops and targets inside the bar
+            for j in g.cols:
+                self._fill_pending(g, j, t, o[j], h[j], l[j])
+            for j in g.cols:
+                self._exits(g, j, t, o[j], h[j], l[j])
             self._close_bar(g, t, h, l, c)
             self._decide(g, t, decisions)
 
