@@ -48,7 +48,7 @@ def replay(bt: Backtest, emergency_at: int | None = None):
     day = utc_day_numbers(bt.index)
     p = bt.settings.vector(bt.ann_factor)
     fills, equity, cash, positions = [], [], [], []
-    for gi, group in enumerate(groups):
+    for group in groups:
         stepper = BarStepper(bt.strategy, p, n_columns=len(group))
         pos = np.empty((len(bt.index), len(group)))
         eq, ca = np.empty(len(bt.index)), np.empty(len(bt.index))
@@ -59,7 +59,7 @@ def replay(bt: Backtest, emergency_at: int | None = None):
                 stepper.emergency_stop()
             stepper.step(day[t], *(a[t] for a in arrays))
             eq[t], ca[t], pos[t] = stepper.equity, stepper.cash, stepper.positions
-        f = stepper.fills
+        f = stepper.fills.copy()  # a read-only view of the stepper's records
         f["col"] += cols.index(group[0])  # a lone stepper numbers its columns from 0
         fills.append(f)
         positions.append(pos)
