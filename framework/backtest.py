@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from framework import enums, metrics, runner, sim_nb
-from framework.data import Calendar, Policy, load_ohlcv, validate_ohlcv
+from framework.data import OHLCV_COLUMNS, Calendar, Policy, load_ohlcv, validate_ohlcv
 from framework.settings import SimSettings
 from framework.strategy import Strategy
 
@@ -44,7 +44,8 @@ def _resolve_strategy(strategy: Strategy | type[Strategy] | str) -> Strategy:
 
 _DATA_ACCEPTS = ("an OHLCV DataFrame (open, high, low, close columns and a DatetimeIndex or a "
                  "timestamp column), a path to a .csv/.parquet file, a bundled dataset name "
-                 "such as 'BTC_USDT-1d', or a mapping {instrument: one of those}")
+                 "such as 'BTC_USDT-1d', a mapping {instrument: one of those}, or the "
+                 "(field, symbol) column frame of framework.data.align_ohlcv")
 
 
 def _load_one(source: str | Path | pd.DataFrame, what: str, **load_kwargs: Any) -> pd.DataFrame:
@@ -69,6 +70,8 @@ def load_instruments(data: DataInput, *, policy: Policy = "raise",
     ``policy`` and ``calendar`` go to :func:`framework.data.validate_ohlcv` for every instrument.
     """
     kw = {"policy": policy, "calendar": calendar}
+    if isinstance(data, pd.DataFrame) and isinstance(data.columns, pd.MultiIndex):
+        data = split_aligned(data)
     if isinstance(data, Mapping):
         if not data:
             raise ValueError("data is an empty mapping; give at least one instrument")
@@ -84,6 +87,50 @@ def load_instruments(data: DataInput, *, policy: Policy = "raise",
                 "align them on one index first (e.g. an inner join of their indexes)"
             )
     return frames
+
+
+def split_aligned(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One OHLCV frame per symbol from a frame with two-level columns, ``(field, symbol)`` as
+    :func:`framework.data.align_ohlcv` returns it, or ``(symbol, field)``."""
+    if frame.columns.nlevels != 2:
+        raise ValueError(
+            f"data with MultiIndex columns must have 2 levels, (field, symbol) as "
+            f"framework.data.align_ohlcv returns, got {frame.columns.nlevels}"
+        )
+    level = next((i for i in (0, 1) if set(frame.columns.get_level_values(i)) <= set(OHLCV_COLUMNS)), None)
+    if level is None:
+        raise ValueError(
+            "data with MultiIndex columns needs one level of OHLCV field names "
+            f"({', '.join(OHLCV_COLUMNS)}), as framework.data.align_ohlcv returns; got levels "
+            f"{[list(frame.columns.unique(i)) for i in (0, 1)]}"
+        )
+    frames = {}
+    for symbol in frame.columns.unique(1 - level):
+        part = frame.xs(symbol, axis=1, level=1 - level)
+        frames[str(symbol)] = part[[c for c in OHLCV_COLUMNS if c in part.columns]]
+    return frames
+
+
+def _check_ann_factor(ann_factor: Any) -> float:
+    """``ann_factor`` as a float, or ``ValueError`` naming the keyword."""
+    ok = isinstance(ann_factor, (int, float, np.integer, np.floating)) and not isinstance(ann_factor, (bool, np.bool_))
+    if not (ok and np.isfinite(ann_factor) and ann_factor > 0):
+        raise ValueError(
+            "ann_factor must be a finite number > 0 (bars per year, e.g. 252 for daily stock "
+            f"bars), or None to derive it from the bar spacing; got {ann_factor!r}"
+        )
+    return float(ann_factor)
+
+
+def _check_risk_free(risk_free: Any) -> float:
+    """``risk_free`` as a float, or ``ValueError`` naming the keyword."""
+    ok = isinstance(risk_free, (int, float, np.integer, np.floating)) and not isinstance(risk_free, (bool, np.bool_))
+    if not (ok and np.isfinite(risk_free) and risk_free > -1):
+        raise ValueError(
+            "risk_free must be a finite annual rate (a fraction above -1, e.g. 0.04 for 4 %), "
+            f"got {risk_free!r}"
+        )
+    return float(risk_free)
 
 
 def _stack(frames: dict[str, pd.DataFrame], column: str) -> np.ndarray:
@@ -107,22 +154,31 @@ class Backtest:
         strategy: a ``Strategy`` instance (with its parameters), a class (defaults) or the
             registered name of a bundled strategy (``"sma_cross"``).
         data: an OHLCV DataFrame, a path (CSV/Parquet), a bundled dataset name
-            (``"BTC_USDT-1d"``) or a mapping ``{instrument: any of those}`` sharing timestamps.
+            (``"BTC_USDT-1d"``), a mapping ``{instrument: any of those}`` sharing timestamps,
+            or the output of :func:`framework.data.align_ohlcv` (one instrument per symbol).
         policy, calendar: how the data is validated and repaired, as in
             :func:`framework.data.load_ohlcv` (default: raise on any error).
+        ann_factor: bars per year, for annualised statistics and volatility-target sizing;
+            default (None) derived from the bar spacing over 365-day years
+            (:func:`framework.metrics.bars_per_year`). Daily stock bars want 252.
+        risk_free: annual risk-free rate (fraction) that Sharpe and Sortino subtract, converted
+            per bar as ``(1 + risk_free) ** (1 / ann_factor) - 1``.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
 
     def __init__(self, strategy: Strategy | type[Strategy] | str, data: DataInput, *,
-                 policy: Policy = "raise", calendar: Calendar = "auto", **settings: Any) -> None:
+                 policy: Policy = "raise", calendar: Calendar = "auto",
+                 ann_factor: float | None = None, risk_free: float = 0.0, **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
+        given_ann_factor = None if ann_factor is None else _check_ann_factor(ann_factor)
+        self.risk_free = _check_risk_free(risk_free)
         self.frames = load_instruments(data, policy=policy, calendar=calendar)
         self.index: pd.DatetimeIndex = next(iter(self.frames.values())).index
         if len(self.index) < 2:
             raise ValueError(f"need at least 2 bars to backtest, got {len(self.index)}")
-        self.ann_factor = metrics.bars_per_year(self.index)
+        self.ann_factor = metrics.bars_per_year(self.index) if given_ann_factor is None else given_ann_factor
 
     def kernel_prices(self) -> list[np.ndarray]:
         """Open, high, low, close, volume as (bars, instruments) float64 arrays, and the bars'
@@ -143,6 +199,7 @@ class Backtest:
             settings=self.settings,
             frames=self.frames,
             ann_factor=self.ann_factor,
+            risk_free=self.risk_free,
             group_start=groups,
             group_equity=equity,
             fills=fills,
@@ -160,6 +217,7 @@ class BacktestResult:
     group_start: np.ndarray = field(repr=False)  # first column of each cash group, then n_cols
     group_equity: np.ndarray = field(repr=False)  # (bars, groups)
     fills: np.ndarray = field(repr=False)  # order_dt records
+    risk_free: float = 0.0  # annual rate that Sharpe and Sortino subtract
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -236,7 +294,8 @@ class BacktestResult:
 
     @cached_property
     def stats(self) -> dict[str, object]:
-        return metrics.performance_stats(self.equity, self.trade_records, self.exposure, self.ann_factor)
+        return metrics.performance_stats(self.equity, self.trade_records, self.exposure, self.ann_factor,
+                                         self.risk_free)
 
     @cached_property
     def benchmark(self) -> tuple[pd.Series, np.ndarray]:
@@ -270,7 +329,7 @@ class BacktestResult:
         equity, trades = self.benchmark
         exposure = np.ones(len(equity), dtype=bool)
         exposure[0] = False
-        return metrics.performance_stats(equity, trades, exposure, self.ann_factor)
+        return metrics.performance_stats(equity, trades, exposure, self.ann_factor, self.risk_free)
 
     def stats_table(self) -> str:
         """The strategy's statistics beside buy-and-hold of the traded instruments."""

@@ -60,7 +60,7 @@ def bars_per_year(index: pd.DatetimeIndex) -> float:
     Daily bars give 365.0, hourly bars 8760.0. The median makes a few gaps harmless. For markets
     that close (stocks, forex) this counts the closed hours as if they had bars, so it overstates
     the bars actually traded per year (e.g. 365 instead of ~252 for daily stock bars); pass your
-    own factor to ``performance_stats`` if that matters.
+    own factor (``Backtest(..., ann_factor=252)``, ``performance_stats``) if that matters.
 
     Raises:
         TypeError: ``index`` is not a DatetimeIndex.
@@ -150,12 +150,18 @@ def performance_stats(
     if not (math.isfinite(risk_free) and risk_free > -1):
         raise ValueError(f"risk_free must be an annual rate (fraction) above -1, got {risk_free}")
 
-    rf_bar = (1.0 + risk_free) ** (1.0 / ann_factor) - 1.0
-    stats = curve_stats(nb.stats_state_1d_nb(values, exposure, rf_bar), index, ann_factor)
+    stats = curve_stats(nb.stats_state_1d_nb(values, exposure, risk_free_per_bar(risk_free, ann_factor)),
+                        index, ann_factor)
     exposure_time = stats.pop("exposure_time")
     stats.update(trade_stats(trades, index))
     stats["exposure_time"] = exposure_time  # last, as in the table
     return stats
+
+
+def risk_free_per_bar(risk_free: float, ann_factor: float) -> float:
+    """The per-bar rate compounding to the annual ``risk_free`` over ``ann_factor`` bars:
+    ``(1 + risk_free) ** (1 / ann_factor) - 1`` (what Sharpe and Sortino subtract per bar)."""
+    return (1.0 + risk_free) ** (1.0 / ann_factor) - 1.0
 
 
 def curve_stats(state: np.ndarray, index: pd.DatetimeIndex, ann_factor: float) -> dict[str, object]:

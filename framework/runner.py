@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import os
 import sys
 import tempfile
@@ -288,28 +289,54 @@ def utc_ns(index) -> np.ndarray:
     return index.as_unit("ns").asi8
 
 
+#: Version of the ``BarStepper.snapshot`` layout. Bump it whenever the meaning of a state slot
+#: (``framework.enums`` G_*/C_*, an indicator's state layout) or the set of saved arrays
+#: changes, so that an old snapshot is refused rather than misread.
+SNAPSHOT_SCHEMA = 1
+_SNAPSHOT_FORMAT = "tradpal.BarStepper"
+_SIM_PARAM_NAMES = {v: k[2:].lower() for k, v in vars(enums).items() if k.startswith("P_")}
+
+
 class BarStepper:
     """Feeds closed bars one at a time through the strategy and simulator kernels.
 
     This is the core of the live runner with the paper broker: per bar it calls the very
     ``bar_nb`` the backtester loops over, keeping strategy, simulator, ATR and volatility
-    state between calls. ``fills`` accumulates every fill as ``order_dt`` records.
+    state between calls. ``fills`` holds every fill as ``order_dt`` records.
+
+    All state is arrays: strategy states, group state ``g`` (it holds the bar index and the UTC
+    day of the last bar stepped, ``G_BAR`` and ``G_DAY``), column state ``cs`` (positions and
+    pending orders), the simulator's ATR and volatility states and the fill records.
+    ``snapshot()`` saves them to bytes and ``restore(blob)`` loads them into a stepper built
+    with the same strategy, parameters and settings, in this process or another.
     """
 
     def __init__(self, strategy, sim_params: np.ndarray, n_columns: int = 1) -> None:
+        self.strategy = strategy
         self.kernels = drivers(type(strategy))
         self.sp = np.ascontiguousarray(np.tile(strategy.param_vector(), (n_columns, 1)))
         self.p = np.ascontiguousarray(sim_params, dtype=np.float64)
         self.states = self.kernels.init_states_nb(self.sp)
         self.g, self.cs, self.atr_s, self.vol_s = sim_nb.init_state_nb(n_columns, self.p)
         self.intents = np.empty((n_columns, enums.INTENT_SIZE))
-        self._buf = np.empty(sim_nb.FILLS_PER_COLUMN_BAR * n_columns, dtype=enums.order_dt)
-        self._fills: list[np.ndarray] = []
-        self.t = 0
-        self._day = np.iinfo(np.int64).min  # UTC day of the last bar stepped
+        self._per_bar = sim_nb.FILLS_PER_COLUMN_BAR * n_columns  # most fills one bar can make
+        # fill records, grown by doubling: appending costs O(1) amortised, reading nothing
+        self._fills = np.empty(4 * self._per_bar, dtype=enums.order_dt)
+        self._n_fills = 0
+
+    @property
+    def t(self) -> int:
+        """Index of the next bar to step (bars stepped so far)."""
+        return int(self.g[enums.G_BAR]) + 1
+
+    @property
+    def day(self) -> int | None:
+        """UTC day number of the last bar stepped; None before the first."""
+        return None if self.g[enums.G_BAR] < 0 else int(self.g[enums.G_DAY])
 
     def step(self, day: int, o, h, l, c, v) -> np.ndarray:
-        """Process one closed bar (one value per column, or a scalar); returns its fills.
+        """Process one closed bar (one value per column, or a scalar); returns its fills
+        (a read-only view).
 
         A bar that ``framework.data.check_bar`` rejects (NaN or non-positive price, high/low
         not containing open/close, negative volume), or whose UTC day is before the previous
@@ -317,19 +344,30 @@ class BarStepper:
         """
         arrays = [np.ascontiguousarray(np.reshape(x, (1, -1)), dtype=np.float64) for x in (o, h, l, c, v)]
         problem = check_bar(*(a[0] for a in arrays))
-        if problem is None and day < self._day:
-            problem = f"its UTC day {day} is before the previous bar's ({self._day}); bars come in time order"
+        last_day = self.day
+        if problem is None and last_day is not None and day < last_day:
+            problem = f"its UTC day {day} is before the previous bar's ({last_day}); bars come in time order"
         if problem is not None:
             raise ValueError(f"bar {self.t} rejected, state unchanged: {problem}")
+        n = self._n_fills
+        if n + self._per_bar > len(self._fills):
+            self._reserve(2 * len(self._fills))
         m = self.kernels.bar_nb(
             self.t, 0, 0, day, *arrays, self.states, self.sp, self.intents,
-            self.g, self.cs, self.atr_s, self.vol_s, self.p, self._buf,
+            self.g, self.cs, self.atr_s, self.vol_s, self.p, self._fills[n:],
         )
-        self.t += 1
-        self._day = day
-        fills = self._buf[:m].copy()
-        self._fills.append(fills)
-        return fills
+        self._n_fills = n + m
+        return self._readonly(self._fills[n:n + m])
+
+    def _reserve(self, capacity: int) -> None:
+        grown = np.empty(max(capacity, self._n_fills + self._per_bar), dtype=enums.order_dt)
+        grown[:self._n_fills] = self._fills[:self._n_fills]
+        self._fills = grown
+
+    @staticmethod
+    def _readonly(view: np.ndarray) -> np.ndarray:
+        view.flags.writeable = False
+        return view
 
     def emergency_stop(self) -> None:
         """Raise the emergency stop (any driver may): like every risk limit it acts at the close
@@ -340,9 +378,9 @@ class BarStepper:
 
     @property
     def fills(self) -> np.ndarray:
-        if not self._fills:
-            return np.empty(0, dtype=enums.order_dt)
-        return np.concatenate(self._fills)
+        """Every fill so far, ``order_dt`` records in booking order (a read-only view: copy it
+        to change it)."""
+        return self._readonly(self._fills[:self._n_fills])
 
     @property
     def equity(self) -> float:
@@ -355,3 +393,112 @@ class BarStepper:
     @property
     def positions(self) -> np.ndarray:
         return self.cs[:, enums.C_POS].copy()
+
+    # --- snapshot / restore -------------------------------------------------------------------
+
+    def _strategy_id(self) -> str:
+        cls = type(self.strategy)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays that make up the run's state, by snapshot name."""
+        arrays = {f"strategy_state_{i}": a for i, a in enumerate(self.states)}
+        arrays.update(g=self.g, cs=self.cs, atr_s=self.atr_s, vol_s=self.vol_s)
+        return arrays
+
+    def snapshot(self) -> bytes:
+        """The whole state of the run as bytes (an ``.npz`` archive, no pickles): schema
+        version, strategy, its parameters and the simulator settings it runs with, strategy
+        and indicator states, simulator state (positions, pending orders, order sequence, risk
+        state, bar index and UTC day) and the fill records. ``restore`` reads it back."""
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            format=np.array(_SNAPSHOT_FORMAT),
+            schema=np.array(SNAPSHOT_SCHEMA, dtype=np.int64),
+            strategy=np.array(self._strategy_id()),
+            sp=self.sp,
+            p=self.p,
+            fills=self._fills[:self._n_fills],
+            **self._state_arrays(),
+        )
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        """Load a ``snapshot()`` into this stepper, which must run the same strategy class with
+        the same parameters, simulator settings and number of columns; stepping then continues
+        where the snapshot was taken.
+
+        Raises ``ValueError`` (and changes nothing) for bytes that are not a readable snapshot
+        (truncated, corrupted: the archive's checksums are verified), a schema version other
+        than ``SNAPSHOT_SCHEMA``, another strategy, parameters or settings, or arrays whose
+        shape or type differ from this stepper's.
+        """
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise TypeError(f"restore expects the bytes of BarStepper.snapshot(), got {type(blob).__name__}")
+        try:
+            with np.load(io.BytesIO(bytes(blob)), allow_pickle=False) as archive:
+                data = {name: archive[name] for name in archive.files}
+        except Exception as err:  # zipfile, numpy and OS errors alike: unreadable bytes
+            raise ValueError(f"not a readable BarStepper snapshot ({type(err).__name__}: {err})") from None
+        self._check_snapshot(data)
+        fills = data["fills"]
+        for name, live in self._state_arrays().items():
+            live[...] = data[name]
+        if len(fills) + self._per_bar > len(self._fills):
+            self._fills = np.empty(2 * (len(fills) + self._per_bar), dtype=enums.order_dt)
+        self._fills[:len(fills)] = fills
+        self._n_fills = len(fills)
+
+    def _check_snapshot(self, data: dict[str, np.ndarray]) -> None:
+        """Raise ``ValueError`` unless ``data`` is a snapshot this stepper can continue."""
+        def text(name: str) -> str | None:
+            a = data.get(name)
+            return str(a) if a is not None and a.shape == () and a.dtype.kind == "U" else None
+
+        if text("format") != _SNAPSHOT_FORMAT:
+            raise ValueError("not a BarStepper snapshot (no 'tradpal.BarStepper' format mark)")
+        schema = data.get("schema")
+        if schema is None or schema.shape != () or schema.dtype.kind != "i":
+            raise ValueError("BarStepper snapshot without a valid schema version; refusing to read it")
+        if int(schema) != SNAPSHOT_SCHEMA:
+            raise ValueError(
+                f"BarStepper snapshot has schema version {int(schema)}, this TradPal reads version "
+                f"{SNAPSHOT_SCHEMA} only; restore it with the TradPal version that wrote it"
+            )
+        if text("strategy") != self._strategy_id():
+            raise ValueError(
+                f"snapshot is of strategy {text('strategy')}, this stepper runs {self._strategy_id()}"
+            )
+        sp = data.get("sp")
+        if sp is None or sp.dtype != self.sp.dtype or sp.shape != self.sp.shape or sp.tobytes() != self.sp.tobytes():
+            names = list(type(self.strategy).param_spec())
+            theirs = (dict(zip(names, sp[0].tolist())) if sp is not None and sp.ndim == 2 and len(sp)
+                      and sp.shape[1] == len(names) else sp)
+            rows = "?" if sp is None or sp.ndim != 2 else sp.shape[0]
+            raise ValueError(
+                f"snapshot's strategy parameters {theirs} on {rows} column(s) differ from this "
+                f"stepper's {dict(zip(names, self.sp[0].tolist()))} on {self.sp.shape[0]}"
+            )
+        p = data.get("p")
+        if p is None or p.dtype != self.p.dtype or p.shape != self.p.shape:
+            raise ValueError(
+                f"snapshot's simulator settings vector has shape {None if p is None else p.shape}, "
+                f"this stepper's {self.p.shape}"
+            )
+        differ = [i for i in range(len(p)) if p[i:i + 1].tobytes() != self.p[i:i + 1].tobytes()]
+        if differ:
+            shown = ", ".join(f"{_SIM_PARAM_NAMES.get(i, i)}: {p[i]} vs {self.p[i]}" for i in differ)
+            raise ValueError(f"snapshot's simulator settings differ from this stepper's ({shown})")
+        expected = {**self._state_arrays(), "fills": self._fills[:0]}
+        extra = sorted(set(data) - set(expected) - {"format", "schema", "strategy", "sp", "p"})
+        if extra:
+            raise ValueError(f"snapshot holds arrays this stepper does not know: {', '.join(extra)}")
+        for name, live in expected.items():
+            a = data.get(name)
+            shape_ok = a is not None and (a.ndim == 1 if name == "fills" else a.shape == live.shape)
+            if a is None or a.dtype != live.dtype or not shape_ok:
+                raise ValueError(
+                    f"snapshot array {name!r} is {'missing' if a is None else f'{a.dtype} {a.shape}'}, "
+                    f"this stepper's is {live.dtype} {live.shape if name != 'fills' else '(n,)'}"
+                )

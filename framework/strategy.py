@@ -10,7 +10,13 @@ A strategy is one small class::
         init_nb = staticmethod(init_nb)      # njit (params) -> tuple of float64 state arrays
         decide_nb = staticmethod(decide_nb)  # bar_njit (state, o, h, l, c, v, pos, params, intent)
 
-``params`` inside the kernels is a float64 vector in the order the parameters are declared.
+``params`` inside the kernels is a float64 vector in the order the parameters are declared,
+read through module-level constants named after the parameters in upper case (``FAST, SLOW =
+0, 1`` beside the kernels, read as ``p[FAST]``). Class creation checks them against the
+declaration (see ``check_param_indices``): a constant at the wrong position, a declared
+parameter without its constant, or a kernel reading ``p[X]`` for an ``X`` that is no declared
+parameter (or a literal index past the last one) raises ``TypeError`` naming the mismatch, so a
+kernel never reads the wrong slot or memory past the vector.
 ``decide_nb`` sees one closed bar and the column's signed position quantity ``pos`` after that
 bar's fills, updates its indicator states and writes an intent (``framework.enums.INTENT_*``;
 the runner resets it to "no action, market order" before each call). Sizing, stops and risk
@@ -20,6 +26,7 @@ bar per column (see ``framework.runner``).
 
 from __future__ import annotations
 
+import dis
 import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -106,6 +113,10 @@ class Strategy:
     init_nb: ClassVar[Any]
     decide_nb: ClassVar[Any]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_param_indices(cls)
+
     def __init__(self, **params: Any) -> None:
         spec = self.param_spec()
         unknown = sorted(set(params) - set(spec))
@@ -175,3 +186,82 @@ class Strategy:
 
     def __hash__(self) -> int:
         return hash((type(self), tuple(self.params.items())))
+
+
+def _kernel_function(kernel: Any) -> Any:
+    """The Python function behind a numba dispatcher (or the function itself without JIT)."""
+    func = getattr(kernel, "py_func", kernel)
+    return func if hasattr(func, "__code__") and hasattr(func, "__globals__") else None
+
+
+def _param_reads(func: Any, arg: int) -> list[tuple[str, Any]]:
+    """Subscripts of the function's positional argument ``arg`` (the parameter vector) by a
+    global name or a literal: ``[("global", "FAST"), ("literal", 2)]``. Other index forms (a
+    computed index) are not listed: only what bytecode shows plainly is checked."""
+    code = func.__code__
+    if arg >= code.co_argcount:
+        return []
+    name = code.co_varnames[arg]
+    ins = [i for i in dis.get_instructions(func) if i.opname not in ("CACHE", "EXTENDED_ARG")]
+    reads = []
+    for a, b, op in zip(ins, ins[1:], ins[2:]):
+        is_subscr = op.opname == "BINARY_SUBSCR" or (op.opname == "BINARY_OP" and op.argrepr == "[]")
+        if not (is_subscr and a.opname == "LOAD_FAST" and a.argval == name):
+            continue
+        if b.opname == "LOAD_GLOBAL":
+            reads.append(("global", b.argval))
+        elif b.opname in ("LOAD_CONST", "LOAD_SMALL_INT") and isinstance(b.argval, int):
+            reads.append(("literal", b.argval))
+    return reads
+
+
+#: the kernels that receive the parameter vector, and its position among their arguments
+_PARAM_ARG = {"init_nb": 0, "decide_nb": 7}
+
+
+def check_param_indices(cls: type[Strategy]) -> None:
+    """Verify a strategy's parameter index constants against its declared parameters.
+
+    For each kernel (``init_nb``, ``decide_nb``), in the module that defines it: every declared
+    parameter ``name`` needs an integer constant ``NAME`` equal to its position in declaration
+    order (a strategy defined in a notebook or ``__main__`` may read literal indices instead);
+    every ``p[X]`` the kernel reads must name a declared parameter; a literal ``p[k]`` must be
+    within the vector. Raises ``TypeError`` naming the class, the constant, the expected and the
+    actual index. A class without kernels (an abstract base) is not checked.
+    """
+    spec = list(cls.param_spec())
+    order = f"declaration order: {', '.join(spec) or 'no parameters'}"
+    for attr, arg in _PARAM_ARG.items():
+        func = _kernel_function(getattr(cls, attr, None))
+        if func is None:
+            continue
+        namespace = func.__globals__
+        module = namespace.get("__name__", "?")
+        strict = module != "__main__" and "__file__" in namespace
+        for index, name in enumerate(spec):
+            const = name.upper()
+            if const not in namespace:
+                if strict:
+                    raise TypeError(
+                        f"{cls.__name__}: parameter '{name}' has no index constant {const} in "
+                        f"{module}, where {attr} is defined; declare {const} = {index} ({order})"
+                    )
+                continue
+            value = namespace[const]
+            if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)) or value != index:
+                raise TypeError(
+                    f"{cls.__name__}: index constant {const} in {module} is {value!r}, but parameter "
+                    f"'{name}' is at index {index} ({order}); set {const} = {index}"
+                )
+        upper = {name.upper() for name in spec}
+        for kind, index in _param_reads(func, arg):
+            if kind == "global" and index not in upper:
+                raise TypeError(
+                    f"{cls.__name__}.{attr} reads p[{index}], but {index} is not the upper-cased "
+                    f"name of a declared parameter ({order})"
+                )
+            if kind == "literal" and not 0 <= index < len(spec):
+                raise TypeError(
+                    f"{cls.__name__}.{attr} reads p[{index}], but the parameter vector has "
+                    f"{len(spec)} entries ({order}); valid indices are 0 to {len(spec) - 1}"
+                )

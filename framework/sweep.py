@@ -70,6 +70,8 @@ def sweep(
     *,
     chunk: int = 512,
     progress: bool | None = None,
+    ann_factor: float | None = None,
+    risk_free: float = 0.0,
     **settings: Any,
 ) -> pd.DataFrame:
     """Backtest every combination of ``grid`` over one instrument; one row of statistics each.
@@ -84,6 +86,7 @@ def sweep(
             a value outside a parameter's range raises.
         chunk: combinations per compiled call (the progress bar advances per chunk).
         progress: show a progress bar; default only when stderr is a terminal.
+        ann_factor, risk_free: bars per year and the annual risk-free rate, as in ``Backtest``.
         **settings: ``SimSettings`` shared by every combination (the strategy's
             ``sim_defaults`` first, as in ``Backtest``).
 
@@ -99,7 +102,7 @@ def sweep(
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     strategies = _combinations(cls, base, grid)
     # the backtest of the first combination validates the data and settings for all of them
-    bt = Backtest(strategies[0], data, **settings)
+    bt = Backtest(strategies[0], data, ann_factor=ann_factor, risk_free=risk_free, **settings)
     if len(bt.frames) != 1:
         raise ValueError(
             f"sweep runs one instrument, got {len(bt.frames)} ({', '.join(bt.frames)}); "
@@ -108,6 +111,7 @@ def sweep(
     sp = np.ascontiguousarray(np.stack([s.param_vector() for s in strategies]))
     simp = np.ascontiguousarray(np.tile(bt.settings.vector(bt.ann_factor), (len(strategies), 1)))
     prices = bt.kernel_prices()
+    rf_bar = metrics.risk_free_per_bar(bt.risk_free, bt.ann_factor)
     kernels = runner.drivers(cls)
     states = np.empty((len(strategies), metrics_nb.N_STATS_STATE))
     n_fills = np.empty(len(strategies), dtype=np.int64)
@@ -115,7 +119,7 @@ def sweep(
     with tqdm(total=len(strategies), unit="combination", desc=f"sweep {cls.label()}", disable=not show) as bar:
         for a in range(0, len(strategies), chunk):
             b = min(a + chunk, len(strategies))
-            states[a:b], n_fills[a:b] = kernels.sweep_nb(*prices, sp[a:b], simp[a:b], 0.0)
+            states[a:b], n_fills[a:b] = kernels.sweep_nb(*prices, sp[a:b], simp[a:b], rf_bar)
             bar.update(b - a)
 
     rows = []

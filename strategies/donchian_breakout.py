@@ -10,13 +10,13 @@ from framework.indicators_nb import donchian_init_nb, donchian_update_nb
 from framework.jit import bar_njit
 from framework.strategy import Param, Strategy
 
-ENTRY, EXIT = 0, 1
+ENTRY_WINDOW, EXIT_WINDOW = 0, 1
 PREV_ENTRY_UP, PREV_ENTRY_LO, PREV_EXIT_UP, PREV_EXIT_LO = 0, 1, 2, 3
 
 
 @njit(cache=True)
 def init_nb(p):
-    return (donchian_init_nb(int(p[ENTRY])), donchian_init_nb(int(p[EXIT])), np.full(4, np.nan))
+    return (donchian_init_nb(int(p[ENTRY_WINDOW])), donchian_init_nb(int(p[EXIT_WINDOW])), np.full(4, np.nan))
 
 
 @bar_njit

@@ -25,6 +25,8 @@ from framework.enums import (
 )
 from framework.strategy import Param, Strategy
 
+ORDER_TYPE, OFFSET, GAP = 0, 1, 2
+
 
 @njit(cache=True)
 def init_nb(p):
@@ -35,7 +37,7 @@ def init_nb(p):
 def decide_nb(state, o, h, l, c, v, pos, p, intent):
     code = int(v)
     action = code % 10
-    order_type = code // 10 if code >= 10 else int(p[0])
+    order_type = code // 10 if code >= 10 else int(p[ORDER_TYPE])
     direction = 0.0
     if action == 1:
         intent[INTENT_ACTION] = ACTION_LONG
@@ -46,11 +48,11 @@ def decide_nb(state, o, h, l, c, v, pos, p, intent):
     elif action == 2:
         intent[INTENT_ACTION] = ACTION_EXIT
     intent[INTENT_ORDER_TYPE] = order_type
-    if p[2] > 0.0:
+    if p[GAP] > 0.0:
         side = direction if order_type == ORDER_STOP else -direction
-        intent[INTENT_PRICE] = c * (1.0 + side * p[2])
+        intent[INTENT_PRICE] = c * (1.0 + side * p[GAP])
     else:
-        intent[INTENT_PRICE] = c * (1.0 + p[1])
+        intent[INTENT_PRICE] = c * (1.0 + p[OFFSET])
 
 
 class Scripted(Strategy):

@@ -118,3 +118,82 @@ def test_instruments_must_share_timestamps():
     b = generate_ohlcv(100, freq="1h", seed=2, start="2021-01-01")
     with pytest.raises(ValueError, match="different timestamps"):
         Backtest(SmaCross(), {"A": a, "B": b})
+
+
+# --- ann_factor and risk_free keywords; align_ohlcv output as data ------------------------------
+
+
+def test_ann_factor_overrides_the_bar_spacing_for_sharpe_and_volatility():
+    data = generate_ohlcv(500, freq="1D", seed=3)
+    res = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252).run()
+    assert res.ann_factor == 252.0
+    r = res.equity.to_numpy()[1:] / res.equity.to_numpy()[:-1] - 1.0  # returns by hand
+    assert res.stats["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(252), rel=1e-9)
+    assert res.stats["ann_volatility"] == pytest.approx(r.std(ddof=1) * np.sqrt(252), rel=1e-9)
+    b = res.benchmark[0].to_numpy()
+    rb = b[1:] / b[:-1] - 1.0
+    assert res.benchmark_stats["sharpe"] == pytest.approx(rb.mean() / rb.std(ddof=1) * np.sqrt(252), rel=1e-9)
+
+
+def test_ann_factor_reaches_volatility_target_sizing():
+    """Realised volatility scales with sqrt(bars per year), so the first vol-targeted entry
+    (sized on the initial cash) is sqrt(365 / 252) times larger with 252."""
+    data = generate_ohlcv(400, freq="1D", seed=6)
+    kw = dict(sizing="vol_target", size=0.2, fees=0.0)
+    q365 = Backtest(SmaCross(fast=5, slow=20), data, **kw).run().fills["qty"][0]
+    q252 = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252, **kw).run().fills["qty"][0]
+    assert q252 / q365 == pytest.approx(np.sqrt(365 / 252), rel=1e-9)
+
+
+def test_risk_free_is_subtracted_per_bar_in_sharpe_and_sortino():
+    data = generate_ohlcv(600, freq="1D", seed=8)
+    res = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252, risk_free=0.04).run()
+    equity = res.equity.to_numpy()
+    excess = equity[1:] / equity[:-1] - 1.0 - (1.04 ** (1 / 252) - 1.0)
+    assert res.stats["sharpe"] == pytest.approx(excess.mean() / excess.std(ddof=1) * np.sqrt(252), rel=1e-9)
+    downside = np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))
+    assert res.stats["sortino"] == pytest.approx(excess.mean() / downside * np.sqrt(252), rel=1e-9)
+    plain = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252).run()
+    assert res.stats["sharpe"] < plain.stats["sharpe"]  # the rate matters
+    np.testing.assert_array_equal(res.fills, plain.fills)  # ...for the statistics only
+
+
+@pytest.mark.parametrize("keyword, value, message", [
+    ("ann_factor", 0, "ann_factor must be a finite number > 0 .*got 0"),
+    ("ann_factor", -252.0, "ann_factor must be a finite number > 0 .*got -252.0"),
+    ("ann_factor", float("nan"), "ann_factor must be a finite number > 0 .*got nan"),
+    ("ann_factor", float("inf"), "ann_factor must be a finite number > 0 .*got inf"),
+    ("ann_factor", True, "ann_factor must be a finite number > 0 .*got True"),
+    ("ann_factor", "252", "ann_factor must be a finite number > 0 .*got '252'"),
+    ("risk_free", -1.0, r"risk_free must be a finite annual rate \(a fraction above -1, e.g. 0.04 for 4 %\), got -1.0"),
+    ("risk_free", float("nan"), "risk_free must be a finite annual rate .*got nan"),
+    ("risk_free", "4%", "risk_free must be a finite annual rate .*got '4%'"),
+])
+def test_bad_ann_factor_or_risk_free_names_the_keyword(keyword, value, message):
+    with pytest.raises(ValueError, match=message):
+        Backtest(SmaCross(), generate_ohlcv(100, seed=1), **{keyword: value})
+
+
+def test_align_ohlcv_output_is_accepted_as_instruments():
+    from framework.data import align_ohlcv
+
+    a = generate_ohlcv(300, freq="1h", seed=1)
+    b = generate_ohlcv(300, freq="1h", seed=2, start="2020-01-03")  # overlaps a's last 252 bars
+    aligned = align_ohlcv({"A": a, "B": b})
+    common = a.index.intersection(b.index)
+    expected = Backtest(SmaCross(fast=5, slow=20), {"A": a.loc[common], "B": b.loc[common]}).run()
+    for data in (aligned, aligned.swaplevel(axis=1)):  # (field, symbol) or (symbol, field)
+        res = Backtest(SmaCross(fast=5, slow=20), data).run()
+        assert res.columns == ["A", "B"] and res.index.equals(common)
+        np.testing.assert_array_equal(res.fills, expected.fills)
+        np.testing.assert_array_equal(res.group_equity, expected.group_equity)
+    assert len(expected.fills) > 4
+
+
+def test_multiindex_columns_without_ohlcv_fields_are_refused():
+    import pandas as pd
+
+    a = generate_ohlcv(50, freq="1h", seed=1)
+    frame = pd.concat({"A": a.rename(columns=str.upper)}, axis=1)
+    with pytest.raises(ValueError, match="one level of OHLCV field names"):
+        Backtest(SmaCross(), frame)

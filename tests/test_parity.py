@@ -59,7 +59,7 @@ def replay(bt: Backtest, emergency_at: int | None = None):
                 stepper.emergency_stop()
             stepper.step(day[t], *(a[t] for a in arrays))
             eq[t], ca[t], pos[t] = stepper.equity, stepper.cash, stepper.positions
-        f = stepper.fills
+        f = stepper.fills.copy()  # a read-only view of the stepper's records
         f["col"] += cols.index(group[0])  # a lone stepper numbers its columns from 0
         fills.append(f)
         positions.append(pos)

@@ -91,3 +91,90 @@ def test_bundled_strategies_declare_their_indicators(name):
             assert arg in cls.param_spec() or arg in ("open", "high", "low", "close", "volume"), (
                 f"{call}: {arg!r} is neither a parameter of {name} nor a price field"
             )
+
+
+# --- named parameters: index constants checked against the declaration at class creation ---------
+
+KERNELS = '''
+from numba import njit
+from framework.enums import ACTION_LONG, INTENT_ACTION
+from framework.indicators_nb import sma_init_nb
+from framework.strategy import Param, Strategy
+{constants}
+
+@njit
+def init_nb(p):
+    return (sma_init_nb(int(p[{first}])),)
+
+@njit
+def decide_nb(state, o, h, l, c, v, pos, p, intent):
+    if c > p[{second}]:
+        intent[INTENT_ACTION] = ACTION_LONG
+
+class Probe(Strategy):
+    window = Param(5, low=1, high=100)
+    level = Param(1.0, low=0.0, high=1e9)
+    init_nb = staticmethod(init_nb)
+    decide_nb = staticmethod(decide_nb)
+'''
+
+
+def import_source(path, source: str):
+    """Import ``source`` as a module from a file, as a strategy module is imported."""
+    import importlib.util
+
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"probe_{abs(hash((str(path), source)))}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_matching_index_constants_are_accepted(tmp_path):
+    module = import_source(tmp_path / "ok.py", KERNELS.format(
+        constants="WINDOW, LEVEL = 0, 1", first="WINDOW", second="LEVEL"))
+    assert module.Probe().param_vector().tolist() == [5.0, 1.0]
+
+
+@pytest.mark.parametrize("constants, first, second, message", [
+    ("WINDOW, LEVEL = 1, 0", "WINDOW", "LEVEL",
+     r"Probe: index constant WINDOW in probe_\d+ is 1, but parameter 'window' is at index 0 "
+     r"\(declaration order: window, level\); set WINDOW = 0"),
+    ("WINDOW = 0", "WINDOW", "WINDOW",
+     r"Probe: parameter 'level' has no index constant LEVEL in probe_\d+, where init_nb is "
+     r"defined; declare LEVEL = 1"),
+    ("WINDOW, LEVEL, THRESHOLD = 0, 1, 2", "WINDOW", "THRESHOLD",
+     r"Probe.decide_nb reads p\[THRESHOLD\], but THRESHOLD is not the upper-cased name of a "
+     r"declared parameter"),
+    ("WINDOW, LEVEL = 0, 1", "WINDOW", "2",
+     r"Probe.decide_nb reads p\[2\], but the parameter vector has 2 entries .*valid indices are 0 to 1"),
+    ("WINDOW, LEVEL = 0, 1.0", "WINDOW", "LEVEL", r"index constant LEVEL in probe_\d+ is 1.0"),
+])
+def test_mismatched_index_constants_raise_at_class_creation(tmp_path, constants, first, second, message):
+    with pytest.raises(TypeError, match=message):
+        import_source(tmp_path / "bad.py", KERNELS.format(constants=constants, first=first, second=second))
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_swapping_a_bundled_strategys_index_constants_is_caught(tmp_path, name):
+    """The bundled strategies pass the check, and the same source with its first two parameter
+    constants swapped (a parameter declared in a new order) is refused."""
+    import inspect
+
+    cls = STRATEGIES[name]
+    source = inspect.getsource(inspect.getmodule(cls))
+    a, b = (n.upper() for n in list(cls.param_spec())[:2])
+    assert import_source(tmp_path / "same.py", source)
+    swapped = source.replace("\n@njit", f"\n{a}, {b} = {b}, {a}\n\n@njit", 1)
+    with pytest.raises(TypeError, match=f"{cls.__name__}: index constant {a} in probe_\\d+ is 1, but parameter"):
+        import_source(tmp_path / "swapped.py", swapped)
+
+
+def test_notebook_strategy_may_read_literal_indices_within_the_vector():
+    """A class defined in ``__main__`` (a notebook cell) needs no constants, but a literal
+    index past the parameter vector is still refused."""
+    namespace = {"__name__": "__main__"}
+    exec(KERNELS.format(constants="", first="0", second="1"), namespace)
+    assert namespace["Probe"]().params == {"window": 5, "level": 1.0}
+    with pytest.raises(TypeError, match=r"Probe.init_nb reads p\[5\], but the parameter vector has 2 entries"):
+        exec(KERNELS.format(constants="", first="5", second="1"), {"__name__": "__main__"})

@@ -77,3 +77,12 @@ def test_sweep_takes_one_instrument():
         sweep("sma_cross", data, {"fast": [5]})
     with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
         sweep("sma_cross", data["A"], {"fast": [5]}, chunk=0)
+
+
+def test_ann_factor_and_risk_free_reach_every_combination():
+    data = generate_ohlcv(800, freq="1D", seed=4)
+    keywords = dict(ann_factor=252, risk_free=0.03)
+    table = sweep("sma_cross", data, {"fast": [5, 10], "slow": [20, 40]}, fees=0.001, **keywords)
+    assert_rows_match_backtests(table, SmaCross, data, dict(fees=0.001, **keywords))
+    plain = sweep("sma_cross", data, {"fast": [5, 10], "slow": [20, 40]}, fees=0.001)
+    assert (table["sharpe"] != plain["sharpe"]).all()
