@@ -128,7 +128,8 @@ ALL_CODES = [1, 2, 3, 11, 13, 21, 23]
 def ref_config(seed: int) -> tuple[dict, int]:
     """Random settings over every sizing mode, stop form and risk limit, and the instruments."""
     rng = np.random.default_rng(5000 + seed)
-    pick = lambda p: rng.random() < p
+    def pick(p):
+        return rng.random() < p
     sizing = str(rng.choice(["fraction", "cash", "risk", "vol_target"]))
     size = {"fraction": rng.uniform(0.2, 1.0), "cash": rng.uniform(500, 20_000),
             "risk": rng.uniform(0.005, 0.05), "vol_target": rng.uniform(0.1, 1.5)}[sizing]
@@ -286,7 +287,8 @@ def test_cash_group_fills_every_open_order_before_any_stop_of_the_bar():
         holder = [(100, 101, 99, 100, 1), (100, 101, 99, 100, 0), (100, 101, 94, 96, 0), (96, 97, 95, 96, 0)]
         newcomer = [(50, 51, 49, 50, 0), (50, 51, 49, 50, 1), (50, 51, 49, 50, 0), (50, 51, 49, 50, 0)]
         index = pd.date_range("2024-01-01", periods=4, freq="1D", tz="UTC", name="timestamp")
-        frame = lambda rows: pd.DataFrame(rows, index=index, columns=["open", "high", "low", "close", "volume"], dtype=float)
+        def frame(rows):
+            return pd.DataFrame(rows, index=index, columns=["open", "high", "low", "close", "volume"], dtype=float)
         data = {"holder": frame(holder), "newcomer": frame(newcomer)}
         if not first_stopped:
             data = dict(reversed(list(data.items())))

@@ -160,7 +160,8 @@ def oracle_trades(data: pd.DataFrame, signals, settings: dict) -> pd.DataFrame:
     allow_short = settings.get("allow_short", False)
     if not allow_short:
         long_exit = long_exit | short  # long only: a short signal closes the long
-    col = lambda a: a[:, None]
+    def col(a):
+        return a[:, None]
     prices = [data[f].to_numpy()[:, None] for f in ("open", "high", "low", "close")]
     model = run_model(
         *prices, col(long), col(short), col(long_exit), col(short_exit),
