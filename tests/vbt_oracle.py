@@ -134,7 +134,7 @@ def run_model(
     amounts = np.full((2 * n, k), np.inf)
     slip = np.full((2 * n, k), float(slippage))
     group_of = np.zeros(k, dtype=np.int64) if cash_sharing else np.arange(k)
-    for runs in range(1, MAX_RUNS + 1):
+    for runs in range(1, MAX_RUNS + 1):  # noqa: B007 (reported in the result)
         pf = vbt.Portfolio.from_signals(size=amounts.copy(), slippage=slip.copy(), **common)
         value = np.asarray(pf.value()).reshape(2 * n, -1)  # per group (or column)
         orders = pf.orders.values
