@@ -44,6 +44,7 @@ REASON_MAX_DRAWDOWN = 4
 REASON_DAILY_LOSS = 5
 REASON_EMERGENCY = 6
 REASON_END = 7  # position still open at the last bar (trades only; no fill)
+REASON_LIQUIDATION = 8  # the group's equity fell below the maintenance margin
 REASON_NAMES = (
     "signal",
     "stop_loss",
@@ -53,6 +54,7 @@ REASON_NAMES = (
     "daily_loss",
     "emergency_stop",
     "open_at_end",
+    "liquidation",
 )
 
 # --- simulation parameters (one float64 vector per cash group) -------------------------------
@@ -79,7 +81,8 @@ P_MAX_POS_NOTIONAL = 19  # cash units per position
 P_MAX_EXPOSURE = 20  # sum of |position notional| / equity across the group
 P_COOLDOWN_BARS = 21  # bars without entries after a stop-out in that column
 P_MAX_POSITIONS = 22  # open positions at once across the group
-N_SIM_PARAMS = 23
+P_MAINT_MARGIN = 23  # fraction of gross notional the group's equity must keep; below it: liquidation
+N_SIM_PARAMS = 24
 
 # --- group state (one float64 vector per cash group) -----------------------------------------
 G_CASH = 0

@@ -34,13 +34,18 @@ Conventions
   * support_resistance ignores the missing bar's prices (no pivot can be formed or confirmed
     with it inside the pivot's window) and keeps its levels.
 
-- Rolling means and variances come from Neumaier-compensated running sums and a Welford-style
-  M2 over the valid values of the window. When every value in the window is the same number the
-  mean is that number exactly and the variance exactly 0 (tracked with a run counter, as pandas
-  does), so flat data gives flat outputs rather than rounding noise. The running M2 carries
-  rounding of the order of eps times the variance of recent windows, so a window far calmer
-  than its neighbours gets fewer correct digits than a two-pass std would give (about 1e-11 of
-  the typical std in the tests).
+- Rolling means come from Neumaier-compensated running sums over the valid values of the
+  window. Rolling variances (bbands, zscore, realized_vol) come from compensated running sums of
+  d = x - shift and d * d, where the shift is one of the window's values close to its mean and
+  is re-centred (an O(window) recomputation from the ring buffer) whenever the mean drifts more
+  than 4 standard deviations away from it. Every value leaves the sums exactly as it entered
+  them, so nothing accumulates with the length of the history, and the cancellation in
+  sum(d * d) - sum(d)^2 / n is bounded whatever the price level: the variance is within about
+  50 eps of its own value, the std within about 6e-15 of itself (tested to 1e-12 against an
+  exact two-pass std on long, high-level and calm-after-volatile series). Re-centring takes about one
+  recomputation every few windows on market data: amortised O(1). When every value in the window
+  is the same number the mean is that number exactly and the variance exactly 0 (tracked with a
+  run counter, as pandas does), so flat data gives flat outputs rather than rounding noise.
 - EMA and Wilder smoothing are one recursion ``v += alpha * (x - v)`` seeded with the simple
   mean of the first ``n`` values (the TA-Lib / Wilder convention): alpha = 2 / (n + 1) for the
   EMA, 1 / n for Wilder (RSI, ATR, ADX).
@@ -59,7 +64,7 @@ import math
 import numpy as np
 from numba import njit
 
-from framework.jit import bar_njit
+from framework.jit import bar_njit, bar_njit_inline
 
 NAN = np.nan
 
@@ -90,6 +95,17 @@ def _nsum_add(s, i, x):
         s[i + 1] += (acc - t) + x
     else:
         s[i + 1] += (x - t) + acc
+    s[i] = t
+
+
+@bar_njit
+def _tsum_add(s, i, x):
+    """Compensated ``s[i] += x`` like ``_nsum_add`` but branch-free (Knuth's TwoSum), for the
+    shifted sums of a variance window, whose terms are as often larger than the sum as not."""
+    acc = s[i]
+    t = acc + x
+    xp = t - acc
+    s[i + 1] += (acc - (t - xp)) + (x - xp)
     s[i] = t
 
 
@@ -135,11 +151,20 @@ def _ring_oldest(s, o):
     return s[o + _RING_HDR + int(s[o + 2])]
 
 
-# --- rolling window: [len, n_valid, n_bad, sum, sum_comp, m2, last, run, var] + ring[n] -------
-# ``var`` = 1 keeps the M2 for a variance; a mean-only window (SMA, WMA, stoch %D, VWAP) skips
-# it and its divisions, which are most of an SMA update's cost.
-_W_VALID, _W_BAD, _W_SUM, _W_M2, _W_LAST, _W_RUN, _W_VAR = 1, 2, 3, 5, 6, 7, 8
-_W_HDR = 9
+# --- rolling window: [len, n_valid, n_bad, sum, sum_comp, sq, sq_comp, shift, last, run]
+#     + ring[n] -------------------------------------------------------------------------------
+# Two kinds share the layout. A mean-only window (SMA, WMA, stoch %D, VWAP; ``_win_*``) keeps
+# the compensated sum of its values. A variance window (bbands, zscore, realized_vol;
+# ``_vwin_*``) keeps compensated sums of d = x - shift and of d * d instead: the same d (and
+# d * d) that entered the sums leaves them, so they stay the window's sums to the last bit
+# however long the history, and the only loss is the cancellation in sq - sum^2 / n: the
+# variance is within about (2 + 3 (mean - shift)^2 / var) eps of itself. ``_vwin_anchor`` moves
+# the shift to the window value nearest the mean (O(n)) when (mean - shift)^2 > _ANCHOR_RATIO *
+# var, which caps that at 50 eps (the std within 25 eps, 6e-15, of itself) at any price level,
+# however calm a window is after volatile ones.
+_W_VALID, _W_BAD, _W_SUM, _W_SQ, _W_SHIFT, _W_LAST, _W_RUN = 1, 2, 3, 5, 7, 8, 9
+_W_HDR = 10
+_ANCHOR_RATIO = 16.0
 
 
 @bar_njit
@@ -148,69 +173,107 @@ def _win_size(n):
 
 
 @bar_njit
-def _win_init(s, o, n, var):
+def _win_init(s, o, n):
+    """A rolling window of ``n`` values at offset ``o`` (either kind)."""
     s[o] = _win_size(n)
     s[o + 1 : o + _W_HDR] = 0.0
     s[o + _W_LAST] = NAN
-    s[o + _W_VAR] = 1.0 if var else 0.0
     _ring_init(s, o + _W_HDR, n)
 
 
 @bar_njit
-def _win_mean_valid(s, o):
-    return (s[o + _W_SUM] + s[o + _W_SUM + 1]) / s[o + _W_VALID]
+def _win_clear_sums(s, o):
+    s[o + _W_SUM : o + _W_SHIFT] = 0.0
 
 
 @bar_njit
-def _win_remove(s, o, y):
-    if not math.isfinite(y):
-        s[o + _W_BAD] -= 1.0
-        return
-    var = s[o + _W_VAR] != 0.0
-    mean_old = _win_mean_valid(s, o) if var else NAN
-    _nsum_add(s, o + _W_SUM, -y)
-    s[o + _W_VALID] -= 1.0
-    if s[o + _W_VALID] == 0.0:
-        # empty window: restart from exact zeros instead of carrying rounding residue
-        s[o + _W_SUM] = 0.0
-        s[o + _W_SUM + 1] = 0.0
-        s[o + _W_M2] = 0.0
-    elif not var:
-        return
-    elif s[o + _W_VALID] == 1.0:
-        s[o + _W_M2] = 0.0  # likewise: one value has no spread (makes window 2 exact)
-    else:
-        s[o + _W_M2] -= (y - mean_old) * (y - _win_mean_valid(s, o))
-
-
-@bar_njit
-def _win_add(s, o, x):
+def _win_track(s, o, x):
+    """Count a value entering the window: valid/missing counts, last value and its run."""
     if not math.isfinite(x):
         s[o + _W_BAD] += 1.0
         s[o + _W_LAST] = NAN
         s[o + _W_RUN] = 0.0
-        return
-    var = s[o + _W_VAR] != 0.0
-    mean_old = x
-    if var and s[o + _W_VALID] > 0.0:
-        mean_old = _win_mean_valid(s, o)
-    _nsum_add(s, o + _W_SUM, x)
+        return False
     s[o + _W_VALID] += 1.0
-    if var:
-        s[o + _W_M2] += (x - mean_old) * (x - _win_mean_valid(s, o))
     s[o + _W_RUN] = s[o + _W_RUN] + 1.0 if x == s[o + _W_LAST] else 1.0
     s[o + _W_LAST] = x
+    return True
+
+
+@bar_njit
+def _win_untrack(s, o, y):
+    """Count a value leaving the window; False if it was missing or the window is now empty
+    (then the sums restart from exact zeros instead of carrying rounding residue)."""
+    if not math.isfinite(y):
+        s[o + _W_BAD] -= 1.0
+        return False
+    s[o + _W_VALID] -= 1.0
+    if s[o + _W_VALID] == 0.0:
+        _win_clear_sums(s, o)
+        return False
+    return True
 
 
 @bar_njit
 def _win_push(s, o, x):
-    """Slide the window by one value (non-finite values count as missing)."""
+    """Slide a mean-only window by one value (non-finite values count as missing)."""
     r = o + _W_HDR
     full = _ring_full(s, r)
     old = _ring_push(s, r, x)
-    if full:
-        _win_remove(s, o, old)
-    _win_add(s, o, x)
+    if full and _win_untrack(s, o, old):
+        _nsum_add(s, o + _W_SUM, -old)
+    if _win_track(s, o, x):
+        _nsum_add(s, o + _W_SUM, x)
+
+
+@bar_njit
+def _vwin_anchor(s, o):
+    """Move a variance window's shift to the valid value nearest its mean and recompute the
+    sums from the ring: O(n), run only when the mean has drifted far from the shift.
+
+    Some value lies within one std of the mean, so the new shift meets the anchoring rule at
+    once; being one of the values, it leaves a flat window's sums exactly 0.
+    """
+    if s[o + _W_VALID] == 0.0:
+        return
+    mean = s[o + _W_SHIFT] + (s[o + _W_SUM] + s[o + _W_SUM + 1]) / s[o + _W_VALID]
+    _win_clear_sums(s, o)
+    v0 = o + _W_HDR + _RING_HDR
+    cap = int(s[o + _W_HDR + 1])
+    shift = NAN
+    for i in range(cap):  # slots not filled yet hold NaN
+        x = s[v0 + i]
+        if math.isfinite(x) and not (abs(x - mean) >= abs(shift - mean)):  # a NaN shift takes x
+            shift = x
+    s[o + _W_SHIFT] = shift
+    for i in range(cap):
+        x = s[v0 + i]
+        if math.isfinite(x):
+            d = x - shift
+            _tsum_add(s, o + _W_SUM, d)
+            _tsum_add(s, o + _W_SQ, d * d)
+
+
+# inlined at numba-IR level: as a call of its own, the rare call to _vwin_anchor inside it made
+# every bbands update about twice as slow
+@bar_njit_inline
+def _vwin_push(s, o, x):
+    """Slide a variance window by one value (non-finite values count as missing)."""
+    r = o + _W_HDR
+    full = _ring_full(s, r)
+    old = _ring_push(s, r, x)
+    if full and _win_untrack(s, o, old):
+        d = old - s[o + _W_SHIFT]
+        _tsum_add(s, o + _W_SUM, -d)
+        _tsum_add(s, o + _W_SQ, -(d * d))
+    if _win_track(s, o, x):
+        d = x - s[o + _W_SHIFT]
+        _tsum_add(s, o + _W_SUM, d)
+        _tsum_add(s, o + _W_SQ, d * d)
+    # re-anchor when (mean - shift)^2 > R * var, that is sum^2 * (1 + R) > R * n * sq
+    d = s[o + _W_SUM] + s[o + _W_SUM + 1]
+    if d * d * (1.0 + _ANCHOR_RATIO) > _ANCHOR_RATIO * s[o + _W_VALID] * (s[o + _W_SQ] + s[o + _W_SQ + 1]):
+        _vwin_anchor(s, o)
 
 
 @bar_njit
@@ -232,24 +295,35 @@ def _win_flat(s, o):
 
 @bar_njit
 def _win_sum(s, o):
-    """Sum of the valid values in the window (missing ones count as 0)."""
+    """Sum of the valid values in a mean-only window (missing ones count as 0)."""
     return s[o + _W_SUM] + s[o + _W_SUM + 1]
 
 
 @bar_njit
 def _win_mean(s, o):
-    """Mean of a ready window."""
+    """Mean of a ready mean-only window."""
     if _win_flat(s, o):
         return s[o + _W_LAST]
     return _win_sum(s, o) / _win_n(s, o)
 
 
 @bar_njit
-def _win_var(s, o, ddof):
-    """Variance of a ready window (ddof 0: population, 1: sample)."""
+def _vwin_mean(s, o):
+    """Mean of a ready variance window."""
+    if _win_flat(s, o):
+        return s[o + _W_LAST]
+    return s[o + _W_SHIFT] + (s[o + _W_SUM] + s[o + _W_SUM + 1]) / _win_n(s, o)
+
+
+@bar_njit
+def _vwin_var(s, o, ddof):
+    """Variance of a ready variance window (ddof 0: population, 1: sample)."""
     if _win_flat(s, o):
         return 0.0
-    return max(s[o + _W_M2], 0.0) / (_win_n(s, o) - ddof)
+    n = _win_n(s, o)
+    d = s[o + _W_SUM] + s[o + _W_SUM + 1]
+    m2 = (s[o + _W_SQ] + s[o + _W_SQ + 1]) - d * d / n
+    return max(m2, 0.0) / (n - ddof)
 
 
 # --- rolling extreme: [len, n, sign, t, head, size, last_bad] + vals[n] + idx[n] ----------------
@@ -367,7 +441,7 @@ def _finite3(a, b, c):
 def sma_init_nb(window):
     n = _as_window(window, 1)
     s = np.empty(_win_size(n))
-    _win_init(s, 0, n, False)
+    _win_init(s, 0, n)
     return s
 
 
@@ -427,7 +501,7 @@ def wma_init_nb(window):
     s = np.empty(_WMA_WIN + _win_size(n))
     s[_WMA_W] = 0.0
     s[_WMA_W + 1] = 0.0
-    _win_init(s, _WMA_WIN, n, False)
+    _win_init(s, _WMA_WIN, n)
     return s
 
 
@@ -556,7 +630,7 @@ def stoch_init_nb(k_window, d_window):
     s = np.empty(2 * _ext_size(nk) + _win_size(nd))
     _ext_init(s, 0, nk, 1.0)
     _ext_init(s, _ext_size(nk), nk, -1.0)
-    _win_init(s, 2 * _ext_size(nk), nd, False)
+    _win_init(s, 2 * _ext_size(nk), nd)
     return s
 
 
@@ -603,7 +677,7 @@ def bbands_init_nb(window, k):
         raise ValueError("bbands: k must be a finite number > 0")
     s = np.empty(1 + _win_size(n))
     s[0] = k
-    _win_init(s, 1, n, True)
+    _win_init(s, 1, n)
     return s
 
 
@@ -615,11 +689,11 @@ def bbands_update_nb(state, close):
     (NaN when the bands coincide), bandwidth = (upper - lower) / mid as a fraction (NaN if
     mid == 0). Warm-up: window - 1.
     """
-    _win_push(state, 1, close)
+    _vwin_push(state, 1, close)
     if not _win_ready(state, 1):
         return NAN, NAN, NAN, NAN, NAN
-    mid = _win_mean(state, 1)
-    dev = state[0] * math.sqrt(_win_var(state, 1, 0))
+    mid = _vwin_mean(state, 1)
+    dev = state[0] * math.sqrt(_vwin_var(state, 1, 0))
     upper = mid + dev
     lower = mid - dev
     width = upper - lower
@@ -642,7 +716,7 @@ def bbands_nb(close, window, k):
 def zscore_init_nb(window):
     n = _as_window(window, 2)  # the std of one value is always 0
     s = np.empty(_win_size(n))
-    _win_init(s, 0, n, True)
+    _win_init(s, 0, n)
     return s
 
 
@@ -652,13 +726,13 @@ def zscore_update_nb(state, x):
 
     Warm-up: window - 1.
     """
-    _win_push(state, 0, x)
+    _vwin_push(state, 0, x)
     if not _win_ready(state, 0):
         return NAN
-    sd = math.sqrt(_win_var(state, 0, 0))
+    sd = math.sqrt(_vwin_var(state, 0, 0))
     if sd == 0.0:
         return NAN
-    return (x - _win_mean(state, 0)) / sd
+    return (x - _vwin_mean(state, 0)) / sd
 
 
 @njit(cache=True)
@@ -733,7 +807,7 @@ def realized_vol_init_nb(window, ann_factor):
     s = np.empty(2 + _win_size(n))
     s[0] = math.sqrt(ann_factor)
     s[1] = NAN
-    _win_init(s, 2, n, True)
+    _win_init(s, 2, n)
     return s
 
 
@@ -749,10 +823,10 @@ def realized_vol_update_nb(state, close):
     ok = math.isfinite(close) and close > 0.0
     r = math.log(close / prev) if ok and math.isfinite(prev) else NAN
     state[1] = close if ok else NAN
-    _win_push(state, 2, r)
+    _vwin_push(state, 2, r)
     if not _win_ready(state, 2):
         return NAN
-    return math.sqrt(_win_var(state, 2, 1)) * state[0]
+    return math.sqrt(_vwin_var(state, 2, 1)) * state[0]
 
 
 @njit(cache=True)
@@ -985,8 +1059,8 @@ def obv_nb(close, volume):
 def vwap_init_nb(window):
     n = _as_window(window, 1)
     s = np.empty(2 * _win_size(n))
-    _win_init(s, 0, n, False)
-    _win_init(s, _win_size(n), n, False)
+    _win_init(s, 0, n)
+    _win_init(s, _win_size(n), n)
     return s
 
 

@@ -44,6 +44,8 @@ class SimSettings:
     cooldown_bars: int | None = None
     max_positions: int | None = None
     cash_sharing: bool = False  # several instruments: one cash pool (a portfolio)
+    # liquidate a position when equity < maintenance_margin * gross notional (README "Fill semantics")
+    maintenance_margin: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive("init_cash", self.init_cash)
@@ -90,6 +92,12 @@ class SimSettings:
                 _check_window(name, value)
         if self.cooldown_bars is not None:
             _check_window("cooldown_bars", self.cooldown_bars, minimum=0)
+        if self.maintenance_margin is not None:
+            _check_range(
+                "maintenance_margin", self.maintenance_margin, 0.0, 1.0,
+                "a fraction of the gross position notional, 0.05 means 5 %; 0 liquidates at zero equity",
+                hi_open=True,
+            )
         if self.sl_pct is not None and self.sl_atr is not None:
             raise ValueError("give either sl_pct or sl_atr, not both")
         if self.tp_pct is not None and self.tp_atr is not None:
@@ -148,6 +156,7 @@ class SimSettings:
         p[enums.P_MAX_EXPOSURE] = opt(self.max_exposure)
         p[enums.P_COOLDOWN_BARS] = opt(self.cooldown_bars)
         p[enums.P_MAX_POSITIONS] = opt(self.max_positions)
+        p[enums.P_MAINT_MARGIN] = opt(self.maintenance_margin)
         return p
 
     def as_dict(self) -> dict[str, Any]:

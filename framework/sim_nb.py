@@ -5,8 +5,9 @@ closed bar; the strategy decides between the two, so it can see its position:
 
 1. at the bar's open: fill the orders decided at the previous close (market at the open plus
    slippage; limit and stop orders against the bar's high/low, at the open when it gaps through);
-2. inside the bar: stop-loss, trailing stop and take-profit of open positions (stop-loss first
-   when both are touched, at the open when the bar gaps through);
+2. inside the bar: stop-loss, trailing stop, liquidation (maintenance margin) and take-profit of
+   open positions (the stops first when a stop and the target are touched, at the open when the
+   bar gaps through);
 3. at the bar's close: mark to market, update the simulator's ATR and realised volatility,
    enforce the risk limits (emergency stop, max-drawdown halt, daily loss limit);
 4. turn the strategy's intents for this bar into orders for the next bar's open: sizing,
@@ -73,6 +74,7 @@ from framework.enums import (
     P_DAILY_LOSS,
     P_FEES,
     P_INIT_CASH,
+    P_MAINT_MARGIN,
     P_MAX_DRAWDOWN,
     P_MAX_EXPOSURE,
     P_MAX_POS_NOTIONAL,
@@ -91,6 +93,7 @@ from framework.enums import (
     REASON_DAILY_LOSS,
     REASON_EMERGENCY,
     REASON_END,
+    REASON_LIQUIDATION,
     REASON_MAX_DRAWDOWN,
     REASON_SIGNAL,
     REASON_STOP_LOSS,
@@ -299,8 +302,30 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, n, col0):
 
 
 @bar_njit
+def _liquidation_level(g, cs, j, m):
+    """Price of column j's instrument at which the group's equity would fall below ``m`` times
+    the gross notional of its positions, the others marked at their last close: above the price
+    for a short, below it for a long; NaN when no positive price gets there (a long paid from
+    cash, with no losing short beside it)."""
+    a = g[G_CASH]  # equity without column j's position ...
+    b = 0.0  # ... and the gross notional of the others
+    for i in range(cs.shape[0]):
+        q = cs[i, C_POS]
+        if i != j and q != 0.0:
+            a += q * cs[i, C_LAST_CLOSE]
+            b += abs(q) * cs[i, C_LAST_CLOSE]
+    q = cs[j, C_POS]
+    # solve a + q * P = m * (b + |q| * P) for P
+    if q < 0.0:
+        return (a - m * b) / (-q * (1.0 + m))  # <= 0: breached at any price, i.e. at the open
+    level = (m * b - a) / (q * (1.0 - m))
+    return level if level > 0.0 else np.nan
+
+
+@bar_njit
 def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
-    """Stop-loss, trailing stop and take-profit inside the bar; stop first when both touch."""
+    """Stop-loss, trailing stop, liquidation and take-profit inside the bar; the stops first
+    when a stop and the target both touch."""
     pos = cs[j, C_POS]
     if pos == 0.0:
         return n
@@ -321,6 +346,13 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, n, col0):
         if np.isnan(stop) or (level - stop) * d > 0.0:
             stop = level
             stop_reason = REASON_TRAILING_STOP
+    if not np.isnan(p[P_MAINT_MARGIN]):
+        # the maintenance margin acts as one more stop, at the liquidation price; the position's
+        # own stops bind when they are at least as tight
+        level = _liquidation_level(g, cs, j, p[P_MAINT_MARGIN])
+        if not np.isnan(level) and (np.isnan(stop) or (level - stop) * d > 0.0):
+            stop = level
+            stop_reason = REASON_LIQUIDATION
     if not np.isnan(stop):
         hit = np.nan
         if (first - stop) * d <= 0.0:

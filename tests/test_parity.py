@@ -16,6 +16,7 @@ from framework.enums import (
     ORDER_STOP,
     REASON_DAILY_LOSS,
     REASON_EMERGENCY,
+    REASON_LIQUIDATION,
     REASON_MAX_DRAWDOWN,
     REASON_SIGNAL,
     REASON_STOP_LOSS,
@@ -224,9 +225,9 @@ def test_replay_parity_trailing_stops(trail):
         assert np.any((mine["exit_price"] - mine["entry_price"]) * direction > 0), direction
 
 
-def risk_limit_case(limit, seed, n_assets=1, **settings):
+def risk_limit_case(limit, seed, n_assets=1, freq="1h", **settings):
     """(result with the limit, result without it) on the same scripted bars."""
-    data = scripted_data(3000, n_assets, seed=seed, codes=([0, LONG, EXIT, SHORT], [0.76, 0.1, 0.04, 0.1]))
+    data = scripted_data(3000, n_assets, seed=seed, codes=([0, LONG, EXIT, SHORT], [0.76, 0.1, 0.04, 0.1]), freq=freq)
     settings = dict(allow_short=True, **settings)
     limited = assert_replay_parity(Backtest(Scripted(), data, **settings, **limit))
     free = Backtest(Scripted(), data, **settings).run()
@@ -281,6 +282,20 @@ def test_replay_parity_cooldown_after_stop_out():
     blocked, stops = entries_in_cooldown(result)
     assert stops > 10 and blocked == 0
     assert entries_in_cooldown(free)[0] > 0
+
+
+@pytest.mark.parametrize("n_assets", [1, 3])
+def test_replay_parity_maintenance_margin_liquidations(n_assets):
+    group = {"cash_sharing": True, "size": 0.5} if n_assets > 1 else {}
+    # daily bars move enough for a 90 % margin to bite (a lone all-in short at +5 %)
+    result, free = risk_limit_case({"maintenance_margin": 0.9}, seed=21, n_assets=n_assets, freq="1D", **group)
+    f = result.fills
+    liquidated = f[f["reason"] == REASON_LIQUIDATION]
+    assert len(liquidated) > 20
+    # shorts are bought back; a lone all-in long is paid from cash and never liquidated, but in a
+    # group the shorts beside a long can take the equity below the margin, and a long is sold
+    assert set(liquidated["side"]) == ({1} if n_assets == 1 else {1, -1})
+    assert not np.any(free.fills["reason"] == REASON_LIQUIDATION)
 
 
 @pytest.mark.parametrize("cash_sharing", [True, False])
@@ -358,6 +373,7 @@ SIM_SETTINGS = st.fixed_dictionaries(
         "cooldown_bars": _maybe(st.integers(1, 8)),
         "max_exposure": _maybe(st.sampled_from([0.5, 1.0])),
         "max_positions": _maybe(st.integers(1, 2)),
+        "maintenance_margin": _maybe(st.sampled_from([0.0, 0.5, 0.9])),
     }
 )
 SIZES = {"fraction": 0.4, "cash": 2_000.0, "risk": 0.01, "vol_target": 0.5}

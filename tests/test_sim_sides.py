@@ -520,3 +520,103 @@ def test_limit_entry_at_a_gapped_open_still_checks_its_target_in_the_entry_bar()
     res = run(rows, strategy=Scripted(order_type=1, offset=0.0), fees=0.0, tp_pct=0.05)
     t = only_trade(res)
     assert (t["entry_price"], t["exit_time"], t["exit_price"]) == (98.0, res.equity.index[1], close_to(98 * 1.05))
+
+
+# ---------------------------------------------------------------------------------------------
+# negative equity and the maintenance margin
+# ---------------------------------------------------------------------------------------------
+
+# an all-in short at 100, then the price runs to 250 (each bar opens at the last close)
+RUN_UP = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, 0), (100, 130, 100, 130, 0),
+          (130, 170, 130, 170, 0), (170, 210, 170, 210, 0), (210, 250, 210, 250, EXIT),
+          (250, 251, 249, 250, LONG), (250, 251, 249, 250, 0)]
+
+
+def test_without_a_maintenance_margin_a_short_takes_equity_below_zero():
+    """The documented behaviour when nothing liquidates: equity goes negative and stays there,
+    and no entry can be sized from it."""
+    fees = 0.001
+    res = run(RUN_UP, allow_short=True, init_cash=10_000.0, fees=fees)
+    qty = 10_000 / (100 * (1 + fees))
+    cash = 10_000 + qty * 100 * (1 - fees)  # = 200 * qty: proceeds plus the margin
+    assert res.equity.iloc[5] == close_to(cash - qty * 250)  # -4,995 at the close of 250
+    final = cash - qty * 250 * (1 + fees)  # bought back at 250: -5,020
+    assert final < -5000 and res.cash.iloc[-1] == close_to(final)
+    # the long decided at bar 6 is refused: a fraction of negative equity is no order
+    assert res.orders["side"].tolist() == ["sell", "buy"]
+    assert res.trades.iloc[0]["exit_reason"] == "signal"
+
+
+@pytest.mark.parametrize("slip", [0.0, 0.001])
+def test_maintenance_margin_liquidates_a_short_at_the_liquidation_price(slip):
+    fees, m = 0.001, 0.05
+    res = run(RUN_UP, allow_short=True, init_cash=10_000.0, fees=fees, slippage=slip, maintenance_margin=m)
+    entry = 100 * (1 - slip)
+    qty = 10_000 / (entry * (1 + fees))
+    cash = 10_000 + qty * entry * (1 - fees)
+    # equity cash - qty * P falls below m * qty * P at P = cash / (qty * (1 + m)): 190.48 without
+    # slippage; bar 4 (170 -> 210) reaches it inside the bar
+    level = cash / (qty * (1 + m))
+    assert 170 < level < 210
+    o = res.orders
+    assert o["side"].tolist() == ["sell", "buy", "buy"]  # the long decided at bar 6 fills again
+    liq = o.iloc[1]
+    assert (liq["reason"], liq["order_type"], liq["time"]) == ("liquidation", "stop", res.index[4])
+    assert liq["price"] == close_to(level * (1 + slip))  # a stop's fill: slippage against the trader
+    assert liq["qty"] == close_to(qty)
+    after = cash - qty * level * (1 + slip) * (1 + fees)
+    assert res.cash.iloc[4] == close_to(after) and res.equity.iloc[4] == close_to(after)
+    assert after == close_to(qty * level * (m - slip - fees - slip * fees))  # what the margin leaves
+    assert (res.equity >= 0).all()
+    t = res.trades.iloc[0]
+    assert (t["side"], t["exit_reason"], t["exit_price"]) == ("short", "liquidation", close_to(level * (1 + slip)))
+
+
+def test_a_gap_through_the_liquidation_price_fills_at_the_open():
+    fees, m = 0.001, 0.05
+    rows = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, 0), (220, 230, 215, 225, 0), FLAT]
+    res = run(rows, allow_short=True, init_cash=10_000.0, fees=fees, maintenance_margin=m)
+    qty = 10_000 / (100 * (1 + fees))
+    liq = res.orders.iloc[1]
+    assert (liq["reason"], liq["price"], liq["time"]) == ("liquidation", 220.0, res.index[2])
+    # beyond the bankruptcy price (200) nothing covers the rest: equity ends below zero
+    final = qty * (200 - 220 * (1 + fees))
+    assert final < 0 and res.cash.iloc[-1] == close_to(final)
+
+
+def test_tighter_stop_loss_binds_before_the_liquidation_price():
+    res = run(RUN_UP, allow_short=True, init_cash=10_000.0, fees=0.0, sl_pct=0.2, maintenance_margin=0.05)
+    stop = res.orders.iloc[1]
+    assert (stop["reason"], stop["price"], stop["time"]) == ("stop_loss", close_to(120.0), res.index[2])
+
+
+def test_liquidation_price_counts_the_other_positions_of_a_cash_sharing_group():
+    # A long 50 and B short 50 at 100 (size 0.5, no fees): cash 10,000. With A marked at 80,
+    # B's equity 10,000 + 50 * 80 - 50 * P falls below 0.1 * (50 * 80 + 50 * P) at
+    # P = (14,000 - 400) / (50 * 1.1) = 247.27 (it would be 263.64 with A still at 100)
+    a = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 79, 80, 0), (80, 81, 79, 80, 0), (80, 81, 79, 80, 0)]
+    b = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, 0), (100, 200, 99, 200, 0), (200, 250, 199, 240, 0), (240, 241, 239, 240, 0)]
+    frames = {"A": bars(a), "B": bars(b)}
+    res = Backtest(Scripted(), frames, cash_sharing=True, allow_short=True, size=0.5, init_cash=10_000.0,
+                   fees=0.0, maintenance_margin=0.1).run()
+    o = res.orders
+    assert o["instrument"].tolist() == ["A", "B", "B"]
+    liq = o.iloc[2]
+    level = (10_000 + 50 * 80 - 0.1 * 50 * 80) / (50 * 1.1)
+    assert (liq["reason"], liq["time"], liq["price"]) == ("liquidation", res.index[3], close_to(level))
+    assert res.positions.iloc[-1].tolist() == [50.0, 0.0]  # the long stays: paid from cash
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (1.0, r"maintenance_margin must be in \[0, 1\) \(a fraction of the gross position notional"),
+        (-0.1, r"maintenance_margin must be in \[0, 1\)"),
+        (float("nan"), r"maintenance_margin must be in \[0, 1\)"),
+        ("5%", r"maintenance_margin must be in \[0, 1\) .*, got '5%'"),
+    ],
+)
+def test_invalid_maintenance_margin_names_the_setting(value, message):
+    with pytest.raises(ValueError, match=message):
+        SimSettings(maintenance_margin=value)
+    assert SimSettings(maintenance_margin=0.0).maintenance_margin == 0.0
