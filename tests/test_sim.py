@@ -293,6 +293,27 @@ def test_trade_from_places_no_order_before_it_and_trades_from_it():
     assert full.orders["price"].tolist() == [101.0, 103.0, 104.0]
 
 
+def test_bar_stepper_trade_from_warms_up_then_trades():
+    """The stepper's ``trade_from`` is a bar index: with 2, the LONG at bar 0's close is dropped
+    and the one at bar 2's close buys at bar 3's open (103); a bad value names the keyword."""
+    from framework.runner import BarStepper
+    from framework.settings import SimSettings
+
+    p = SimSettings(init_cash=1000.0, fees=0.0).vector(365.0)
+    rows = [(100, 101, 99, 100, LONG), (101, 102, 100, 101, 0), (102, 103, 101, 102, LONG), (103, 104, 102, 103, 0)]
+    stepper = BarStepper(Scripted(), p, trade_from=2)
+    for t, row in enumerate(rows):
+        stepper.step(t, *row)
+    assert stepper.fills["bar"].tolist() == [3] and stepper.fills["price"].tolist() == [103.0]
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="trade_from must be a bar index >= 0"):
+            BarStepper(Scripted(), p, trade_from=bad)
+    from framework.enums import N_SIM_PARAMS
+
+    with pytest.raises(ValueError, match=f"sim_params must be a vector of {N_SIM_PARAMS} floats"):
+        BarStepper(Scripted(), p[:-2])
+
+
 def test_start_end_and_trade_from_are_checked_and_named():
     data = bars([(100, 101, 99, 100, 0)] * 6)  # 2024-01-01 .. 2024-01-06
     res = Backtest(Scripted(), data, start="2024-01-02", end="2024-01-04").run()
