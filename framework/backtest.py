@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,56 @@ def _check_risk_free(risk_free: Any) -> float:
     return float(risk_free)
 
 
+TimeInput = str | datetime | np.datetime64  # pd.Timestamp is a datetime
+
+
+def _check_time(value: TimeInput, keyword: str) -> pd.Timestamp:
+    """``value`` as a UTC Timestamp (a naive time is taken as UTC), or ``ValueError`` naming
+    the keyword."""
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{keyword} must be a time: a pandas Timestamp, a datetime or a string such as "
+            f"'2024-01-31' or '2024-01-31 12:00'; got {value!r} ({err})"
+        ) from None
+    if ts is pd.NaT:
+        raise ValueError(f"{keyword} must be a time, got {value!r} (not a time)")
+    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+
+
+def _bar_at(index: pd.DatetimeIndex, value: TimeInput, keyword: str) -> int:
+    """Index of the first bar at or after the time ``value`` of ``keyword``, which must lie
+    within the bars' span (``ValueError`` otherwise)."""
+    ts = _check_time(value, keyword)
+    if not index[0] <= ts <= index[-1]:
+        raise ValueError(
+            f"{keyword}={ts} is outside the backtested bars, {index[0]} .. {index[-1]} (after "
+            "start/end); give a time within them"
+        )
+    return int(index.searchsorted(ts, side="left"))
+
+
+def _slice_frames(frames: dict[str, pd.DataFrame], start: TimeInput | None,
+                  end: TimeInput | None) -> dict[str, pd.DataFrame]:
+    """The bars from ``start`` to ``end`` (both inclusive, None: unbounded) of every frame."""
+    if start is None and end is None:
+        return frames
+    index = next(iter(frames.values())).index
+    lo = None if start is None else _check_time(start, "start")
+    hi = None if end is None else _check_time(end, "end")
+    if lo is not None and hi is not None and lo > hi:
+        raise ValueError(f"start={lo} is after end={hi}; start must not be later than end")
+    a = 0 if lo is None else int(index.searchsorted(lo, side="left"))
+    b = len(index) if hi is None else int(index.searchsorted(hi, side="right"))
+    if b - a < 2:
+        raise ValueError(
+            f"start={lo} and end={hi} keep {max(b - a, 0)} bar(s) of the data, which spans "
+            f"{index[0]} .. {index[-1]}; need at least 2 bars to backtest"
+        )
+    return {name: frame.iloc[a:b] for name, frame in frames.items()}
+
+
 def _stack(frames: dict[str, pd.DataFrame], column: str) -> np.ndarray:
     """One field of every instrument as a C-contiguous (bars, instruments) float64 array."""
     if len(frames) == 1 and column in next(iter(frames.values())):
@@ -163,21 +214,43 @@ class Backtest:
             (:func:`framework.metrics.bars_per_year`). Daily stock bars want 252.
         risk_free: annual risk-free rate (fraction) that Sharpe and Sortino subtract, converted
             per bar as ``(1 + risk_free) ** (1 / ann_factor) - 1``.
+        start, end: the first and last time backtested (both inclusive; a naive time is UTC);
+            the bars outside are dropped before anything runs. Default: all the data.
+        trade_from: the first bar whose close may place orders (the first bar at or after this
+            time). The bars before it only warm up indicators and the strategy's state, as a
+            live runner does on history. Statistics and the buy-and-hold benchmark cover the
+            traded period, from this bar on. Default: trade from the first bar.
+        emergency_at: raise the emergency stop right before the bar at (or first after) this
+            time opens: pending orders are cancelled, every position exits at that bar's open
+            (market), and nothing trades after. Default: never.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
 
     def __init__(self, strategy: Strategy | type[Strategy] | str, data: DataInput, *,
                  policy: Policy = "raise", calendar: Calendar = "auto",
-                 ann_factor: float | None = None, risk_free: float = 0.0, **settings: Any) -> None:
+                 ann_factor: float | None = None, risk_free: float = 0.0,
+                 start: TimeInput | None = None, end: TimeInput | None = None,
+                 trade_from: TimeInput | None = None, emergency_at: TimeInput | None = None,
+                 **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
         given_ann_factor = None if ann_factor is None else _check_ann_factor(ann_factor)
         self.risk_free = _check_risk_free(risk_free)
         self.frames = load_instruments(data, policy=policy, calendar=calendar)
+        self.frames = _slice_frames(self.frames, start, end)
         self.index: pd.DatetimeIndex = next(iter(self.frames.values())).index
         if len(self.index) < 2:
             raise ValueError(f"need at least 2 bars to backtest, got {len(self.index)}")
+        #: bar index of ``trade_from`` (0: trading from the first bar)
+        self.trade_from_bar = 0 if trade_from is None else _bar_at(self.index, trade_from, "trade_from")
+        if self.trade_from_bar > len(self.index) - 2:
+            raise ValueError(
+                f"trade_from={trade_from!r} is the last bar ({self.index[-1]}): an order decided "
+                "there never fills; give a time at least one bar before end"
+            )
+        #: bar index before which the emergency stop is raised, or None
+        self.emergency_bar = None if emergency_at is None else _bar_at(self.index, emergency_at, "emergency_at")
         self.ann_factor = metrics.bars_per_year(self.index) if given_ann_factor is None else given_ann_factor
 
     def kernel_prices(self) -> list[np.ndarray]:
@@ -186,11 +259,21 @@ class Backtest:
         return [*(_stack(self.frames, c) for c in ("open", "high", "low", "close", "volume")),
                 runner.utc_ns(self.index)]
 
+    def sim_vector(self) -> np.ndarray:
+        """The simulator's parameter vector for this run: the settings, the annualisation
+        factor, ``trade_from`` and ``emergency_at`` as bar indices (what a ``BarStepper``
+        stepping the same bars from the first is given)."""
+        p = self.settings.vector(self.ann_factor)
+        p[enums.P_TRADE_FROM] = self.trade_from_bar
+        if self.emergency_bar is not None:
+            p[enums.P_EMERGENCY_AT] = self.emergency_bar
+        return p
+
     def run(self) -> BacktestResult:
         """Simulate every bar; returns orders, trades, equity, positions and statistics."""
         n_cols = len(self.frames)
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
-        simp = np.ascontiguousarray(np.tile(self.settings.vector(self.ann_factor), (len(groups) - 1, 1)))
+        simp = np.ascontiguousarray(np.tile(self.sim_vector(), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
         kernels = runner.drivers(type(self.strategy))
         equity, fills = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
@@ -203,6 +286,7 @@ class Backtest:
             group_start=groups,
             group_equity=equity,
             fills=fills,
+            trade_from=self.trade_from_bar,
         )
 
 
@@ -218,6 +302,7 @@ class BacktestResult:
     group_equity: np.ndarray = field(repr=False)  # (bars, groups)
     fills: np.ndarray = field(repr=False)  # order_dt records
     risk_free: float = 0.0  # annual rate that Sharpe and Sortino subtract
+    trade_from: int = 0  # first bar that may place orders; statistics cover the bars from it
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -294,16 +379,24 @@ class BacktestResult:
 
     @cached_property
     def stats(self) -> dict[str, object]:
-        return metrics.performance_stats(self.equity, self.trade_records, self.exposure, self.ann_factor,
+        """Performance statistics over the traded period: the bars from ``trade_from`` on (all
+        bars without it); the warm-up bars before it hold only the initial cash."""
+        t0 = self.trade_from
+        trades = self.trade_records.copy()
+        trades["entry_bar"] -= t0  # in terms of the traded bars' index
+        trades["exit_bar"] -= t0
+        return metrics.performance_stats(self.equity.iloc[t0:], trades, self.exposure[t0:], self.ann_factor,
                                          self.risk_free)
 
     @cached_property
     def benchmark(self) -> tuple[pd.Series, np.ndarray]:
-        """Buy-and-hold equity and trades: what a strategy going long on every instrument at the
-        first close gets, i.e. bought at the second bar's open with the same fees and slippage
-        (equal cash per instrument) and held to the end."""
-        close = self.close
-        entry = _stack(self.frames, "open")[1] * (1.0 + self.settings.slippage)
+        """Buy-and-hold equity and trades over the traded period (from ``trade_from``): what a
+        strategy going long on every instrument at its first close gets, i.e. bought at the
+        next bar's open with the same fees and slippage (equal cash per instrument) and held to
+        the end. The series starts at ``trade_from``; the trades' bars count from there."""
+        t0 = self.trade_from
+        close = self.close[t0:]
+        entry = _stack(self.frames, "open")[t0 + 1] * (1.0 + self.settings.slippage)
         n_cols = close.shape[1]
         per_col = self.settings.init_cash if not self.settings.cash_sharing else self.settings.init_cash / n_cols
         qty = per_col / (entry * (1.0 + self.settings.fees))
@@ -322,7 +415,7 @@ class BacktestResult:
         trades["pnl"] = qty * (close[-1] - entry) - fees
         trades["ret"] = trades["pnl"] / (qty * entry)
         trades["exit_reason"] = enums.REASON_END
-        return pd.Series(held.sum(axis=1), index=self.index, name="buy_and_hold"), trades
+        return pd.Series(held.sum(axis=1), index=self.index[t0:], name="buy_and_hold"), trades
 
     @cached_property
     def benchmark_stats(self) -> dict[str, object]:

@@ -82,7 +82,10 @@ P_MAX_EXPOSURE = 20  # sum of |position notional| / equity across the group
 P_COOLDOWN_BARS = 21  # bars without entries after a stop-out in that column
 P_MAX_POSITIONS = 22  # open positions at once across the group
 P_MAINT_MARGIN = 23  # fraction of gross notional the group's equity must keep; below it: liquidation
-N_SIM_PARAMS = 24
+# run settings rather than trading rules (set by the drivers, not by SimSettings; NaN = none)
+P_TRADE_FROM = 24  # first bar index whose close may place orders: earlier bars only warm up
+P_EMERGENCY_AT = 25  # bar index before whose open the emergency stop is raised (a backtest's)
+N_SIM_PARAMS = 26
 
 # --- group state (one float64 vector per cash group) -----------------------------------------
 G_CASH = 0
@@ -91,9 +94,9 @@ G_PEAK_EQUITY = 2
 G_DAY = 3  # current UTC day number (days since epoch)
 G_DAY_START_EQUITY = 4
 G_TRADES_TODAY = 5
-G_HALTED = 6  # 1 after a max-drawdown breach: flat for good
+G_HALTED = 6  # 1 after a max-drawdown breach or the emergency stop: flat for good
 G_DAY_BLOCKED = 7  # 1 after a daily-loss breach: no entries until the next day
-G_EMERGENCY = 8  # set by any driver: flatten at the next bar and halt
+G_EMERGENCY = 8  # 1 once the emergency stop was raised (sim_nb.emergency_stop_nb; halted too)
 G_BAR = 9  # index of the last processed bar
 G_NEXT_ORDER_ID = 10
 N_GROUP_STATE = 11

@@ -292,7 +292,7 @@ def utc_ns(index) -> np.ndarray:
 #: Version of the ``BarStepper.snapshot`` layout. Bump it whenever the meaning of a state slot
 #: (``framework.enums`` G_*/C_*, an indicator's state layout) or the set of saved arrays
 #: changes, so that an old snapshot is refused rather than misread.
-SNAPSHOT_SCHEMA = 1
+SNAPSHOT_SCHEMA = 2  # 2: sim parameters trade_from and emergency_at; the emergency stop halts at once
 _SNAPSHOT_FORMAT = "tradpal.BarStepper"
 _SIM_PARAM_NAMES = {v: k[2:].lower() for k, v in vars(enums).items() if k.startswith("P_")}
 
@@ -309,13 +309,31 @@ class BarStepper:
     pending orders), the simulator's ATR and volatility states and the fill records.
     ``snapshot()`` saves them to bytes and ``restore(blob)`` loads them into a stepper built
     with the same strategy, parameters and settings, in this process or another.
+
+    ``trade_from`` is the index of the first bar (counting the bars stepped from 0) whose close
+    may place orders; the bars before it only warm up indicators and the strategy's state. A
+    live runner that warms up on ``n`` closed bars of history passes ``trade_from=n``; stepping
+    a backtest's bars from its first, it is ``Backtest.trade_from_bar`` (and
+    ``Backtest.sim_vector()`` already holds it). Default: trade from the first bar.
     """
 
-    def __init__(self, strategy, sim_params: np.ndarray, n_columns: int = 1) -> None:
+    def __init__(self, strategy, sim_params: np.ndarray, n_columns: int = 1,
+                 trade_from: int | None = None) -> None:
         self.strategy = strategy
         self.kernels = drivers(type(strategy))
         self.sp = np.ascontiguousarray(np.tile(strategy.param_vector(), (n_columns, 1)))
-        self.p = np.ascontiguousarray(sim_params, dtype=np.float64)
+        self.p = np.array(sim_params, dtype=np.float64)  # a copy: trade_from is written into it
+        if self.p.shape != (enums.N_SIM_PARAMS,):
+            raise ValueError(
+                f"sim_params must be a vector of {enums.N_SIM_PARAMS} floats "
+                f"(SimSettings.vector(ann_factor)), got shape {self.p.shape}"
+            )
+        if trade_from is not None:
+            if isinstance(trade_from, (bool, np.bool_)) or not isinstance(trade_from, (int, np.integer)) or trade_from < 0:
+                raise ValueError(
+                    f"trade_from must be a bar index >= 0 (the number of warm-up bars), got {trade_from!r}"
+                )
+            self.p[enums.P_TRADE_FROM] = trade_from
         self.states = self.kernels.init_states_nb(self.sp)
         self.g, self.cs, self.atr_s, self.vol_s = sim_nb.init_state_nb(n_columns, self.p)
         self.intents = np.empty((n_columns, enums.INTENT_SIZE))
@@ -370,11 +388,17 @@ class BarStepper:
         return view
 
     def emergency_stop(self) -> None:
-        """Raise the emergency stop (any driver may): like every risk limit it acts at the close
-        of the next bar stepped, queueing a market exit of every position for the open after it
-        and halting for good; orders decided before it was raised still fill at that next bar's
-        open, as a live broker has already sent them."""
-        self.g[enums.G_EMERGENCY] = 1.0
+        """Raise the emergency stop (any driver may, between two bars): at once, every pending
+        order decided at the last close is cancelled, a market exit of every open position is
+        queued for the next bar's open (a live broker sends it at once) and the run is halted for
+        good: no order is placed after it. The halt is part of the state (``g``), so a snapshot
+        taken after it restores a halted stepper."""
+        sim_nb.emergency_stop_nb(self.g, self.cs)
+
+    @property
+    def halted(self) -> bool:
+        """True once a max-drawdown breach or the emergency stop halted the run for good."""
+        return self.g[enums.G_HALTED] != 0.0
 
     @property
     def fills(self) -> np.ndarray:

@@ -9,9 +9,12 @@ closed bar; the strategy decides between the two, so it can see its position:
    open positions (the stops first when a stop and the target are touched, at the open when the
    bar gaps through);
 3. at the bar's close: mark to market, update the simulator's ATR and realised volatility,
-   enforce the risk limits (emergency stop, max-drawdown halt, daily loss limit);
+   enforce the risk limits (max-drawdown halt, daily loss limit);
 4. turn the strategy's intents for this bar into orders for the next bar's open: sizing,
-   max trades per day, cooldown after a stop-out, max positions, notional and exposure caps.
+   max trades per day, cooldown after a stop-out, max positions, notional and exposure caps;
+   none before the bar ``P_TRADE_FROM`` (warm-up: indicators and strategy state only).
+
+The emergency stop (``emergency_stop_nb``) acts on the state when it is raised, between bars.
 
 Conventions: prices are (rows, columns) arrays read in place at one row; a group's k columns are
 consecutive, from ``col0``; the column state is (k, N_COL_STATE); fills are written to ``fills`` (an ``order_dt`` buffer of at least 3*k rows) and
@@ -72,6 +75,7 @@ from framework.enums import (
     P_ATR_WINDOW,
     P_COOLDOWN_BARS,
     P_DAILY_LOSS,
+    P_EMERGENCY_AT,
     P_FEES,
     P_INIT_CASH,
     P_MAINT_MARGIN,
@@ -87,6 +91,7 @@ from framework.enums import (
     P_SLIPPAGE,
     P_TP_ATR,
     P_TP_PCT,
+    P_TRADE_FROM,
     P_TRAIL_ATR,
     P_TRAIL_PCT,
     P_VOL_WINDOW,
@@ -400,6 +405,16 @@ def _flatten_all(cs, k, reason):
 
 
 @bar_njit
+def emergency_stop_nb(g, cs):
+    """Raise the emergency stop between two bars, acting on the state at once: every pending
+    order (decided at the last close, not filled yet) is cancelled, a market exit of every open
+    position is queued for the next bar's open, and the group is halted for good."""
+    g[G_EMERGENCY] = 1.0
+    g[G_HALTED] = 1.0
+    _flatten_all(cs, cs.shape[0], REASON_EMERGENCY)
+
+
+@bar_njit
 def _queue_entry(cs, j, direction, order_type, price, equity, p):
     """Size an entry decided at this close; leaves no order when sizing is not possible yet."""
     kind = int(p[P_SIZE_KIND])
@@ -448,6 +463,8 @@ def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills):
     """
     k = cs.shape[0]
     n = 0
+    if t == p[P_EMERGENCY_AT]:  # a backtest's emergency stop, raised before this bar opens
+        emergency_stop_nb(g, cs)
     if day != g[G_DAY]:
         g[G_DAY] = day
         g[G_DAY_START_EQUITY] = g[G_EQUITY]
@@ -489,9 +506,6 @@ def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills):
 
     if g[G_HALTED] != 0.0:
         _flatten_all(cs, k, REASON_MAX_DRAWDOWN)
-    elif g[G_EMERGENCY] != 0.0:
-        g[G_HALTED] = 1.0
-        _flatten_all(cs, k, REASON_EMERGENCY)
     elif not np.isnan(p[P_MAX_DRAWDOWN]) and equity < g[G_PEAK_EQUITY] * (1.0 - p[P_MAX_DRAWDOWN]):
         g[G_HALTED] = 1.0
         _flatten_all(cs, k, REASON_MAX_DRAWDOWN)
@@ -512,9 +526,10 @@ def order_nb(t, intents, g, cs, p):
     ``intents`` (k, INTENT_SIZE) are decided after ``fill_nb`` of the same bar, so a strategy
     may read its position. Entries are sized here at this close's equity and checked against
     max positions, the cooldown and a daily-loss block; the position and exposure caps and the
-    max trades per day are applied at the fill.
+    max trades per day are applied at the fill. Bars before ``p[P_TRADE_FROM]`` place nothing
+    (the strategy has decided, its state is warm; the order is dropped).
     """
-    if g[G_HALTED] != 0.0:
+    if g[G_HALTED] != 0.0 or t < p[P_TRADE_FROM]:  # NaN compares False: trading from the start
         return
     k = cs.shape[0]
     allow_short = p[P_ALLOW_SHORT] != 0.0

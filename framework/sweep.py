@@ -88,7 +88,9 @@ def sweep(
         progress: show a progress bar; default only when stderr is a terminal.
         ann_factor, risk_free: bars per year and the annual risk-free rate, as in ``Backtest``.
         **settings: ``SimSettings`` shared by every combination (the strategy's
-            ``sim_defaults`` first, as in ``Backtest``).
+            ``sim_defaults`` first, as in ``Backtest``), and ``start``/``end`` as in
+            ``Backtest``. ``trade_from`` and ``emergency_at`` are refused: a sweep's statistics
+            cover every bar.
 
     Returns:
         A DataFrame, one row per combination in grid order: the parameters, then
@@ -100,6 +102,12 @@ def sweep(
     base = dict(strategy.params) if isinstance(strategy, Strategy) else {}
     if not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
+    for keyword in ("trade_from", "emergency_at"):
+        if settings.get(keyword) is not None:
+            raise ValueError(
+                f"sweep does not take {keyword} (its statistics cover every bar); use start/end "
+                f"to choose the bars, or Backtest(..., {keyword}=...) for one combination"
+            )
     strategies = _combinations(cls, base, grid)
     # the backtest of the first combination validates the data and settings for all of them
     bt = Backtest(strategies[0], data, ann_factor=ann_factor, risk_free=risk_free, **settings)

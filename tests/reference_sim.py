@@ -74,15 +74,15 @@ class Group:
         self.day_start_equity = s.init_cash
         self.trades_today = 0
         self.day_blocked = False
-        self.halted = False
-        self.emergency = False
+        self.halted = False  # max drawdown or the emergency stop: no orders for good
 
 
 class ReferenceSim:
     """The README's rules for ``SimSettings`` ``s`` (any object with its field names)."""
 
-    def __init__(self, s, ann_factor: float, n_cols: int) -> None:
+    def __init__(self, s, ann_factor: float, n_cols: int, trade_from: int = 0) -> None:
         self.s = s
+        self.trade_from = trade_from  # README: bars before it warm up only, they place no orders
         self.ann = ann_factor
         self.cols = [Column() for _ in range(n_cols)]
         groups = [list(range(n_cols))] if s.cash_sharing else [[j] for j in range(n_cols)]
@@ -268,15 +268,19 @@ class ReferenceSim:
         # risk limits at the close, on the marked equity; they act at the next open
         if g.halted:  # README: a position left after a halt (none in practice) closes as well
             self._flatten(g, "max_drawdown")
-        elif g.emergency:  # raised by a driver between bars: acts at this close, halts for good
-            g.halted = True
-            self._flatten(g, "emergency_stop")
         elif s.max_drawdown is not None and equity < g.peak * (1 - s.max_drawdown):
             g.halted = True
             self._flatten(g, "max_drawdown")
         elif not g.day_blocked and s.daily_loss is not None and equity < g.day_start_equity * (1 - s.daily_loss):
             g.day_blocked = True
             self._flatten(g, "daily_loss")
+
+    def emergency_stop(self) -> None:
+        """README: raised between bars, it cancels every pending order, queues a market exit of
+        every open position for the next open and halts every group for good."""
+        for g in self.groups:
+            g.halted = True
+            self._flatten(g, "emergency_stop")
 
     def _flatten(self, g: Group, reason: str) -> None:
         for j in g.cols:
@@ -308,8 +312,8 @@ class ReferenceSim:
         return notional, qty
 
     def _decide(self, g: Group, t: int, decisions) -> None:
-        if g.halted:
-            return  # max drawdown: halted for good
+        if g.halted or t < self.trade_from:
+            return  # halted for good, or still warming up
         s = self.s
         for j in g.cols:
             col = self.cols[j]
@@ -349,20 +353,20 @@ class ReferenceSim:
 
 
 def simulate(
-    s, ann_factor: float, o, h, l, c, days, decisions, *, emergency_after: int | None = None, **options
+    s, ann_factor: float, o, h, l, c, days, decisions, *, emergency_at: int | None = None, **options
 ) -> tuple[list[Fill], np.ndarray]:
     """Run the reference over every bar: (fills, (bars, groups) equity at each close).
 
     ``o, h, l, c`` are (bars, columns) arrays, ``days`` the UTC day number of each bar,
     ``decisions[t][j]`` column j's Decision (or None) at the close of bar t. A driver raises the
-    emergency stop after bar ``emergency_after`` (None: never).
+    emergency stop right before bar ``emergency_at`` (None: never); ``options`` go to
+    ``ReferenceSim`` (``trade_from``).
     """
     sim = ReferenceSim(s, ann_factor, o.shape[1], **options)
     equity = np.empty((o.shape[0], len(sim.groups)))
     for t in range(o.shape[0]):
+        if t == emergency_at:
+            sim.emergency_stop()
         sim.step(t, int(days[t]), o[t], h[t], l[t], c[t], decisions[t])
         equity[t] = [g.equity for g in sim.groups]
-        if t == emergency_after:
-            for g in sim.groups:
-                g.emergency = True
     return sim.fills, equity

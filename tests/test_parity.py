@@ -14,6 +14,7 @@ from framework.enums import (
     ORDER_LIMIT,
     ORDER_MARKET,
     ORDER_STOP,
+    P_EMERGENCY_AT,
     REASON_DAILY_LOSS,
     REASON_EMERGENCY,
     REASON_LIQUIDATION,
@@ -43,14 +44,16 @@ CONFIGS = {
 def replay(bt: Backtest, emergency_at: int | None = None):
     """Step every bar of every cash group through BarStepper; returns fills, and equity and cash
     per group and positions per column at every close. With ``emergency_at=t`` every group's
-    driver raises the emergency stop while bar ``t`` forms (right before stepping it)."""
+    driver raises the emergency stop while bar ``t`` forms (right before stepping it). The
+    stepper is given the backtest's ``trade_from`` as its own keyword (a bar index)."""
     cols = list(bt.frames)
     groups = [cols] if bt.settings.cash_sharing or len(cols) == 1 else [[c] for c in cols]
     day = utc_day_numbers(bt.index)
     p = bt.settings.vector(bt.ann_factor)
+    p[P_EMERGENCY_AT] = np.nan if bt.emergency_bar is None else bt.emergency_bar
     fills, equity, cash, positions = [], [], [], []
     for group in groups:
-        stepper = BarStepper(bt.strategy, p, n_columns=len(group))
+        stepper = BarStepper(bt.strategy, p, n_columns=len(group), trade_from=bt.trade_from_bar)
         pos = np.empty((len(bt.index), len(group)))
         eq, ca = np.empty(len(bt.index)), np.empty(len(bt.index))
         arrays = [np.column_stack([bt.frames[c][f].to_numpy() for c in group])
@@ -77,10 +80,11 @@ def backtest_fills_in_replay_order(bt: Backtest, result) -> np.ndarray:
     return result.fills
 
 
-def assert_replay_parity(bt: Backtest):
-    """Run the backtest, replay it bar by bar, assert both agree to the last bit; returns the result."""
+def assert_replay_parity(bt: Backtest, replayed=None):
+    """Run the backtest, replay it bar by bar (or take ``replayed``, a ``replay`` result), assert
+    both agree to the last bit; returns the result."""
     result = bt.run()
-    fills, equity, cash, positions = replay(bt)
+    fills, equity, cash, positions = replay(bt) if replayed is None else replayed
     np.testing.assert_array_equal(fills, backtest_fills_in_replay_order(bt, result))
     np.testing.assert_array_equal(positions, result.positions.to_numpy())
     np.testing.assert_array_equal(equity, result.group_equity)
@@ -99,6 +103,31 @@ def test_replay_parity(name, config):
     bt = Backtest(STRATEGIES[name](), data, **settings)
     result = assert_replay_parity(bt)
     assert len(result.fills) > 4, "the strategy should trade on this data for the test to mean anything"
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_warm_up_then_trade_from_matches_the_stepper_and_the_full_runs_decision(name):
+    """``Backtest(start, trade_from, end)`` == ``BarStepper(trade_from=...)`` over the same bars,
+    bit for bit; and warming up changes nothing but the orders: no fill before ``trade_from``,
+    equity on the initial cash through its close, and its first order is the one the full run
+    (same bars, trading from the start) places at that bar, where the full run is flat too."""
+    data = generate_ohlcv(1600, 1, freq="1h", seed=zlib.crc32(f"warm/{name}".encode()) % 1000)
+    start, end = data.index[100], data.index[1499]
+    settings = dict(slippage=0.0005, sl_pct=0.03)  # long only: exits leave flat bars to start at
+    full = Backtest(STRATEGIES[name](), data, start=start, end=end, **settings).run()
+    pos = full.positions.to_numpy()[:, 0]
+    entry_bars = full.fills["bar"][entries(full.fills)]
+    # a bar T at whose close the full run is flat (and was at T-1) and places an entry
+    t0 = next(int(b) - 1 for b in entry_bars if b > 400 and pos[b - 2] == 0.0 and pos[b - 1] == 0.0)
+    bt = Backtest(STRATEGIES[name](), data, start=start, end=end, trade_from=full.index[t0], **settings)
+    assert bt.trade_from_bar == t0 and bt.index[0] == start and bt.index[-1] == end
+    warm = assert_replay_parity(bt)
+    assert warm.fills["bar"].min() == t0 + 1
+    np.testing.assert_array_equal(warm.equity.to_numpy()[: t0 + 1], bt.settings.init_cash)
+    first, theirs = warm.fills[0], full.fills[full.fills["bar"] == t0 + 1][0]
+    for key in ("side", "price", "order_type", "reason"):
+        assert first[key] == theirs[key], key
+    assert warm.stats["start"] == full.index[t0]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -300,9 +329,10 @@ def test_replay_parity_maintenance_margin_liquidations(n_assets):
 
 @pytest.mark.parametrize("cash_sharing", [True, False])
 def test_emergency_stop_mid_run_matches_the_backtest_then_flattens_once(cash_sharing):
-    """The backtester has no hook for it, so: a driver raising the emergency stop while bar t forms
-    gives the backtest's fills through bar t, the flattening of every open position at t+1's
-    open (market, with slippage), and nothing after."""
+    """A driver raising the emergency stop while bar t forms gives the plain backtest's fills
+    before bar t, the flattening of every position held at t-1's close at t's open (market, with
+    slippage; the entries decided at t-1 are cancelled), and nothing after; and it is bit for bit
+    ``Backtest(emergency_at=<time of bar t>)``."""
     codes = ([0, LONG, EXIT, SHORT, LIMIT + LONG, STOP + SHORT], [0.8, 0.05, 0.03, 0.05, 0.035, 0.035])
     data = scripted_data(800, 3, seed=20, codes=codes)
     settings = dict(allow_short=True, size=0.3, slippage=0.0005, sl_pct=0.03, trail_pct=0.02, cash_sharing=cash_sharing)
@@ -311,38 +341,41 @@ def test_emergency_stop_mid_run_matches_the_backtest_then_flattens_once(cash_sha
     expected = backtest_fills_in_replay_order(bt, result)
     bt_pos, bt_cash = result.positions.to_numpy(), result._cash_and_positions[0]
     opens = np.column_stack([frame["open"].to_numpy() for frame in bt.frames.values()])
-    held = np.flatnonzero((bt_pos != 0.0).sum(axis=1) >= 2)
-    checked = 0
-    for t in (held[held > 200][0], held[held > 400][0], held[held > 600][0]):
-        fills, equity, cash, positions = replay(bt, emergency_at=t)
-        before = fills[fills["bar"] <= t]
-        np.testing.assert_array_equal(before, expected[expected["bar"] <= t])
-        np.testing.assert_array_equal(positions[: t + 1], bt_pos[: t + 1])
-        np.testing.assert_array_equal(equity[: t + 1], result.group_equity[: t + 1])
-        np.testing.assert_array_equal(cash[: t + 1], bt_cash[: t + 1])
-        # one market exit per open position at the next open, nothing after
-        flat = fills[fills["bar"] > t]
-        held_cols = np.flatnonzero(bt_pos[t] != 0.0)
-        assert len(held_cols) >= 2 and np.any(expected["bar"] > t + 1)
+    held = np.flatnonzero((bt_pos != 0.0).sum(axis=1) >= 2) + 1  # raised before the bar after
+    # ... and an entry decided at the last close would fill at that bar's open: it is cancelled
+    # (the checks below find only emergency exits at t)
+    candidates = np.intersect1d(held, expected["bar"][entries(expected)])
+    for t in (candidates[candidates > 200][0], candidates[candidates > 400][0], candidates[candidates > 600][0]):
+        replayed = replay(bt, emergency_at=t)
+        fills, equity, cash, positions = replayed
+        before = fills[fills["bar"] < t]
+        np.testing.assert_array_equal(before, expected[expected["bar"] < t])
+        np.testing.assert_array_equal(positions[:t], bt_pos[:t])
+        np.testing.assert_array_equal(equity[:t], result.group_equity[:t])
+        np.testing.assert_array_equal(cash[:t], bt_cash[:t])
+        # one market exit per position held at the last close, at this bar's open, nothing after
+        flat = fills[fills["bar"] >= t]
+        held_cols = np.flatnonzero(bt_pos[t - 1] != 0.0)
+        assert len(held_cols) >= 2 and np.any(expected["bar"] > t)
         np.testing.assert_array_equal(np.sort(flat["col"]), held_cols)
-        assert np.all(flat["bar"] == t + 1) and np.all(flat["reason"] == REASON_EMERGENCY)
+        assert np.all(flat["bar"] == t) and np.all(flat["reason"] == REASON_EMERGENCY)
         assert np.all(flat["order_type"] == ORDER_MARKET)
         for x in flat:
-            q = bt_pos[t, x["col"]]
+            q = bt_pos[t - 1, x["col"]]
             d = 1.0 if q > 0.0 else -1.0
             assert x["side"] == -d and x["qty"] == abs(q)
-            assert x["price"] == opens[t + 1, x["col"]] * (1.0 - 0.0005 * d)
+            assert x["price"] == opens[t, x["col"]] * (1.0 - 0.0005 * d)
             assert x["fees"] == x["qty"] * x["price"] * bt.settings.fees
-        assert np.all(positions[t + 1:] == 0.0)
-        assert np.all(cash[t + 1:] == cash[t + 1]) and np.all(equity[t + 1:] == cash[t + 1:])
+        assert np.all(positions[t:] == 0.0)
+        assert np.all(cash[t:] == cash[t]) and np.all(equity[t:] == cash[t:])
+        # the backtest raising it before the same bar: the same run, bit for bit
+        assert_replay_parity(Backtest(Scripted(gap=0.002), data, emergency_at=bt.index[t], **settings), replayed)
         # the live cash and positions are what booking the fills gives
         col_group = np.searchsorted(result.group_start, np.arange(len(bt.frames)), side="right") - 1
         replayed_cash, replayed_pos = replay_fills_nb(
             fills, len(bt.index), col_group, len(result.group_start) - 1, bt.settings.init_cash)
         np.testing.assert_array_equal(replayed_cash, cash)
         np.testing.assert_array_equal(replayed_pos, positions)
-        checked += 1
-    assert checked == 3
 
 
 # ------------------------------------------------------------------------------------------------

@@ -191,13 +191,19 @@ def reference_decisions(codes: np.ndarray, c: np.ndarray, gap: float) -> list[li
     return out
 
 
-def run_both(settings: dict, n_cols: int, seed: int, n_bars: int, codes: np.ndarray, gap: float, **options):
+def run_both(settings: dict, n_cols: int, seed: int, n_bars: int, codes: np.ndarray, gap: float,
+             trade_from: int | None = None, emergency_at: int | None = None):
+    """The backtest and the reference over the same script; ``trade_from`` and ``emergency_at``
+    are bar indices (the backtest is given their times)."""
     frames = scripted_frames(n_bars, n_cols, seed, codes)
-    res = Backtest(Scripted(gap=gap), frames, init_cash=10_000.0, **settings).run()
+    index = next(iter(frames.values())).index
+    times = {k: index[v] for k, v in (("trade_from", trade_from), ("emergency_at", emergency_at)) if v is not None}
+    res = Backtest(Scripted(gap=gap), frames, init_cash=10_000.0, **times, **settings).run()
     o, h, l, c = prices(frames)
-    days = (next(iter(frames.values())).index.asi8 // 86_400_000_000_000).astype(np.int64)
+    days = (index.asi8 // 86_400_000_000_000).astype(np.int64)
     s = SimSettings.build(None, init_cash=10_000.0, **settings)
-    fills, equity = ref.simulate(s, HOURS_PER_YEAR, o, h, l, c, days, reference_decisions(codes, c, gap), **options)
+    fills, equity = ref.simulate(s, HOURS_PER_YEAR, o, h, l, c, days, reference_decisions(codes, c, gap),
+                                 emergency_at=emergency_at, trade_from=trade_from or 0)
     return res, fills, equity
 
 
@@ -236,7 +242,8 @@ def test_long_random_runs_match_the_reference_simulator(seed):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
-    """The live runner's core (``BarStepper``) with an emergency stop raised at a random bar."""
+    """The live runner's core (``BarStepper``) and the backtest (``emergency_at``) with an
+    emergency stop raised right before a random bar: its open flattens, nothing trades after."""
     settings, n_cols = ref_config(100 + seed)
     settings = {k: v for k, v in settings.items() if k not in ("cash_sharing", "max_drawdown")}
     settings["cash_sharing"] = n_cols > 1  # one stepper is one cash group
@@ -249,7 +256,7 @@ def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
     days = (next(iter(frames.values())).index.asi8 // 86_400_000_000_000).astype(np.int64)
     s = SimSettings.build(None, init_cash=10_000.0, **settings)
     stepper = BarStepper(Scripted(gap=gap), s.vector(HOURS_PER_YEAR), n_columns=n_cols)
-    # raised at a close with a position open, to have something to flatten
+    # raised with a position open, to have something to flatten
     plain, _ = ref.simulate(s, HOURS_PER_YEAR, o, h, l, c, days, reference_decisions(codes, c, gap))
     held = np.zeros(n_bars, dtype=bool)
     for j in range(n_cols):
@@ -260,16 +267,37 @@ def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
     raised = int(rng.choice(candidates))
     equity = np.empty((n_bars, 1))
     for t in range(n_bars):
-        stepper.step(int(days[t]), o[t], h[t], l[t], c[t], codes[t].astype(float))
-        equity[t] = stepper.equity
         if t == raised:
             stepper.emergency_stop()
+            assert stepper.halted
+        stepper.step(int(days[t]), o[t], h[t], l[t], c[t], codes[t].astype(float))
+        equity[t] = stepper.equity
     fills, ref_equity = ref.simulate(s, HOURS_PER_YEAR, o, h, l, c, days, reference_decisions(codes, c, gap),
-                                     emergency_after=raised)
-    label = f"seed {seed}, emergency after bar {raised}: {settings}"
+                                     emergency_at=raised)
+    label = f"seed {seed}, emergency before bar {raised}: {settings}"
     assert any(x.reason == "emergency_stop" for x in fills), label  # it had something to close
-    assert max(x.bar for x in fills) <= raised + 2, label  # halted: nothing after the flattening
+    # at once: the flattening is at the open of the bar it was raised before, and nothing after
+    assert {x.bar for x in fills if x.reason == "emergency_stop"} == {raised}, label
+    assert max(x.bar for x in fills) == raised, label
     assert_same_fills(SimpleNamespace(fills=stepper.fills, group_equity=equity), fills, ref_equity, label)
+    res, ref_fills, ref_equity = run_both(settings, n_cols, seed, n_bars, codes, gap, emergency_at=raised)
+    assert_same_fills(res, ref_fills, ref_equity, label + " (Backtest emergency_at)")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_trading_from_a_later_bar_matches_the_reference(seed):
+    """``Backtest(trade_from=...)``: the bars before it place no orders (reference: decisions
+    ignored before it), the fills from it on follow every rule as before."""
+    settings, n_cols = ref_config(200 + seed)
+    rng = np.random.default_rng(200 + seed)
+    n_bars = 1200
+    codes = random_script(rng, n_bars, n_cols, ALL_CODES, p_signal=0.1)
+    start = int(rng.integers(100, 600))
+    res, fills, equity = run_both(settings, n_cols, seed, n_bars, codes, 0.002, trade_from=start)
+    label = f"seed {seed}, trade_from bar {start}: {settings}"
+    assert len(fills) > 10 and min(x.bar for x in fills) > start, label  # first fill: the open after it
+    assert np.all(equity[: start + 1] == 10_000.0), label  # every group flat on its initial cash
+    assert_same_fills(res, fills, equity, label)
 
 
 def daily_bars(rows: list[tuple]) -> pd.DataFrame:

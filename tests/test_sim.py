@@ -230,7 +230,7 @@ def test_cash_sharing_group_with_max_positions():
 
 
 def test_emergency_stop_raised_by_a_driver_flattens_and_halts():
-    from framework.enums import REASON_EMERGENCY
+    from framework.enums import ORDER_MARKET, REASON_EMERGENCY
     from framework.runner import BarStepper
     from framework.settings import SimSettings
 
@@ -243,8 +243,93 @@ def test_emergency_stop_raised_by_a_driver_flattens_and_halts():
         stepper.step(t, *bar)
     fills = stepper.fills
     assert fills["reason"].tolist() == [0, REASON_EMERGENCY]
-    assert fills["bar"].tolist() == [1, 3] and fills["price"][1] == 107  # flattened at the next open
+    # at once: flattened at the open of the very next bar (105), not a close later
+    assert fills["bar"].tolist() == [1, 2] and fills["price"][1] == 105
+    assert fills["order_type"][1] == ORDER_MARKET and fills["side"][1] == -1
     assert stepper.positions.tolist() == [0.0]  # the LONG signals after it are ignored: halted
+
+
+def test_emergency_stop_cancels_the_entry_decided_at_the_last_close():
+    """Raised between bar 0 (LONG decided at its close) and bar 1: the buy that would fill at
+    bar 1's open is cancelled, nothing ever fills; the Backtest's ``emergency_at`` (the time of
+    bar 1) does the same, and without it the buy fills at 101."""
+    from framework.runner import BarStepper
+    from framework.settings import SimSettings
+
+    script = [(100, 101, 99, 100, LONG), (101, 102, 100, 101, 0), (102, 103, 101, 102, LONG), (103, 104, 102, 103, 0)]
+    stepper = BarStepper(Scripted(), SimSettings(init_cash=1000.0, fees=0.0).vector(365.0))
+    stepper.step(0, *script[0])
+    stepper.emergency_stop()
+    for t in range(1, 4):
+        stepper.step(t, *script[t])
+    assert len(stepper.fills) == 0 and stepper.halted and stepper.equity == 1000.0
+    data = bars(script)
+    halted = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0, emergency_at=data.index[1]).run()
+    assert len(halted.fills) == 0
+    free = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0).run()
+    assert free.orders["price"].tolist() == [101.0]
+
+
+def test_trade_from_places_no_order_before_it_and_trades_from_it():
+    """Daily bars from 2024-01-01; LONG at the closes of bars 0 and 3, EXIT at bar 2's. With
+    trading from bar 2 (2024-01-03) the LONG of bar 0 is ignored (no buy at 101), the EXIT finds
+    nothing to close, and the LONG of bar 3 buys all in at bar 4's open, 104: 1000 / 104."""
+    rows = [(100, 101, 99, 100, LONG), (101, 102, 100, 101, 0), (102, 103, 101, 102, EXIT),
+            (103, 104, 102, 103, LONG), (104, 105, 103, 105, 0), (106, 107, 105, 106, 0)]
+    data = bars(rows)
+    res = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0, trade_from="2024-01-03").run()
+    assert res.trade_from == 2
+    assert res.orders["time"].tolist() == [data.index[4]]
+    assert res.orders["price"].tolist() == [104.0]
+    assert res.equity.iloc[:5].tolist() == [1000.0] * 4 + [1000.0 / 104 * 105]
+    # statistics and the benchmark cover the traded bars only: 2024-01-03 .. 2024-01-06
+    assert res.stats["start"] == data.index[2] and res.stats["end"] == data.index[5]
+    bench, _ = res.benchmark
+    assert bench.index[0] == data.index[2]
+    # buy and hold from bar 2: bought at bar 3's open (103), held to the close of bar 5 (106)
+    assert bench.iloc[-1] == pytest.approx(1000.0 / 103 * 106, rel=1e-12)
+    # the full run buys at bar 1's open and sells at bar 3's
+    full = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0).run()
+    assert full.orders["price"].tolist() == [101.0, 103.0, 104.0]
+
+
+def test_bar_stepper_trade_from_warms_up_then_trades():
+    """The stepper's ``trade_from`` is a bar index: with 2, the LONG at bar 0's close is dropped
+    and the one at bar 2's close buys at bar 3's open (103); a bad value names the keyword."""
+    from framework.runner import BarStepper
+    from framework.settings import SimSettings
+
+    p = SimSettings(init_cash=1000.0, fees=0.0).vector(365.0)
+    rows = [(100, 101, 99, 100, LONG), (101, 102, 100, 101, 0), (102, 103, 101, 102, LONG), (103, 104, 102, 103, 0)]
+    stepper = BarStepper(Scripted(), p, trade_from=2)
+    for t, row in enumerate(rows):
+        stepper.step(t, *row)
+    assert stepper.fills["bar"].tolist() == [3] and stepper.fills["price"].tolist() == [103.0]
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="trade_from must be a bar index >= 0"):
+            BarStepper(Scripted(), p, trade_from=bad)
+    from framework.enums import N_SIM_PARAMS
+
+    with pytest.raises(ValueError, match=f"sim_params must be a vector of {N_SIM_PARAMS} floats"):
+        BarStepper(Scripted(), p[:-2])
+
+
+def test_start_end_and_trade_from_are_checked_and_named():
+    data = bars([(100, 101, 99, 100, 0)] * 6)  # 2024-01-01 .. 2024-01-06
+    res = Backtest(Scripted(), data, start="2024-01-02", end="2024-01-04").run()
+    assert res.index.tolist() == data.index[1:4].tolist()  # both ends inclusive
+    with pytest.raises(ValueError, match="start=2024-01-05 00:00:00\\+00:00 is after end=2024-01-02"):
+        Backtest(Scripted(), data, start="2024-01-05", end="2024-01-02")
+    with pytest.raises(ValueError, match="start must be a time"):
+        Backtest(Scripted(), data, start="yesterday-ish")
+    with pytest.raises(ValueError, match="keep 1 bar\\(s\\) of the data.*need at least 2 bars"):
+        Backtest(Scripted(), data, start="2024-01-06")
+    with pytest.raises(ValueError, match="trade_from=2024-01-05 00:00:00\\+00:00 is outside the backtested bars"):
+        Backtest(Scripted(), data, end="2024-01-04", trade_from="2024-01-05")
+    with pytest.raises(ValueError, match="trade_from=.* is the last bar"):
+        Backtest(Scripted(), data, trade_from="2024-01-06")
+    with pytest.raises(ValueError, match="emergency_at=2023-12-31 00:00:00\\+00:00 is outside"):
+        Backtest(Scripted(), data, emergency_at="2023-12-31")
 
 
 def test_bar_stepper_rejects_bad_bars_and_loses_nothing():

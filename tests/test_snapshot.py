@@ -216,3 +216,34 @@ def test_garbage_and_truncated_bytes_are_refused_never_misread(taken):
             continue
         assert fresh.snapshot() == blob, f"byte {pos} flipped was misread"
     assert refused > 40
+
+
+def test_a_halted_stepper_restored_from_its_snapshot_stays_halted_and_places_no_orders():
+    """The emergency stop raised with positions open and an order pending: the snapshot taken
+    right after it restores a halted stepper that flattens at the next open, then never trades
+    again, although the script keeps signalling; the same continuation as the original's."""
+    bt, day, arrays = scripted_run(n_bars=600)
+    p = bt.settings.vector(bt.ann_factor)
+    run = bt.run()
+    free, pos = run.fills, run.positions.to_numpy()[:, 0]
+    # a position is open at t0 - 1's close and an order decided there fills at t0's open
+    t0 = next(int(b) for b in free["bar"] if b > 100 and pos[b - 1] != 0.0)
+    first = BarStepper(Scripted(), p)
+    step_to(first, day, arrays, 0, t0)
+    held = first.positions[0]
+    assert held == pos[t0 - 1] != 0.0
+    first.emergency_stop()
+    blob = first.snapshot()
+    second = BarStepper(Scripted(), p)
+    second.restore(blob)
+    assert second.halted and snapshot_parts(blob)["g"][enums.G_HALTED] == 1.0
+    n0 = len(second.fills)
+    step_to(first, day, arrays, t0, len(day))
+    step_to(second, day, arrays, t0, len(day))
+    np.testing.assert_array_equal(second.fills, first.fills)
+    after = second.fills[n0:]
+    # only the emergency exit of the open position (if any) at t0's open, nothing else
+    assert np.all(after["reason"] == enums.REASON_EMERGENCY) and np.all(after["bar"] == t0)
+    assert len(after) == int(held != 0.0) and np.all(after["qty"] == abs(held))
+    assert second.positions.tolist() == [0.0] and second.halted
+    assert np.sum(free["bar"] > t0) > 10  # the script kept trading without the stop

@@ -86,3 +86,16 @@ def test_ann_factor_and_risk_free_reach_every_combination():
     assert_rows_match_backtests(table, SmaCross, data, dict(fees=0.001, **keywords))
     plain = sweep("sma_cross", data, {"fast": [5, 10], "slow": [20, 40]}, fees=0.001)
     assert (table["sharpe"] != plain["sharpe"]).all()
+
+
+def test_sweep_over_start_end_equals_backtests_and_refuses_trade_from():
+    """``start``/``end`` choose the bars as in ``Backtest``; ``trade_from`` would be silently
+    ignored by the all-bars statistics, so it is refused with the keyword named."""
+    data = generate_ohlcv(2000, freq="1h", seed=11)
+    settings = dict(fees=0.001, start=data.index[300], end=data.index[1799])
+    table = sweep("sma_cross", data, {"fast": [5, 10], "slow": [30]}, **settings)
+    assert (table["total_trades"] > 5).all()
+    assert_rows_match_backtests(table, SmaCross, data, settings)
+    for keyword in ("trade_from", "emergency_at"):
+        with pytest.raises(ValueError, match=f"sweep does not take {keyword}"):
+            sweep("sma_cross", data, {"fast": [5]}, **{keyword: data.index[500]})
