@@ -293,7 +293,8 @@ def monte_carlo_fan(mc: MonteCarloResult, actual: BacktestResult | pd.Series | N
         path = (equity / equity.iloc[0]).to_numpy()[1:][: len(steps)]
         fig.add_trace(go.Scatter(x=steps[: len(path)], y=path, name="actual", line={"color": "#000", "width": 1}))
     fig.update_layout(title=f"Monte Carlo ({mc.method} bootstrap, {len(mc.paths):,} paths): equity, start 1.0",
-                      xaxis_title="step", yaxis_type="log", template="plotly_white", height=420)
+                      xaxis_title="step", template="plotly_white", height=420)
+    fig.update_yaxes(type="log", dtick="D2")  # 1, 2, 5 per decade: readable over wide fans
     return fig
 
 

@@ -84,6 +84,18 @@ def test_plot_oscillators_get_their_own_panel():
     assert np.nanmin(values) >= 0 and np.nanmax(values) <= 100
 
 
+def test_multi_instrument_plot_and_report_per_instrument():
+    res = Backtest("sma_cross", {"BTC": "BTC_USDT-1d", "ETH": "ETH_USDT-1d"}).run()
+    fig = res.plot("ETH")
+    np.testing.assert_array_equal(_trace(fig, "ETH close").y, res.frames["ETH"]["close"].to_numpy())
+    fills = res.orders[(res.orders["instrument"] == "ETH") & (res.orders["side"] == "buy")]
+    assert 0 < len(fills) < (res.orders["side"] == "buy").sum()
+    np.testing.assert_array_equal(_trace(fig, "buy").y, fills["price"].to_numpy())
+    np.testing.assert_array_equal(_trace(fig, "sma_cross").y, res.equity.to_numpy())  # the portfolio
+    text = res.to_html()
+    assert "BTC price and fills" in text and "ETH price and fills" in text
+
+
 def test_plot_rejects_unknown_instrument(result):
     with pytest.raises(ValueError, match=r"instrument='ETH'.*BTC_USDT-1d"):
         result.plot("ETH")
