@@ -263,6 +263,17 @@ def test_cli_report_renders_in_chromium(tmp_path, capsys):
     assert shot.stat().st_size > 100_000
 
 
+def test_script_errors_show_in_the_page(tmp_path):
+    """The error hook the render test relies on: a failing script is recorded in the page."""
+    page = report._Page()
+    page.add("<script>tradpal_no_such_function();</script>")
+    path = tmp_path / "broken.html"
+    path.write_text(report._document("broken", page), encoding="utf-8")
+    dom = _render(path, tmp_path)
+    errors = re.search(r'<div id="tp-errors"[^>]*>(.*?)</div>', dom, re.S).group(1)
+    assert "tradpal_no_such_function is not defined" in errors
+
+
 def test_cli_report_bad_benchmark_names_the_option(tmp_path, capsys):
     code = main(["report", "sma_cross", "--data", "BTC_USDT-1d", "--benchmark", "NOPE-1d",
                  "--out", str(tmp_path / "r.html")])
