@@ -195,7 +195,7 @@ def plot(result: BacktestResult, instrument: str | None = None,
                              fill="tozeroy", line={"color": _SELL, "width": 1}), row=row + 1, col=1)
     fig.add_trace(go.Scatter(x=result.index, y=exposure(result, name), name="exposure",
                              line={"color": "#9467bd", "width": 1, "shape": "hv"}), row=row + 2, col=1)
-    fig.update_yaxes(type="log", row=row, col=1)  # growth rates compare as slopes
+    fig.update_yaxes(type="log", dtick="D2", row=row, col=1)  # growth rates compare as slopes
     fig.update_yaxes(tickformat=".0%", row=row + 1, col=1)
     fig.update_yaxes(tickformat=".0%", row=row + 2, col=1)
     fig.update_layout(height=250 * len(titles) + 150, hovermode="x unified", template="plotly_white",
