@@ -428,6 +428,20 @@ class BacktestResult:
         """The strategy's statistics beside buy-and-hold of the traded instruments."""
         return metrics.stats_table(self.stats, self.benchmark_stats, (self.strategy.label(), "Buy & Hold"))
 
+    def plot(self, instrument: str | None = None, benchmark: Any = None, **kwargs: Any) -> Any:
+        """Price with indicators and fills, equity against a benchmark, drawdown and exposure:
+        a plotly Figure (``framework.plots.plot``; ``benchmark`` is a dataset to buy and hold)."""
+        from framework import plots
+
+        return plots.plot(self, instrument, benchmark, **kwargs)
+
+    def to_html(self, path: str | Path | None = None, **kwargs: Any) -> str:
+        """The HTML tear sheet, written to ``path`` when given (``framework.report.to_html``:
+        ``benchmark=`` a dataset to buy and hold, ``title=``)."""
+        from framework import report
+
+        return report.to_html(self, path, **kwargs)
+
 
 def trades_frame(records: np.ndarray, index: pd.DatetimeIndex, columns: list[str]) -> pd.DataFrame:
     """``trade_dt`` records as a readable DataFrame."""

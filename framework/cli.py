@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backtest)
 
     data_cli.register(sub)  # data fetch, data check, exchange serve
+    __import__("framework.report").report.register(sub)  # report (framework.report)
     return parser
 
 
