@@ -193,8 +193,9 @@ def _stats_json(result) -> dict[str, dict[str, Any]]:
 
 
 def _records(frame) -> list[dict[str, Any]]:
-    """A table as JSON records (times and durations in ISO 8601)."""
-    return json.loads(frame.to_json(orient="records", date_format="iso", date_unit="ns"))
+    """A table as JSON records, values as :func:`_jsonable` writes them (every float exactly:
+    pandas' own ``to_json`` rounds to 10 digits)."""
+    return [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 _FORMATS = (".csv", ".json", ".parquet")
