@@ -1,13 +1,20 @@
 """The ``tradpal`` command.
 
     tradpal strategies
-    tradpal backtest STRATEGY --data PATH_OR_NAME [--param name=value ...] [--set setting=value ...]
+    tradpal backtest STRATEGY --data PATH_OR_NAME [--data ...] [--param name=value ...]
+                     [--set setting=value ...] [--start TIME] [--end TIME]
                      [--policy raise|drop|fill] [--calendar auto|24/7|sessions]
+                     [--out FILE.csv|.json|.parquet] [--json]
+    tradpal sweep STRATEGY --data PATH_OR_NAME --grid name=start:stop:step|v1,v2 [--grid ...]
+                  [--sort METRIC] [--top N] [--out FILE.csv|.json|.parquet] (+ the options above)
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
+STRATEGY is a bundled name, ``path/to/file.py:ClassName`` or a name from the folders of
+``$TRADPAL_STRATEGY_PATH`` (see ``strategies``); ``--strategy FILE.py:CLASS`` may stand instead.
+An option that takes one value refuses a second one rather than keeping the last.
+
 Exit codes: 0 ok, 1 data problems or a failed download, 2 bad usage, 130 interrupted, 141 the
-reader of the output went away (``tradpal data check F | head -1``).
-"""
+reader of the output went away (``tradpal data check F | head -1``)."""
 
 from __future__ import annotations
 
@@ -91,7 +98,8 @@ def cmd_strategies(args: argparse.Namespace) -> int:
 
     for name, cls in sorted(all_strategies().items()):
         origin = "" if name in STRATEGIES else f" [{sys.modules[cls.__module__].__file__}]"
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}{origin}")
+        doc = (cls.__doc__ or "").strip()
+        print(f"{name}: {doc.splitlines()[0] if doc else ''}{origin}")
         for pname, param in cls.param_spec().items():
             print(f"    {pname:<14} default {param.default!s:<8} {param.range_text():<28} {param.doc}")
         if cls.indicators:
@@ -168,6 +176,14 @@ def _load_data(args: argparse.Namespace) -> dict:
                 f"{args.end or 'last'}); the data covers {frame.index[0]:%Y-%m-%d %H:%M} to "
                 f"{frame.index[-1]:%Y-%m-%d %H:%M} UTC and a backtest needs at least 2 bars")
         frames[name], sources[name] = frame[keep], source
+    first = next(iter(frames))
+    for name, frame in frames.items():
+        if not frame.index.equals(frames[first].index):
+            only = frame.index.symmetric_difference(frames[first].index)
+            raise ValueError(
+                f"--data {sources[first]} and --data {sources[name]} have different timestamps "
+                f"({len(only)} bar time(s) in one only, first {only[0]:%Y-%m-%d %H:%M} UTC); "
+                "instruments of one run share every bar: give files on one time grid")
     return frames
 def _jsonable(value: Any) -> Any:
     """A statistic as JSON: times in ISO 8601 (UTC), durations as ISO 8601 durations
