@@ -361,14 +361,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     table = table.sort_values(args.sort, ascending=args.sort in _LOWER_IS_BETTER,
                               na_position="last", kind="stable").reset_index(drop=True)
+    ran = len(table)
     if args.top is not None:
         table = table.head(args.top)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         _write_table(table, Path(args.out))
     shown = table if args.top is not None else table.head(20)
-    print(f"{cls.label()} on {args.data[0]}: {len(table)} combination(s) by {args.sort}, best "
-          f"first; ran in {elapsed:.2f} s")
+    kept = f"the best {len(table)} of {ran}" if len(table) < ran else f"{ran}"
+    print(f"{cls.label()} on {args.data[0]}: {kept} combination(s) by {args.sort}, best first; "
+          f"ran in {elapsed:.2f} s")
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if len(shown) < len(table):
         print(f"... {len(table) - len(shown)} more (--top N to show more"

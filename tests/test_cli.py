@@ -289,7 +289,7 @@ def test_sweep_sorts_by_a_metric_and_saves_the_best(tmp_path):
     assert saved[["fast", "slow"]].values.tolist() == best[["fast", "slow"]].values.tolist()
     np.testing.assert_array_equal(saved["sharpe"], best["sharpe"])
     assert (pd.to_timedelta(saved["max_drawdown_duration"]) == best["max_drawdown_duration"]).all()
-    assert "sma_cross on BTC_USDT-1d: 4 combination(s) by sharpe, best first" in out.stdout
+    assert "sma_cross on BTC_USDT-1d: the best 4 of 6 combination(s) by sharpe, best first" in out.stdout
     # lower is better for volatility: the calmest first; --param fixes a parameter
     out = run_cli("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fast=5,10", "--param", "slow=40",
                   "--sort", "ann_volatility", "--out", str(tmp_path / "vol.json"))
@@ -335,6 +335,7 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch):
         ("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fast=50:5:5"): "need step > 0 and start <= stop",
         ("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fastest=1,2"): "has no parameter 'fastest'",
         (*sw, "--param", "fast=7"): "fast given in both --param and --grid",
+        (*sw, "--top", "0"): "--top must be at least 1, got 0",
         (*sw, "--data", "ETH_USDT-1d"): "sweep runs one instrument, got 2 --data",
         (*bt, "--data", "ETH_USDT-1h"): "--data BTC_USDT-1d and --data ETH_USDT-1h have different timestamps",
     }
