@@ -141,7 +141,8 @@ def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_k
     # the drivers were written to disk under a stable name and numba cached their machine code
     drivers = list(kernels.glob("tradpal_drivers_mycross_*.py"))
     assert len(drivers) == 1
-    numba_dir = tradpal_cache_root() / "numba" / sources_digest()
+    numba_dir = (Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR")
+                 else tradpal_cache_root() / "numba" / sources_digest())
     cached = [p for p in numba_dir.rglob(f"{drivers[0].stem}*") if p.suffix in (".nbi", ".nbc")]
     assert any(p.suffix == ".nbc" for p in cached), "the drivers' compiled code is not cached"
     before = {p: p.stat().st_mtime_ns for p in [*kernels.rglob("*"), *cached]}
