@@ -1,22 +1,33 @@
 """The ``tradpal`` command.
 
     tradpal strategies
-    tradpal backtest STRATEGY --data PATH_OR_NAME [--param name=value ...] [--set setting=value ...]
+    tradpal backtest STRATEGY --data PATH_OR_NAME [--data ...] [--param name=value ...]
+                     [--set setting=value ...] [--start TIME] [--end TIME]
                      [--policy raise|drop|fill] [--calendar auto|24/7|sessions]
+                     [--out FILE.csv|.json|.parquet] [--json]
+    tradpal sweep STRATEGY --data PATH_OR_NAME --grid name=start:stop:step|v1,v2 [--grid ...]
+                  [--sort METRIC] [--top N] [--out FILE.csv|.json|.parquet] (+ the options above)
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
+STRATEGY is a bundled name, ``path/to/file.py:ClassName`` or a name from the folders of
+``$TRADPAL_STRATEGY_PATH`` (see ``strategies``); ``--strategy FILE.py:CLASS`` may stand instead.
+An option that takes one value refuses a second one rather than keeping the last.
+
 Exit codes: 0 ok, 1 data problems or a failed download, 2 bad usage, 130 interrupted, 141 the
-reader of the output went away (``tradpal data check F | head -1``).
-"""
+reader of the output went away (``tradpal data check F | head -1``)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from framework import data_cli
 from framework.settings import SimSettings
@@ -47,11 +58,48 @@ def _parse_setting(pair: str) -> tuple[str, Any]:
         raise ValueError(f"setting {key!r} takes a number, got {text!r}") from None
 
 
-def cmd_strategies(args: argparse.Namespace) -> int:
-    from strategies import STRATEGIES
+def _settings(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` options as keywords; a setting given twice is an error, not the last one wins."""
+    settings: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, value = _parse_setting(pair)
+        if key in settings:
+            raise ValueError(f"--set {key} given twice; give each setting once")
+        settings[key] = value
+    return settings
 
-    for name, cls in sorted(STRATEGIES.items()):
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+
+class _StoreOnce(argparse._StoreAction):
+    """``store`` that refuses a second occurrence of the option instead of keeping the last."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in seen:
+            parser.error(f"argument {option_string}: given twice ({seen[self.dest]!r} and "
+                         f"{values!r}); it takes one value")
+        seen[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Options that take one value refuse repetition; usage errors are one line (exit 2)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if args and args[0].startswith("-") and kwargs.get("action", "store") == "store":
+            kwargs["action"] = _StoreOnce
+        return super().add_argument(*args, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def cmd_strategies(args: argparse.Namespace) -> int:
+    from strategies import STRATEGIES, all_strategies
+
+    for name, cls in sorted(all_strategies().items()):
+        origin = "" if name in STRATEGIES else f" [{sys.modules[cls.__module__].__file__}]"
+        doc = (cls.__doc__ or "").strip()
+        print(f"{name}: {doc.splitlines()[0] if doc else ''}{origin}")
         for pname, param in cls.param_spec().items():
             print(f"    {pname:<14} default {param.default!s:<8} {param.range_text():<28} {param.doc}")
         if cls.indicators:
@@ -62,52 +110,328 @@ def cmd_strategies(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_backtest(args: argparse.Namespace) -> int:
-    from framework.backtest import Backtest
-    from framework.data import DataValidationError
+def _strategy_class(args: argparse.Namespace):
+    """The class named by the positional STRATEGY or ``--strategy`` (exactly one of them)."""
     from strategies import get_strategy
 
-    cls = get_strategy(args.strategy)
-    strategy = cls.from_strings(args.param or [])
-    settings = dict(_parse_setting(s) for s in (args.set or []))
-    started = time.perf_counter()
+    if args.strategy and args.strategy_option:
+        raise ValueError(f"strategy given twice ({args.strategy!r} and --strategy "
+                         f"{args.strategy_option!r}); give STRATEGY or --strategy, not both")
+    spec = args.strategy or args.strategy_option
+    if not spec:
+        raise ValueError("no strategy: give a name (see `tradpal strategies`) or "
+                         "--strategy path/to/file.py:ClassName")
+    option = "STRATEGY" if args.strategy else "--strategy"
     try:
-        bt = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings)
-    except DataValidationError as e:  # advice in this interface's words (--policy, not policy=)
-        raise ValueError(data_cli.validation_advice(e, args.data)) from None
+        return get_strategy(spec)
+    except (ValueError, FileNotFoundError) as e:
+        raise ValueError(f"{option}: {e}") from None
+
+
+def _utc_time(option: str, text: str | None):
+    """``--start``/``--end`` text as a UTC Timestamp (a time without offset is UTC)."""
+    import pandas as pd
+
+    if text is None:
+        return None
+    try:
+        stamp = pd.Timestamp(text)
+    except (ValueError, TypeError):
+        stamp = pd.NaT
+    if stamp is pd.NaT:
+        raise ValueError(f"{option} {text!r} is not a date/time; give ISO format, e.g. "
+                         "2021-01-01 or 2021-01-01T12:00 (UTC unless an offset is given)")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _load_data(args: argparse.Namespace) -> dict:
+    """The ``--data`` sources, validated, cut to ``[--start, --end)``, by instrument name (the
+    dataset name or file stem)."""
+    from framework.data import DataValidationError, load_ohlcv
+
+    start, end = _utc_time("--start", args.start), _utc_time("--end", args.end)
+    if start is not None and end is not None and start >= end:
+        raise ValueError(f"--start {args.start} is not before --end {args.end}; the range is "
+                         "[start, end), so --end must be later")
+    frames, sources = {}, {}
+    for source in args.data:
+        name = Path(source).stem
+        if name in frames:
+            raise ValueError(f"--data: two sources for instrument {name!r} ({sources[name]!r} and "
+                             f"{source!r}); each instrument is named by its file stem, give it once")
+        try:
+            frame = load_ohlcv(source, policy=args.policy, calendar=args.calendar)
+        except DataValidationError as e:  # advice in this interface's words (--policy, not policy=)
+            raise ValueError(f"--data {source}: {data_cli.validation_advice(e, source)}") from None
+        except FileNotFoundError as e:
+            raise ValueError(f"--data: {e}") from None
+        keep = np.ones(len(frame), dtype=bool)
+        if start is not None:
+            keep &= frame.index >= start
+        if end is not None:
+            keep &= frame.index < end
+        if keep.sum() < 2:
+            raise ValueError(
+                f"--start/--end: {int(keep.sum())} bar(s) of {name} in [{args.start or 'first'}, "
+                f"{args.end or 'last'}); the data covers {frame.index[0]:%Y-%m-%d %H:%M} to "
+                f"{frame.index[-1]:%Y-%m-%d %H:%M} UTC and a backtest needs at least 2 bars")
+        frames[name], sources[name] = frame[keep], source
+    first = next(iter(frames))
+    for name, frame in frames.items():
+        if not frame.index.equals(frames[first].index):
+            only = frame.index.symmetric_difference(frames[first].index)
+            raise ValueError(
+                f"--data {sources[first]} and --data {sources[name]} have different timestamps "
+                f"({len(only)} bar time(s) in one only, first {only[0]:%Y-%m-%d %H:%M} UTC); "
+                "instruments of one run share every bar: give files on one time grid")
+    return frames
+def _jsonable(value: Any) -> Any:
+    """A statistic as JSON: times in ISO 8601 (UTC), durations as ISO 8601 durations
+    (``P27DT3H18M37S``), NaN as null, infinities as the strings "inf" / "-inf"."""
+    import pandas as pd
+
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, pd.Timedelta):
+        return value.isoformat()
+    if isinstance(value, (float, np.floating)):
+        if np.isnan(value):
+            return None
+        return float(value) if np.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def _stats_json(result) -> dict[str, dict[str, Any]]:
+    return {"strategy": {k: _jsonable(v) for k, v in result.stats.items()},
+            "benchmark": {k: _jsonable(v) for k, v in result.benchmark_stats.items()}}
+
+
+def _records(frame) -> list[dict[str, Any]]:
+    """A table as JSON records, values as :func:`_jsonable` writes them (every float exactly:
+    pandas' own ``to_json`` rounds to 10 digits)."""
+    return [{k: _jsonable(v) for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+_FORMATS = (".csv", ".json", ".parquet")
+
+
+def _out_format(path: str) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in _FORMATS:
+        raise ValueError(f"--out {path}: the file name must end in {', '.join(_FORMATS)} "
+                         "(it chooses the format)")
+    return suffix
+
+
+def _write_table(frame, path: Path) -> None:
+    """One table as CSV, JSON (a list of records) or Parquet, by the path's suffix."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        path.write_text(json.dumps(_records(frame), indent=1) + "\n")
+
+
+def backtest_tables(result) -> dict[str, Any]:
+    """The four tables ``backtest --out`` writes: stats (one row each for the strategy and
+    buy-and-hold, column ``run``), trades, orders and equity (columns ``time``, ``equity``)."""
+    import pandas as pd
+
+    stats = pd.DataFrame([result.stats, result.benchmark_stats])
+    stats.insert(0, "run", ["strategy", "benchmark"])
+    equity = pd.DataFrame({"time": result.equity.index, "equity": result.equity.to_numpy()})
+    return {"stats": stats, "trades": result.trades, "orders": result.orders, "equity": equity}
+
+
+def write_backtest(result, out: str) -> list[Path]:
+    """``--out``: ``NAME.json`` is one JSON object with keys stats ({strategy, benchmark}),
+    trades, orders and equity; ``NAME.csv`` / ``NAME.parquet`` are four files beside it,
+    ``NAME.stats.csv``, ``NAME.trades.csv``, ``NAME.orders.csv``, ``NAME.equity.csv``."""
+    path = Path(out)
+    suffix = _out_format(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tables = backtest_tables(result)
+    if suffix == ".json":
+        doc = {"stats": _stats_json(result),
+               **{k: _records(v) for k, v in tables.items() if k != "stats"}}
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        return [path]
+    written = []
+    for key, frame in tables.items():
+        target = path.with_name(f"{path.stem}.{key}{suffix}")
+        _write_table(frame, target)
+        written.append(target)
+    return written
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from framework.backtest import Backtest
+
+    cls = _strategy_class(args)
+    strategy = cls.from_strings(args.param or [])
+    settings = _settings(args.set)
+    if args.out:
+        _out_format(args.out)  # a bad --out fails before the run, not after it
+    frames = _load_data(args)
+    started = time.perf_counter()
+    bt = Backtest(strategy, frames, policy=args.policy, calendar=args.calendar, **settings)
     result = bt.run()
     elapsed = time.perf_counter() - started
-    print(f"{strategy!r} on {args.data} ({len(bt.index):,} bars, "
+    written = write_backtest(result, args.out) if args.out else []
+    if args.json:  # stdout is the JSON object and nothing else
+        print(json.dumps(_stats_json(result), indent=1))
+        return 0
+    print(f"{strategy!r} on {', '.join(args.data)} ({len(bt.index):,} bars, "
           f"{bt.index[0]:%Y-%m-%d %H:%M} to {bt.index[-1]:%Y-%m-%d %H:%M} UTC)")
     print(result.stats_table())
     print(f"\n{len(result.orders)} fills, {len(result.trades)} trades; ran in {elapsed:.2f} s "
           "(first run includes compiling the kernels, cached on disk afterwards)")
+    for path in written:
+        print(f"wrote {path}")
     return 0
 
 
+# a sweep lists the best first: the highest value, except where lower is better
+_LOWER_IS_BETTER = ("ann_volatility", "max_drawdown_duration")
+
+
+def _grid_values(cls, item: str) -> tuple[str, list]:
+    """``--grid fast=5:50:5`` (start:stop:step, stop included when the steps land on it) or
+    ``--grid fast=5,10,20`` -> ("fast", [5, 10, ...]), typed and range-checked."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    spec = cls.param_spec()
+    if not sep or not text.strip():
+        raise ValueError(f"--grid expects name=start:stop:step or name=v1,v2,...; got {item!r}")
+    if key not in spec:
+        raise ValueError(f"--grid {item}: {cls.label()} has no parameter {key!r}; valid "
+                         f"parameters: {', '.join(spec)}")
+    param = spec[key]
+    if ":" not in text:
+        return key, [param.parse(cls.label(), key, v) for v in text.split(",")]
+    parts = text.split(":")
+    if len(parts) != 3 or param.kind is bool:
+        raise ValueError(f"--grid {item}: a range is start:stop:step of a number parameter, "
+                         "e.g. fast=5:50:5; or list the values, e.g. fast=5,10,20")
+    try:
+        start, stop, step = (param.kind(float(p)) if param.kind is float else int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--grid {item}: start, stop and step of {key!r} must be "
+                         f"{'integers' if param.kind is int else 'numbers'}") from None
+    if not step > 0 or stop < start:
+        raise ValueError(f"--grid {item}: need step > 0 and start <= stop")
+    count = int(np.floor((stop - start) / step + 1e-9)) + 1
+    values = [start + i * step for i in range(count)]
+    if param.kind is float:  # 0.1 + 2 * 0.1 is 0.30000000000000004: show what was meant
+        values = [round(v, 12) for v in values]
+    return key, [param.check(cls.label(), key, v) for v in values]
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from framework.sweep import METRICS, sweep
+
+    cls = _strategy_class(args)
+    if args.sort not in METRICS:
+        raise ValueError(f"--sort {args.sort!r} is not a statistic of a sweep; valid: "
+                         f"{', '.join(METRICS)}")
+    if args.top is not None and args.top < 1:
+        raise ValueError(f"--top must be at least 1, got {args.top}")
+    if args.out:
+        _out_format(args.out)
+    grid: dict[str, list] = {}
+    for item in args.grid:
+        key, values = _grid_values(cls, item)
+        if key in grid:
+            raise ValueError(f"--grid {key} given twice; give each parameter once")
+        grid[key] = values
+    fixed = cls.parse_params(args.param or [])
+    both = sorted(set(fixed) & set(grid))
+    if both:
+        raise ValueError(f"{', '.join(both)} given in both --param and --grid; give it in one")
+    frames = _load_data(args)
+    if len(frames) != 1:
+        raise ValueError(f"sweep runs one instrument, got {len(frames)} --data; sweep each on its own")
+    started = time.perf_counter()
+    table = sweep(cls, frames, {**{k: [v] for k, v in fixed.items()}, **grid},
+                  policy=args.policy, calendar=args.calendar, **_settings(args.set))
+    elapsed = time.perf_counter() - started
+    table = table.sort_values(args.sort, ascending=args.sort in _LOWER_IS_BETTER,
+                              na_position="last", kind="stable").reset_index(drop=True)
+    ran = len(table)
+    if args.top is not None:
+        table = table.head(args.top)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        _write_table(table, Path(args.out))
+    shown = table if args.top is not None else table.head(20)
+    kept = f"the best {len(table)} of {ran}" if len(table) < ran else f"{ran}"
+    print(f"{cls.label()} on {args.data[0]}: {kept} combination(s) by {args.sort}, best first; "
+          f"ran in {elapsed:.2f} s")
+    print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    if len(shown) < len(table):
+        print(f"... {len(table) - len(shown)} more (--top N to show more"
+              f"{'' if args.out else ', --out FILE to save all'})")
+    if args.out:
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options ``backtest`` and ``sweep`` share: strategy, data, range, parameters."""
+    p.add_argument("strategy", nargs="?", metavar="STRATEGY",
+                   help="a strategy name (see `tradpal strategies`) or path/to/file.py:ClassName")
+    p.add_argument("--strategy", dest="strategy_option", metavar="FILE.py:CLASS",
+                   help="your own Strategy subclass from a file (instead of STRATEGY); "
+                   "$TRADPAL_STRATEGY_PATH lists folders whose strategies go by name")
+    p.add_argument("--data", action="append", required=True, metavar="PATH_OR_NAME",
+                   help="CSV/Parquet path or bundled dataset name, e.g. BTC_USDT-1d; repeat for "
+                   "several instruments on one index (named by file stem)")
+    p.add_argument("--start", metavar="TIME", help="first bar's time, ISO (UTC), e.g. 2021-01-01")
+    p.add_argument("--end", metavar="TIME", help="stop before this time, ISO (UTC): "
+                   "--start 2021-01-01 --end 2022-01-01 is the year 2021")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
+    p.add_argument("--set", action="append", metavar="SETTING=VALUE",
+                   help="simulator setting, e.g. fees=0.001 sl_pct=0.05 allow_short=true "
+                   "cash_sharing=true (repeatable)")
+    p.add_argument("--policy", choices=("raise", "drop", "fill"), default="raise",
+                   help=data_cli.POLICY_HELP)
+    p.add_argument("--calendar", choices=("auto", "24/7", "sessions"), default="auto",
+                   help="how to judge gaps in the data (default: guess from the data)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tradpal", description="TradPal: research to live trading.")
+    parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("strategies", help="list strategies and their parameters")
     p.set_defaults(func=cmd_strategies)
 
     p = sub.add_parser("backtest", help="backtest a strategy and print its stats beside buy-and-hold")
-    p.add_argument("strategy", help="strategy name (see `tradpal strategies`)")
-    p.add_argument("--data", required=True, help="CSV/Parquet path or bundled dataset name, e.g. BTC_USDT-1d")
-    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
-    p.add_argument("--set", action="append", metavar="SETTING=VALUE",
-                   help="simulator setting, e.g. fees=0.001 sl_pct=0.05 allow_short=true (repeatable)")
-    p.add_argument("--policy", choices=("raise", "drop", "fill"), default="raise",
-                   help=data_cli.POLICY_HELP)
-    p.add_argument("--calendar", choices=("auto", "24/7", "sessions"), default="auto",
-                   help="how to judge gaps in the data (default: guess from the data)")
+    _add_run_options(p)
+    p.add_argument("--out", metavar="FILE", help="save stats, trades, orders and equity: FILE.json "
+                   "(one object) or FILE.csv / FILE.parquet (FILE.stats.csv, FILE.trades.csv, ...)")
+    p.add_argument("--json", action="store_true",
+                   help="print the stats (strategy and benchmark) as one JSON object, nothing else")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("sweep", help="backtest every combination of a parameter grid")
+    _add_run_options(p)
+    p.add_argument("--grid", action="append", required=True, metavar="NAME=RANGE",
+                   help="values to try: start:stop:step (stop included), e.g. fast=5:50:5, or a "
+                   "list, e.g. fast=5,10,20 (repeat for each parameter)")
+    p.add_argument("--sort", default="sharpe", metavar="METRIC",
+                   help="order by this statistic, best first (default sharpe)")
+    p.add_argument("--top", type=int, metavar="N", help="keep the best N (default: print 20, save all)")
+    p.add_argument("--out", metavar="FILE", help="save the table: FILE.csv, FILE.json or FILE.parquet")
+    p.set_defaults(func=cmd_sweep)
 
     data_cli.register(sub)  # data fetch, data check, exchange serve
     __import__("framework.report").report.register(sub)  # report (framework.report)
     return parser
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()

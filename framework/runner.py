@@ -218,7 +218,9 @@ def _source_digest(strategy_cls: type) -> str | None:
     h = hashlib.sha256(_TEMPLATE.encode())
     for dep in (*_DEPENDENCIES, module):
         h.update(Path(dep.__file__).read_bytes())
-    h.update(strategy_cls.__qualname__.encode())
+    # the generated module imports the class by module and name: two copies of one file
+    # (two module names) need two driver modules
+    h.update(f"{strategy_cls.__module__}:{strategy_cls.__qualname__}".encode())
     return h.hexdigest()[:16]
 
 

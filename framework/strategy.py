@@ -146,8 +146,9 @@ class Strategy:
         return spec
 
     @classmethod
-    def from_strings(cls, pairs: list[str]) -> Strategy:
-        """Build from ``["fast=5", "slow=20"]`` as typed on a command line."""
+    def parse_params(cls, pairs: list[str]) -> dict[str, int | float | bool]:
+        """Parameter values typed and range-checked from ``["fast=5", "slow=20"]`` as typed on a
+        command line (``--param``); a parameter given twice is an error, not the last one wins."""
         spec = cls.param_spec()
         values: dict[str, Any] = {}
         for pair in pairs:
@@ -159,8 +160,16 @@ class Strategy:
                 raise ValueError(
                     f"{cls.label()} has no parameter {key!r}; valid parameters: {', '.join(spec)}"
                 )
+            if key in values:
+                raise ValueError(f"--param {key} given twice ({values[key]!r} and {text.strip()!r}); "
+                                 "give each parameter once")
             values[key] = spec[key].parse(cls.label(), key, text)
-        return cls(**values)
+        return values
+
+    @classmethod
+    def from_strings(cls, pairs: list[str]) -> Strategy:
+        """Build from ``["fast=5", "slow=20"]`` as typed on a command line."""
+        return cls(**cls.parse_params(pairs))
 
     def check(self) -> None:
         """Rules between parameters; raise ``ValueError`` naming them. Override as needed."""

@@ -30,6 +30,10 @@ from framework.strategy import Strategy
 
 log = logging.getLogger(__name__)
 
+#: the statistics columns of a sweep's table, after the parameters
+METRICS = ("total_return", "cagr", "ann_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
+           "max_drawdown_duration", "exposure_time", "total_trades")
+
 def _combinations(
     cls: type[Strategy], base: dict[str, Any], grid: Mapping[str, Sequence[Any]]
 ) -> list[Strategy]:
