@@ -145,14 +145,14 @@ def _utc_time(option: str, text: str | None):
 
 
 def _load_data(args: argparse.Namespace) -> dict:
-    """The ``--data`` sources, validated, cut to ``[--start, --end)``, by instrument name (the
+    """The ``--data`` sources, validated, cut to ``[--start, --end]`` (both included, as ``Backtest(start=, end=)``), by instrument name (the
     dataset name or file stem)."""
     from framework.data import DataValidationError, load_ohlcv
 
     start, end = _utc_time("--start", args.start), _utc_time("--end", args.end)
     if start is not None and end is not None and start >= end:
         raise ValueError(f"--start {args.start} is not before --end {args.end}; the range is "
-                         "[start, end), so --end must be later")
+                         "[start, end], so --end must be later")
     frames, sources = {}, {}
     for source in args.data:
         name = Path(source).stem
@@ -169,11 +169,11 @@ def _load_data(args: argparse.Namespace) -> dict:
         if start is not None:
             keep &= frame.index >= start
         if end is not None:
-            keep &= frame.index < end
+            keep &= frame.index <= end
         if keep.sum() < 2:
             raise ValueError(
                 f"--start/--end: {int(keep.sum())} bar(s) of {name} in [{args.start or 'first'}, "
-                f"{args.end or 'last'}); the data covers {frame.index[0]:%Y-%m-%d %H:%M} to "
+                f"{args.end or 'last'}]; the data covers {frame.index[0]:%Y-%m-%d %H:%M} to "
                 f"{frame.index[-1]:%Y-%m-%d %H:%M} UTC and a backtest needs at least 2 bars")
         frames[name], sources[name] = frame[keep], source
     first = next(iter(frames))
@@ -392,7 +392,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    "several instruments on one index (named by file stem)")
     p.add_argument("--start", metavar="TIME", help="first bar's time, ISO (UTC), e.g. 2021-01-01")
     p.add_argument("--end", metavar="TIME", help="stop before this time, ISO (UTC): "
-                   "--start 2021-01-01 --end 2022-01-01 is the year 2021")
+                   "--start 2021-01-01 --end 2021-12-31 is the year 2021 (both ends included, as "
+                   "Backtest(start=, end=))")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
     p.add_argument("--set", action="append", metavar="SETTING=VALUE",
                    help="simulator setting, e.g. fees=0.001 sl_pct=0.05 allow_short=true "

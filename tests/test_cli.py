@@ -204,7 +204,7 @@ def test_strategy_errors_name_the_option(tmp_path, capsys, monkeypatch):
 
 def test_several_instruments_and_a_date_range(tmp_path):
     out = run_cli("backtest", "sma_cross", "--data", "BTC_USDT-1d", "--data", "ETH_USDT-1d",
-                  "--set", "cash_sharing=true", "--start", "2021-01-01", "--end", "2022-01-01",
+                  "--set", "cash_sharing=true", "--start", "2021-01-01", "--end", "2021-12-31",
                   "--out", str(tmp_path / "run.parquet"))
     assert out.returncode == 0, out.stderr
     assert "on BTC_USDT-1d, ETH_USDT-1d (365 bars, 2021-01-01 00:00 to 2021-12-31 00:00 UTC)" in out.stdout
@@ -217,7 +217,7 @@ def test_several_instruments_and_a_date_range(tmp_path):
     out = run_cli("backtest", "sma_cross", "--data", "BTC_USDT-1d", "--start", "2021-01-01T02:00+02:00",
                   "--end", "2021-03-01", "--json")
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["strategy"]["end"] == "2021-02-28T00:00:00+00:00"
+    assert json.loads(out.stdout)["strategy"]["end"] == "2021-03-01T00:00:00+00:00"  # included
     assert json.loads(out.stdout)["strategy"]["start"] == "2021-01-01T00:00:00+00:00"
 
 
