@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from framework import data_cli
+from framework import data_cli, report
 from framework.settings import SimSettings
 
 
@@ -431,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     data_cli.register(sub)  # data fetch, data check, exchange serve
-    __import__("framework.report").report.register(sub)  # report (framework.report)
+    report.register(sub)  # report STRATEGY --data ... --out report.html
     return parser
 
 def main(argv: list[str] | None = None) -> int:
