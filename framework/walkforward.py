@@ -31,6 +31,8 @@ from framework.strategy import Strategy
 from framework.sweep import METRICS, sweep
 
 #: statistics of ``.stats`` that need the trades themselves; the stitched curve leaves them out
+#: sweep columns where the lowest value wins the selection
+LOWER_IS_BETTER = ("ann_volatility", "max_drawdown_duration")
 _TRADE_STATS = ("win_rate", "profit_factor", "expectancy", "avg_trade_duration", "largest_win",
                 "largest_loss")
 
@@ -64,6 +66,14 @@ def _check_bars(value: Any, keyword: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{keyword} must be a whole number of bars >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _best_row(column: pd.Series, *, lower: bool) -> int:
+    """Position of the best value (first on ties, NaN/NaT last)."""
+    if pd.api.types.is_timedelta64_dtype(column):
+        column = column.dt.total_seconds()
+    scores = column.to_numpy(dtype=float) * (-1.0 if lower else 1.0)
+    return int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
 
 
 def splits(
@@ -116,8 +126,9 @@ def walk_forward(
             The in-sample sweeps have no separate warm-up: they trade from their first bar.
         anchored: False: rolling training windows of ``train`` bars; True: every training
             window starts at the first bar.
-        metric: the sweep column that chooses the parameters, highest wins (one of
-            ``framework.sweep.METRICS``; NaN ranks last, ties go to the first in grid order).
+        metric: the sweep column that chooses the parameters (one of
+            ``framework.sweep.METRICS``): the highest wins, the lowest for ``ann_volatility``
+            and ``max_drawdown_duration``; NaN ranks last, ties go to the first in grid order.
         **settings: shared by the sweeps and the backtests, as in ``Backtest`` (including
             ``ann_factor`` and ``risk_free``); ``start``, ``end`` and ``trade_from`` are
             refused: the windows choose the bars.
@@ -152,8 +163,7 @@ def walk_forward(
             len(index), train=train, test=test, warmup=warmup, anchored=anchored):
         table = sweep(cls(**base) if base else cls, frame, grid, start=index[train_start],
                       end=index[train_end], **settings)
-        scores = table[metric].to_numpy(dtype=float)
-        best = int(np.argmax(np.where(np.isnan(scores), -np.inf, scores)))
+        best = _best_row(table[metric], lower=metric in LOWER_IS_BETTER)
         params = {k: table.at[best, k] for k in grid}
         params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
         result = Backtest(cls(**{**base, **params}), frame, start=index[warmup_start],

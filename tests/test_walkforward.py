@@ -104,6 +104,16 @@ def test_efficiency_definition(wf) -> None:
         assert np.isnan(wf.efficiency)
 
 
+@pytest.mark.parametrize("metric", ["max_drawdown_duration", "ann_volatility", "max_drawdown"])
+def test_other_metrics_choose_the_best_row(metric) -> None:
+    wf = walk_forward("sma_cross", DATA, GRID, train=TRAIN, test=TEST, metric=metric)
+    for row, table in zip(wf.windows.itertuples(), wf.sweeps):
+        col = table[metric]
+        target = col.max() if metric == "max_drawdown" else col.min()
+        first = table.loc[(col == target).to_numpy()].iloc[0]  # first in grid order among ties
+        assert (row.fast, row.slow) == (first["fast"], first["slow"])
+
+
 def test_refuses_bad_keywords() -> None:
     with pytest.raises(ValueError, match="metric must be one of"):
         walk_forward("sma_cross", DATA, GRID, train=TRAIN, test=TEST, metric="profit")
