@@ -23,50 +23,13 @@ import json
 import os
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from framework import data_cli, report
-from framework.settings import SimSettings
-
-
-def _parse_setting(pair: str) -> tuple[str, Any]:
-    """``fees=0.001`` -> ("fees", 0.001), typed by the SimSettings field it names."""
-    key, sep, text = pair.partition("=")
-    key = key.strip()
-    types = {f.name: f.type for f in fields(SimSettings)}
-    if not sep or key not in types:
-        raise ValueError(
-            f"--set expects setting=value with one of: {', '.join(types)}; got {pair!r}"
-        )
-    kind = str(types[key])
-    text = text.strip()
-    if text.lower() in ("none", "off"):
-        return key, None
-    if "bool" in kind:
-        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"setting {key!r} takes true or false, got {text!r}")
-        return key, text.lower() in ("true", "1", "yes")
-    if "str" in kind:
-        return key, text
-    try:
-        return key, int(text) if "int" in kind and "float" not in kind else float(text)
-    except ValueError:
-        raise ValueError(f"setting {key!r} takes a number, got {text!r}") from None
-
-
-def _settings(pairs: list[str] | None) -> dict[str, Any]:
-    """``--set`` options as keywords; a setting given twice is an error, not the last one wins."""
-    settings: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, value = _parse_setting(pair)
-        if key in settings:
-            raise ValueError(f"--set {key} given twice; give each setting once")
-        settings[key] = value
-    return settings
+from framework.settings import settings_from_pairs
 
 
 class _StoreOnce(argparse._StoreAction):
@@ -273,7 +236,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     cls = _strategy_class(args)
     strategy = cls.from_strings(args.param or [])
-    settings = _settings(args.set)
+    settings = settings_from_pairs(args.set)
     if args.out:
         _out_format(args.out)  # a bad --out fails before the run, not after it
     frames = _load_data(args)
@@ -357,7 +320,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"sweep runs one instrument, got {len(frames)} --data; sweep each on its own")
     started = time.perf_counter()
     table = sweep(cls, frames, {**{k: [v] for k, v in fixed.items()}, **grid},
-                  policy=args.policy, calendar=args.calendar, **_settings(args.set))
+                  policy=args.policy, calendar=args.calendar, **settings_from_pairs(args.set))
     elapsed = time.perf_counter() - started
     table = table.sort_values(args.sort, ascending=args.sort in _LOWER_IS_BETTER,
                               na_position="last", kind="stable").reset_index(drop=True)

@@ -269,12 +269,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Run the backtest, write the report, print where it went."""
     from framework import data_cli
     from framework.backtest import Backtest
-    from framework.cli import _parse_setting
     from framework.data import DataValidationError
+    from framework.settings import settings_from_pairs
     from strategies import get_strategy
 
     strategy = get_strategy(args.strategy).from_strings(args.param or [])
-    settings = dict(_parse_setting(s) for s in (args.set or []))
+    settings = settings_from_pairs(args.set)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ValueError(f"--out {args.out}: folder {out.parent} does not exist")

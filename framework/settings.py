@@ -219,3 +219,42 @@ def _check_window(name: str, value: Any, minimum: int = 1) -> None:
             or not minimum <= value <= maximum):
         raise ValueError(
             f"{name} must be an integer in [{minimum}, {maximum}], got {_shown(value)}")
+
+
+# --- command line: ``--set setting=value`` ---------------------------------------------------
+
+
+def parse_setting(pair: str) -> tuple[str, Any]:
+    """``fees=0.001`` -> ("fees", 0.001), typed by the SimSettings field it names."""
+    key, sep, text = pair.partition("=")
+    key = key.strip()
+    types = {f.name: f.type for f in fields(SimSettings)}
+    if not sep or key not in types:
+        raise ValueError(
+            f"--set expects setting=value with one of: {', '.join(types)}; got {pair!r}"
+        )
+    kind = str(types[key])
+    text = text.strip()
+    if text.lower() in ("none", "off"):
+        return key, None
+    if "bool" in kind:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"setting {key!r} takes true or false, got {text!r}")
+        return key, text.lower() in ("true", "1", "yes")
+    if "str" in kind:
+        return key, text
+    try:
+        return key, int(text) if "int" in kind and "float" not in kind else float(text)
+    except ValueError:
+        raise ValueError(f"setting {key!r} takes a number, got {text!r}") from None
+
+
+def settings_from_pairs(pairs: list[str] | None) -> dict[str, Any]:
+    """``--set`` options as keywords; a setting given twice is an error, not the last one wins."""
+    settings: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, value = parse_setting(pair)
+        if key in settings:
+            raise ValueError(f"--set {key} given twice; give each setting once")
+        settings[key] = value
+    return settings

@@ -436,14 +436,14 @@ def test_valid_bool_and_target_settings_are_accepted():
 
 
 def test_cli_setting_strings_become_real_bools():
-    from framework.cli import _parse_setting
+    from framework.settings import parse_setting
 
-    parsed = dict(_parse_setting(s) for s in ("allow_short=true", "cash_sharing=no", "tp_pct=0.5"))
+    parsed = dict(parse_setting(s) for s in ("allow_short=true", "cash_sharing=no", "tp_pct=0.5"))
     assert parsed == {"allow_short": True, "cash_sharing": False, "tp_pct": 0.5}
     s = SimSettings.build(**parsed)
     assert s.allow_short is True and s.cash_sharing is False
     with pytest.raises(ValueError, match="setting 'allow_short' takes true or false"):
-        _parse_setting("allow_short=maybe")
+        parse_setting("allow_short=maybe")
 
 
 def test_cli_reports_a_bad_bool_setting(capsys):
