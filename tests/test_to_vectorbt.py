@@ -30,3 +30,16 @@ def test_vectorbt_portfolio_has_tradpals_equity_returns_and_trades(data, setting
                                rtol=1e-9, atol=1e-12)
     assert int(np.asarray(pf.trades.closed.count()).sum()) == _closed_trades(result)
     assert len(pf.orders.records) == len(result.orders)
+
+
+def test_without_vectorbt_the_error_says_what_to_install(monkeypatch):
+    import sys
+
+    import framework
+
+    result = Backtest("sma_cross", "BTC_USDT-1d", end="2020-06-01").run()
+    monkeypatch.setitem(sys.modules, "vectorbt", None)  # import vectorbt raises ImportError
+    monkeypatch.delitem(sys.modules, "framework.vbt_bridge", raising=False)
+    monkeypatch.delattr(framework, "vbt_bridge", raising=False)
+    with pytest.raises(ImportError, match=r"to_vectorbt\(\) needs vectorbt.*tradpal\[research\]"):
+        result.to_vectorbt()
