@@ -424,6 +424,20 @@ class BacktestResult:
         exposure[0] = False
         return metrics.performance_stats(equity, trades, exposure, self.ann_factor, self.risk_free)
 
+    def to_vectorbt(self) -> Any:
+        """A vectorbt ``Portfolio`` replaying this run's fills, to use vectorbt's analytics:
+        each fill is an order of its signed quantity at its fill price with its fee as a fixed
+        fee, in the order they happened (several per bar allowed), with the same initial cash
+        and cash groups (``framework.vbt_bridge``). Needs the ``research`` extra (vectorbt)."""
+        try:
+            from framework import vbt_bridge
+        except ImportError as err:
+            raise ImportError(
+                f"to_vectorbt() needs vectorbt, which is not installed ({err}); install the "
+                "research extra: pip install 'tradpal[research]'"
+            ) from err
+        return vbt_bridge.portfolio(self)
+
     def stats_table(self) -> str:
         """The strategy's statistics beside buy-and-hold of the traded instruments."""
         return metrics.stats_table(self.stats, self.benchmark_stats, (self.strategy.label(), "Buy & Hold"))
