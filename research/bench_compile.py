@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="fresh processes per figure "
                     "(default 3; --quick: 1)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 repeat")
+    ap.add_argument("--skip-cold", action="store_true",
+                    help="skip the two cold figures (reported as null) and time the warm and edit "
+                         "figures against your usual TradPal cache: a smoke test without a full "
+                         "compile of the framework")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     if repeats < 1:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = f"{path}:SmaCross"
         user_args = ["backtest", spec, "--data", "BTC_USDT-1d"]
         kept = tmp / "kept"  # the cache of the last cold run, reused warm below
-        for r in range(repeats):
+        for r in range(0 if args.skip_cold else repeats):
             home = tmp / f"cold{r}"
             times["cold_first_backtest_s"].append(timed(tradpal(DEMO_ARGS), base_env(home)))
             if kept.exists():
@@ -136,12 +140,16 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 home.rename(kept)
         env = base_env(kept)
+        if args.skip_cold:
+            env["TRADPAL_CACHE_HOME"] = os.environ.get("TRADPAL_CACHE_HOME", "")
+            if not env["TRADPAL_CACHE_HOME"]:
+                del env["TRADPAL_CACHE_HOME"]
         timed(tradpal(user_args), env, cwd=user_dir)  # compiles the user's strategy once
         for r in range(repeats):
             times["warm_first_backtest_s"].append(timed(tradpal(user_args), env, cwd=user_dir))
             edit(path, r)
             times["edit_to_result_s"].append(timed(tradpal(user_args), env, cwd=user_dir))
-        for r in range(repeats):
+        for r in range(0 if args.skip_cold else repeats):
             venv = base_env(tmp / f"vbt{r}")
             venv["NUMBA_CACHE_DIR"] = str(tmp / f"vbt{r}" / "numba")
             times["vectorbt_cold_first_s"].append(
@@ -157,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
           f"(load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")
     print(f"{'figure':<24} {'what':<48} {'min':>7} {'median':>7} {'max':>7} {'goal':>7}")
     for key, what in rows:
+        if not times[key]:
+            print(f"{key:<24} {what:<48} {'skipped (--skip-cold)':>23}")
+            continue
         s = summary(times[key])
         goal = f"<= {goals[key]:g}" if key in goals else "-"
         print(f"{key:<24} {what:<48} {s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f} "
@@ -164,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     print("(median reported in the JSON; every figure includes interpreter start and imports)")
     print()
 
-    result: dict = {key: round(statistics.median(v), 3) for key, v in times.items()}
+    times = {k: v for k, v in times.items() if v}
+    result: dict = {key: None for key, _ in rows}
+    result.update({key: round(statistics.median(v), 3) for key, v in times.items()})
     result.update({
         "repeats": repeats,
         "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
