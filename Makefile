@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench clean chromium
+.PHONY: demo test bench bench-compile bench-sweep clean chromium
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(BIN)/.installed chromium
 
 bench: $(BIN)/.installed
 	$(BIN)/python research/bench_core.py
+
+bench-compile: $(BIN)/.installed
+	$(BIN)/python research/bench_compile.py
+
+bench-sweep: $(BIN)/.installed
+	$(BIN)/python research/bench_sweep.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
