@@ -6,8 +6,6 @@ import pytest
 from framework.backtest import Backtest
 from framework.enums import REASON_END
 
-pytest.importorskip("vectorbt")
-
 
 def _closed_trades(result) -> int:
     return int((result.trade_records["exit_reason"] != REASON_END).sum())
