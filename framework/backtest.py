@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from framework import enums, metrics, runner, sim_nb
+from framework import enums, metrics, orders, runner, sim_nb
 from framework.data import OHLCV_COLUMNS, Calendar, Policy, load_ohlcv, validate_ohlcv
 from framework.settings import SimSettings
 from framework.strategy import Strategy
@@ -223,6 +223,8 @@ class Backtest:
         emergency_at: raise the emergency stop right before the bar at (or first after) this
             time opens: pending orders are cancelled, every position exits at that bar's open
             (market), and nothing trades after. Default: never.
+        run_id: the run's part of every client order id (``framework.orders``), 1 to 12
+            letters, digits, ``_`` or ``-``. Default ``"backtest"``.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
@@ -232,8 +234,9 @@ class Backtest:
                  ann_factor: float | None = None, risk_free: float = 0.0,
                  start: TimeInput | None = None, end: TimeInput | None = None,
                  trade_from: TimeInput | None = None, emergency_at: TimeInput | None = None,
-                 **settings: Any) -> None:
+                 run_id: str = "backtest", **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
+        self.run_id = orders.check_run_id(run_id)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
         given_ann_factor = None if ann_factor is None else _check_ann_factor(ann_factor)
         self.risk_free = _check_risk_free(risk_free)
@@ -276,7 +279,7 @@ class Backtest:
         simp = np.ascontiguousarray(np.tile(self.sim_vector(), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
         kernels = runner.drivers(type(self.strategy))
-        equity, fills = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
+        equity, fills, events = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
         return BacktestResult(
             strategy=self.strategy,
             settings=self.settings,
@@ -285,8 +288,10 @@ class Backtest:
             risk_free=self.risk_free,
             group_start=groups,
             group_equity=equity,
-            fills=fills,
+            fill_records=fills,
+            event_records=events,
             trade_from=self.trade_from_bar,
+            run_id=self.run_id,
         )
 
 
@@ -300,9 +305,11 @@ class BacktestResult:
     ann_factor: float
     group_start: np.ndarray = field(repr=False)  # first column of each cash group, then n_cols
     group_equity: np.ndarray = field(repr=False)  # (bars, groups)
-    fills: np.ndarray = field(repr=False)  # order_dt records
+    fill_records: np.ndarray = field(repr=False)  # fill_dt records, in booking order
+    event_records: np.ndarray = field(repr=False)  # event_dt records: every order's changes
     risk_free: float = 0.0  # annual rate that Sharpe and Sortino subtract
     trade_from: int = 0  # first bar that may place orders; statistics cover the bars from it
+    run_id: str = "backtest"  # the run's part of the client order ids
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -326,7 +333,7 @@ class BacktestResult:
         """(bars, groups) cash and (bars, columns) positions, replayed from the fills."""
         col_group = np.repeat(np.arange(len(self.group_start) - 1), np.diff(self.group_start))
         return sim_nb.replay_fills_nb(
-            self.fills, len(self.index), col_group, len(self.group_start) - 1, self.settings.init_cash
+            self.fill_records, len(self.index), col_group, len(self.group_start) - 1, self.settings.init_cash
         )
 
     @cached_property
@@ -346,26 +353,35 @@ class BacktestResult:
     def trade_records(self) -> np.ndarray:
         """``trade_dt`` records; a position open at the end is a trade marked ``open_at_end``."""
         return sim_nb.trades_from_fills_nb(
-            self.fills, len(self.columns), len(self.index) - 1, np.ascontiguousarray(self.close[-1])
+            self.fill_records, len(self.columns), len(self.index) - 1, np.ascontiguousarray(self.close[-1])
         )
 
     @cached_property
+    def order_records(self) -> np.ndarray:
+        """Every order's last ``event_dt`` record (its final status), in creation order."""
+        return orders.final_orders(self.event_records)
+
+    @cached_property
     def orders(self) -> pd.DataFrame:
-        """One row per fill: time, instrument, side, quantity, price, fees, order type, reason."""
-        f = self.fills
-        return pd.DataFrame(
-            {
-                "id": f["id"],
-                "time": self.index[f["bar"]],
-                "instrument": np.array(self.columns, dtype=object)[f["col"]],
-                "side": np.where(f["side"] > 0, "buy", "sell"),
-                "qty": f["qty"],
-                "price": f["price"],
-                "fees": f["fees"],
-                "order_type": np.array(enums.ORDER_TYPE_NAMES, dtype=object)[f["order_type"]],
-                "reason": np.array(enums.REASON_NAMES, dtype=object)[f["reason"]],
-            }
-        )
+        """Every order the run made, one row each with its final status: client order id,
+        created/updated time, instrument, side, type, quantity (NaN for an entry sized at its
+        fill; ``notional`` then), limit price, trigger, status, reason (why it exists:
+        signal, stop_loss, ...), reject_reason (why rejected or cancelled), filled quantity and
+        average fill price."""
+        return orders.orders_frame(self.event_records, self.index, self.columns,
+                                   orders.strategy_tag(self.strategy), self.run_id)
+
+    @cached_property
+    def fills(self) -> pd.DataFrame:
+        """Every fill: time, instrument, side, quantity, price, fee and fee currency, order
+        type, reason and the order it filled."""
+        return orders.fills_frame(self.fill_records, self.index, self.columns,
+                                  orders.strategy_tag(self.strategy), self.run_id)
+
+    @cached_property
+    def events(self) -> pd.DataFrame:
+        """Every event in order: each order's changes of status, stops moving, risk limits."""
+        return orders.events_frame(self.event_records, self.index, self.columns)
 
     @cached_property
     def trades(self) -> pd.DataFrame:

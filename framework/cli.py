@@ -200,20 +200,23 @@ def _write_table(frame, path: Path) -> None:
 
 
 def backtest_tables(result) -> dict[str, Any]:
-    """The four tables ``backtest --out`` writes: stats (one row each for the strategy and
-    buy-and-hold, column ``run``), trades, orders and equity (columns ``time``, ``equity``)."""
+    """The tables ``backtest --out`` writes: stats (one row each for the strategy and
+    buy-and-hold, column ``run``), trades, orders (every order, final status), fills and equity
+    (columns ``time``, ``equity``)."""
     import pandas as pd
 
     stats = pd.DataFrame([result.stats, result.benchmark_stats])
     stats.insert(0, "run", ["strategy", "benchmark"])
     equity = pd.DataFrame({"time": result.equity.index, "equity": result.equity.to_numpy()})
-    return {"stats": stats, "trades": result.trades, "orders": result.orders, "equity": equity}
+    return {"stats": stats, "trades": result.trades, "orders": result.orders, "fills": result.fills,
+            "equity": equity}
 
 
 def write_backtest(result, out: str) -> list[Path]:
     """``--out``: ``NAME.json`` is one JSON object with keys stats ({strategy, benchmark}),
-    trades, orders and equity; ``NAME.csv`` / ``NAME.parquet`` are four files beside it,
-    ``NAME.stats.csv``, ``NAME.trades.csv``, ``NAME.orders.csv``, ``NAME.equity.csv``."""
+    trades, orders, fills and equity; ``NAME.csv`` / ``NAME.parquet`` are five files beside it,
+    ``NAME.stats.csv``, ``NAME.trades.csv``, ``NAME.orders.csv``, ``NAME.fills.csv``,
+    ``NAME.equity.csv``."""
     path = Path(out)
     suffix = _out_format(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,7 +254,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     print(f"{strategy!r} on {', '.join(args.data)} ({len(bt.index):,} bars, "
           f"{bt.index[0]:%Y-%m-%d %H:%M} to {bt.index[-1]:%Y-%m-%d %H:%M} UTC)")
     print(result.stats_table())
-    print(f"\n{len(result.orders)} fills, {len(result.trades)} trades; ran in {elapsed:.2f} s "
+    print(f"\n{len(result.orders)} orders, {len(result.fills)} fills, {len(result.trades)} trades; ran in {elapsed:.2f} s "
           "(first run includes compiling the kernels, cached on disk afterwards)")
     for path in written:
         print(f"wrote {path}")
@@ -376,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backtest", help="backtest a strategy and print its stats beside buy-and-hold")
     _add_run_options(p)
-    p.add_argument("--out", metavar="FILE", help="save stats, trades, orders and equity: FILE.json "
+    p.add_argument("--out", metavar="FILE", help="save stats, trades, orders, fills and equity: FILE.json "
                    "(one object) or FILE.csv / FILE.parquet (FILE.stats.csv, FILE.trades.csv, ...)")
     p.add_argument("--json", action="store_true",
                    help="print the stats (strategy and benchmark) as one JSON object, nothing else")

@@ -177,7 +177,7 @@ def plot(result: BacktestResult, instrument: str | None = None,
     for label, series, on_price in lines:
         fig.add_trace(go.Scatter(x=series.index, y=series, name=label, line={"width": 1}),
                       row=1 if on_price else 2, col=1)
-    orders = result.orders[result.orders["instrument"] == name]
+    orders = result.fills[result.fills["instrument"] == name]
     for side, symbol, color in (("buy", "triangle-up", _BUY), ("sell", "triangle-down", _SELL)):
         part = orders[orders["side"] == side]
         fig.add_trace(go.Scatter(

@@ -46,6 +46,13 @@ class SimSettings:
     cash_sharing: bool = False  # several instruments: one cash pool (a portfolio)
     # liquidate a position when equity < maintenance_margin * gross notional (README "Fill semantics")
     maintenance_margin: float | None = None
+    # exchange precision, off by default in backtests (a live broker fills them from ccxt's
+    # market info): entry quantities are rounded down to qty_step, order prices to price_tick,
+    # and an entry below min_qty or min_notional is rejected, as the exchange would
+    min_qty: float | None = None
+    qty_step: float | None = None
+    price_tick: float | None = None
+    min_notional: float | None = None
 
     def __post_init__(self) -> None:
         _check_positive("init_cash", self.init_cash)
@@ -82,7 +89,8 @@ class SimSettings:
                 )
             else:
                 _check_positive("tp_pct", self.tp_pct)
-        for name in ("sl_atr", "tp_atr", "trail_atr", "max_position_notional", "max_exposure"):
+        for name in ("sl_atr", "tp_atr", "trail_atr", "max_position_notional", "max_exposure",
+                     "min_qty", "qty_step", "price_tick", "min_notional"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(name, value)
@@ -157,6 +165,10 @@ class SimSettings:
         p[enums.P_COOLDOWN_BARS] = opt(self.cooldown_bars)
         p[enums.P_MAX_POSITIONS] = opt(self.max_positions)
         p[enums.P_MAINT_MARGIN] = opt(self.maintenance_margin)
+        p[enums.P_MIN_QTY] = opt(self.min_qty)
+        p[enums.P_QTY_STEP] = opt(self.qty_step)
+        p[enums.P_PRICE_TICK] = opt(self.price_tick)
+        p[enums.P_MIN_NOTIONAL] = opt(self.min_notional)
         return p
 
     def as_dict(self) -> dict[str, Any]:

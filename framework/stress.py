@@ -109,7 +109,7 @@ def _row(result: Any, name: str, kind: str, note: str = "") -> dict[str, Any]:
     """The figures of one scenario over its traded bars (from ``trade_from``)."""
     t0 = result.trade_from
     equity = result.equity.iloc[t0:]
-    orders = result.orders[result.orders["time"] >= equity.index[0]]
+    orders = result.fills[result.fills["time"] >= equity.index[0]]
     fired = sorted(set(orders["reason"]) & set(RISK_REASONS))
     bh = result.benchmark[0]
     return {

@@ -35,7 +35,7 @@ def portfolio(result: Any) -> Any:
     group_lens = np.diff(result.group_start)
     n_groups = len(group_lens)
     col_group = np.repeat(np.arange(n_groups), group_lens)
-    f = result.fills
+    f = result.fill_records
     seg = f["bar"] * n_groups + col_group[f["col"]]
     order = np.argsort(seg, kind="stable")  # the fills' own order inside a bar and group
     f = f[order]

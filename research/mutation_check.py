@@ -116,14 +116,15 @@ MUTANTS: dict[str, Mutant] = {
             name="dropped_exits",
             bug="exit signals are ignored (no exit order is queued)",
             patches=(Patch("framework/sim_nb.py",
-                           r"_queue_exit\(cs, j, REASON_SIGNAL\)\s+continue", "continue"),),
+                           r"_queue_exit\(g, cs, j, t, col0, ev, nrec, REASON_SIGNAL, REJECT_NONE\)\n(\s+)continue",
+                           "pass\n\\1continue"),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
         ),
         Mutant(
             name="fees_halved",
             bug="half the configured fee is booked",
-            patches=(Patch("framework/sim_nb.py", r"fees = notional \* p\[P_FEES\]",
-                           "fees = notional * p[P_FEES] * 0.5"),),
+            patches=(Patch("framework/sim_nb.py", r"fees = qty \* price \* p\[P_FEES\]",
+                           "fees = qty * price * p[P_FEES] * 0.5"),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
         ),
         Mutant(
@@ -137,8 +138,9 @@ MUTANTS: dict[str, Mutant] = {
                 "\n\\1tp0 = cs[j, C_TP_PRICE]\n"
                 "\\1if not inside and not np.isnan(tp0)"
                 " and ((h if d > 0.0 else l) - tp0) * d >= 0.0:\n"
-                "\\1    return _close_position(g, cs, j, t, o if (o - tp0) * d >= 0.0 else tp0, "
-                "ORDER_LIMIT, REASON_TAKE_PROFIT, p, fills, n, col0)\n"
+                "\\1    _close_position(g, cs, j, t, cs[j, C_TP_ID], o if (o - tp0) * d >= 0.0 else tp0, "
+                "ORDER_TAKE_PROFIT, REASON_TAKE_PROFIT, p, fills, nrec, col0)\n"
+                "\\1    return\n"
                 "\\1if not np.isnan(stop):\n",
             ),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
@@ -146,7 +148,7 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             name="no_daily_loss_block",
             bug="the daily-loss limit no longer blocks entries for the rest of the day",
-            patches=(Patch("framework/sim_nb.py", r"g\[G_DAY_BLOCKED\] != 0\.0\s+or\s+", ""),),
+            patches=(Patch("framework/sim_nb.py", r"elif g\[G_DAY_BLOCKED\] != 0\.0:", "elif False:"),),
             tests=("tests/test_sim.py", "-k", "daily_loss"),
         ),
     )

@@ -249,7 +249,7 @@ class ReferenceSim:
         if not math.isnan(col.target):
             hit = o if (o - col.target) * d >= 0 else col.target if (favourable - col.target) * d >= 0 else None
             if hit is not None:  # targets fill without slippage
-                self._close(g, j, t, hit, LIMIT, "take_profit")
+                self._close(g, j, t, hit, "take_profit", "take_profit")
                 return
         if (favourable - col.best) * d > 0:  # after this bar's checks: trails the previous bars
             col.best = favourable

@@ -26,7 +26,7 @@ def test_result_has_everything_the_issue_names(result):
     for col in ("entry_time", "exit_time", "entry_price", "exit_price", "qty", "side", "pnl", "return", "duration", "exit_reason"):
         assert col in trades
     assert len(trades) == result.stats["total_trades"] > 10
-    assert {"time", "side", "qty", "price", "fees", "order_type", "reason"} <= set(result.orders)
+    assert {"time", "side", "qty", "price", "fee", "order_type", "reason"} <= set(result.fills)
     assert result.equity.index.equals(result.index) and result.cash.index.equals(result.index)
     assert result.positions.shape == (len(result.index), 1)
     np.testing.assert_allclose(result.drawdown, result.equity / result.equity.cummax() - 1)
@@ -54,7 +54,7 @@ def test_strategy_by_name_or_class():
     data = generate_ohlcv(400, freq="1h", seed=2)
     a = Backtest("sma_cross", data).run()
     b = Backtest(SmaCross, data).run()
-    np.testing.assert_array_equal(a.fills, b.fills)
+    np.testing.assert_array_equal(a.fill_records, b.fill_records)
 
 
 @pytest.mark.parametrize(
@@ -140,8 +140,8 @@ def test_ann_factor_reaches_volatility_target_sizing():
     (sized on the initial cash) is sqrt(365 / 252) times larger with 252."""
     data = generate_ohlcv(400, freq="1D", seed=6)
     kw = dict(sizing="vol_target", size=0.2, fees=0.0)
-    q365 = Backtest(SmaCross(fast=5, slow=20), data, **kw).run().fills["qty"][0]
-    q252 = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252, **kw).run().fills["qty"][0]
+    q365 = Backtest(SmaCross(fast=5, slow=20), data, **kw).run().fill_records["qty"][0]
+    q252 = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252, **kw).run().fill_records["qty"][0]
     assert q252 / q365 == pytest.approx(np.sqrt(365 / 252), rel=1e-9)
 
 
@@ -155,7 +155,7 @@ def test_risk_free_is_subtracted_per_bar_in_sharpe_and_sortino():
     assert res.stats["sortino"] == pytest.approx(excess.mean() / downside * np.sqrt(252), rel=1e-9)
     plain = Backtest(SmaCross(fast=5, slow=20), data, ann_factor=252).run()
     assert res.stats["sharpe"] < plain.stats["sharpe"]  # the rate matters
-    np.testing.assert_array_equal(res.fills, plain.fills)  # ...for the statistics only
+    np.testing.assert_array_equal(res.fill_records, plain.fill_records)  # ...for the statistics only
 
 
 @pytest.mark.parametrize("keyword, value, message", [
@@ -185,9 +185,9 @@ def test_align_ohlcv_output_is_accepted_as_instruments():
     for data in (aligned, aligned.swaplevel(axis=1)):  # (field, symbol) or (symbol, field)
         res = Backtest(SmaCross(fast=5, slow=20), data).run()
         assert res.columns == ["A", "B"] and res.index.equals(common)
-        np.testing.assert_array_equal(res.fills, expected.fills)
+        np.testing.assert_array_equal(res.fill_records, expected.fill_records)
         np.testing.assert_array_equal(res.group_equity, expected.group_equity)
-    assert len(expected.fills) > 4
+    assert len(expected.fill_records) > 4
 
 
 def test_multiindex_columns_without_ohlcv_fields_are_refused():

@@ -57,7 +57,7 @@ def test_console_script_is_installed(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "SmaCross(fast=5, slow=20) on BTC_USDT-1d" in out.stdout
     assert "Buy & Hold" in out.stdout and "Total return" in out.stdout
-    assert re.search(r"\n\d+ fills, \d+ trades; ran in", out.stdout)
+    assert re.search(r"\n\d+ orders, \d+ fills, \d+ trades; ran in", out.stdout)
 
     # errors come back as one line on stderr and exit code 2, through the script as well
     out = subprocess.run([str(script), "backtest", "sma_cross", "--data", "BTC_USDT-1d", "--param", "fast=0"],
@@ -222,7 +222,7 @@ def test_several_instruments_and_a_date_range(tmp_path):
 
 
 def check_tables(out: Path, expected, read) -> None:
-    """The four files of ``--out NAME.csv|.parquet`` hold the Python API's tables."""
+    """The five files of ``--out NAME.csv|.parquet`` hold the Python API's tables."""
     stem, suffix = out.with_suffix(""), out.suffix
     stats = read(f"{stem}.stats{suffix}")
     assert list(stats["run"]) == ["strategy", "benchmark"]
@@ -234,7 +234,7 @@ def check_tables(out: Path, expected, read) -> None:
                 assert pd.Timedelta(row[key]) == value, key
             else:
                 np.testing.assert_equal(row[key], value, err_msg=key)
-    for name, frame in (("trades", expected.trades), ("orders", expected.orders)):
+    for name, frame in (("trades", expected.trades), ("orders", expected.orders), ("fills", expected.fills)):
         got = read(f"{stem}.{name}{suffix}")
         assert list(got.columns) == list(frame.columns) and len(got) == len(frame) > 0
         for col in frame:
@@ -242,6 +242,8 @@ def check_tables(out: Path, expected, read) -> None:
                 assert (pd.to_datetime(got[col], utc=True) == frame[col]).all(), col
             elif pd.api.types.is_timedelta64_dtype(frame[col]):
                 assert (pd.to_timedelta(got[col]) == frame[col]).all(), col
+            elif pd.api.types.is_string_dtype(frame[col]) or frame[col].dtype == object:  # CSV: "" reads as NaN
+                np.testing.assert_array_equal(got[col].fillna("").to_numpy(), frame[col].to_numpy(), err_msg=col)
             else:
                 np.testing.assert_array_equal(got[col].to_numpy(), frame[col].to_numpy(), err_msg=col)
     equity = read(f"{stem}.equity{suffix}")
@@ -260,7 +262,7 @@ def test_out_writes_csv_files_and_one_json_document(tmp_path):
     out = run_cli(*args, "--out", str(tmp_path / "run.json"))
     assert out.returncode == 0, out.stderr
     doc = json.loads((tmp_path / "run.json").read_text())
-    assert list(doc) == ["stats", "trades", "orders", "equity"]
+    assert list(doc) == ["stats", "trades", "orders", "fills", "equity"]
     assert_stats_equal(doc["stats"]["strategy"], expected.stats)
     assert_stats_equal(doc["stats"]["benchmark"], expected.benchmark_stats)
     trades = pd.DataFrame(doc["trades"])
@@ -268,9 +270,12 @@ def test_out_writes_csv_files_and_one_json_document(tmp_path):
     np.testing.assert_array_equal(trades["pnl"], expected.trades["pnl"])
     assert (pd.to_datetime(trades["exit_time"]) == expected.trades["exit_time"]).all()
     assert (pd.to_timedelta(trades["duration"]) == expected.trades["duration"]).all()
+    fills = pd.DataFrame(doc["fills"])
+    np.testing.assert_array_equal(fills["price"], expected.fills["price"])
+    assert list(fills["side"]) == list(expected.fills["side"])
     orders = pd.DataFrame(doc["orders"])
-    np.testing.assert_array_equal(orders["price"], expected.orders["price"])
-    assert list(orders["side"]) == list(expected.orders["side"])
+    assert list(orders["client_order_id"]) == list(expected.orders["client_order_id"])
+    assert list(orders["status"]) == list(expected.orders["status"])
     equity = pd.DataFrame(doc["equity"])
     np.testing.assert_array_equal(equity["equity"], expected.equity.to_numpy())
     assert (pd.to_datetime(equity["time"]) == expected.equity.index).all()

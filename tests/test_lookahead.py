@@ -64,9 +64,9 @@ def lookahead_violations(
     for t in ts:
         for i, future in enumerate(FUTURES):
             other = run(with_new_future(data, t, future, seed=t + i))
-            if not np.array_equal(decided_by(other.fills, t), decided_by(base.fills, t)):
-                before = np.array_equal(other.fills[other.fills["bar"] <= t],
-                                        base.fills[base.fills["bar"] <= t])
+            if not np.array_equal(decided_by(other.fill_records, t), decided_by(base.fill_records, t)):
+                before = np.array_equal(other.fill_records[other.fill_records["bar"] <= t],
+                                        base.fill_records[base.fill_records["bar"] <= t])
                 where = "market fills at t+1" if before else "fills at bars <= t"
                 problems.append(f"t={t}, {future}: {where} changed")
             if not np.array_equal(other.group_equity[: t + 1], base.group_equity[: t + 1]):
@@ -77,7 +77,7 @@ def lookahead_violations(
 def decision_bars(result: BacktestResult, n: int = 6) -> list[int]:
     """Up to ``n`` bars spread over the run whose close decided a market order: the bars where
     a look-ahead would change something."""
-    fills = result.fills[result.fills["order_type"] == ORDER_MARKET]
+    fills = result.fill_records[result.fill_records["order_type"] == ORDER_MARKET]
     bars = np.unique(fills["bar"] - 1)
     return [int(b) for b in bars[np.linspace(0, len(bars) - 1, min(n, len(bars))).astype(int)]]
 
@@ -96,5 +96,5 @@ def test_future_bars_change_nothing_decided_before(name):
     base = run(DATA)
     ts = sorted(set(FIXED_TS + decision_bars(base)))
     # it trades, and decides near the chosen bars: the check has something to see
-    assert len(base.fills) > 4 and len(ts) >= len(FIXED_TS) + 4
+    assert len(base.fill_records) > 4 and len(ts) >= len(FIXED_TS) + 4
     assert lookahead_violations(run, DATA, ts) == []

@@ -24,10 +24,12 @@ from framework.enums import (
     REASON_TAKE_PROFIT,
     REASON_TRAILING_STOP,
 )
+from framework.orders import check_transitions
 from framework.runner import BarStepper, utc_day_numbers
 from framework.sim_nb import replay_fills_nb
 from framework.synthetic import generate_ohlcv
 from strategies import STRATEGIES
+from tests.records import assert_records_equal
 from tests.scripted import Scripted
 
 CONFIGS = {
@@ -43,7 +45,7 @@ CONFIGS = {
 
 def replay(bt: Backtest, emergency_at: int | None = None):
     """Step every bar of every cash group through BarStepper; returns fills, and equity and cash
-    per group and positions per column at every close. With ``emergency_at=t`` every group's
+    per group and positions per column at every close, and the events (every order's changes). With ``emergency_at=t`` every group's
     driver raises the emergency stop while bar ``t`` forms (right before stepping it). The
     stepper is given the backtest's ``trade_from`` as its own keyword (a bar index)."""
     cols = list(bt.frames)
@@ -51,7 +53,7 @@ def replay(bt: Backtest, emergency_at: int | None = None):
     day = utc_day_numbers(bt.index)
     p = bt.settings.vector(bt.ann_factor)
     p[P_EMERGENCY_AT] = np.nan if bt.emergency_bar is None else bt.emergency_bar
-    fills, equity, cash, positions = [], [], [], []
+    fills, equity, cash, positions, events = [], [], [], [], []
     for group in groups:
         stepper = BarStepper(bt.strategy, p, n_columns=len(group), trade_from=bt.trade_from_bar)
         pos = np.empty((len(bt.index), len(group)))
@@ -66,26 +68,33 @@ def replay(bt: Backtest, emergency_at: int | None = None):
         f = stepper.fills.copy()  # a read-only view of the stepper's records
         f["col"] += cols.index(group[0])  # a lone stepper numbers its columns from 0
         fills.append(f)
+        e = stepper.events.copy()
+        e["col"][e["col"] >= 0] += cols.index(group[0])
+        events.append(e)
         positions.append(pos)
         equity.append(eq)
         cash.append(ca)
-    return np.concatenate(fills), np.column_stack(equity), np.column_stack(cash), np.column_stack(positions)
+    return (np.concatenate(fills), np.column_stack(equity), np.column_stack(cash), np.column_stack(positions),
+            np.concatenate(events))
 
 
 def backtest_fills_in_replay_order(bt: Backtest, result) -> np.ndarray:
     """The backtest's fills in the order ``replay`` produces them: separate cash groups one after
     the other (column order), each group's fills in booking order (their ids count per group)."""
     if len(bt.frames) > 1 and not bt.settings.cash_sharing:
-        return result.fills[np.lexsort((result.fills["id"], result.fills["col"]))]
-    return result.fills
+        return result.fill_records[np.lexsort((result.fill_records["order_id"], result.fill_records["col"]))]
+    return result.fill_records
 
 
 def assert_replay_parity(bt: Backtest, replayed=None):
     """Run the backtest, replay it bar by bar (or take ``replayed``, a ``replay`` result), assert
     both agree to the last bit; returns the result."""
     result = bt.run()
-    fills, equity, cash, positions = replay(bt) if replayed is None else replayed
+    fills, equity, cash, positions, events = replay(bt) if replayed is None else replayed
     np.testing.assert_array_equal(fills, backtest_fills_in_replay_order(bt, result))
+    # every order's life, event by event: created, filled, cancelled, expired, rejected alike
+    assert_records_equal(events, result.event_records)
+    assert check_transitions(result.event_records) == []
     np.testing.assert_array_equal(positions, result.positions.to_numpy())
     np.testing.assert_array_equal(equity, result.group_equity)
     # the backtest keeps no cash series: it replays it from its fills, which must give the cash
@@ -102,7 +111,7 @@ def test_replay_parity(name, config):
     data = generate_ohlcv(3000, n_assets, freq="1h", seed=zlib.crc32(f"{name}/{config}".encode()) % 1000)
     bt = Backtest(STRATEGIES[name](), data, **settings)
     result = assert_replay_parity(bt)
-    assert len(result.fills) > 4, "the strategy should trade on this data for the test to mean anything"
+    assert len(result.fill_records) > 4, "the strategy should trade on this data for the test to mean anything"
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
@@ -116,15 +125,15 @@ def test_warm_up_then_trade_from_matches_the_stepper_and_the_full_runs_decision(
     settings = dict(slippage=0.0005, sl_pct=0.03)  # long only: exits leave flat bars to start at
     full = Backtest(STRATEGIES[name](), data, start=start, end=end, **settings).run()
     pos = full.positions.to_numpy()[:, 0]
-    entry_bars = full.fills["bar"][entries(full.fills)]
+    entry_bars = full.fill_records["bar"][entries(full.fill_records)]
     # a bar T at whose close the full run is flat (and was at T-1) and places an entry
     t0 = next(int(b) - 1 for b in entry_bars if b > 400 and pos[b - 2] == 0.0 and pos[b - 1] == 0.0)
     bt = Backtest(STRATEGIES[name](), data, start=start, end=end, trade_from=full.index[t0], **settings)
     assert bt.trade_from_bar == t0 and bt.index[0] == start and bt.index[-1] == end
     warm = assert_replay_parity(bt)
-    assert warm.fills["bar"].min() == t0 + 1
+    assert warm.fill_records["bar"].min() == t0 + 1
     np.testing.assert_array_equal(warm.equity.to_numpy()[: t0 + 1], bt.settings.init_cash)
-    first, theirs = warm.fills[0], full.fills[full.fills["bar"] == t0 + 1][0]
+    first, theirs = warm.fill_records[0], full.fill_records[full.fill_records["bar"] == t0 + 1][0]
     for key in ("side", "price", "order_type", "reason"):
         assert first[key] == theirs[key], key
     assert warm.stats["start"] == full.index[t0]
@@ -166,8 +175,8 @@ def entries(fills) -> np.ndarray:
 
 def opened_before(result, mask) -> np.ndarray:
     """Equity at the close before each selected fill (what its sizing saw), per its cash group."""
-    bars = result.fills["bar"][mask]
-    group = np.searchsorted(result.group_start, result.fills["col"][mask], side="right") - 1
+    bars = result.fill_records["bar"][mask]
+    group = np.searchsorted(result.group_start, result.fill_records["col"][mask], side="right") - 1
     return result.group_equity[bars - 1, group]
 
 
@@ -177,7 +186,7 @@ def test_replay_parity_limit_and_stop_entries():
     data = scripted_data(3000, 1, seed=11, codes=codes)
     bt = Backtest(Scripted(gap=0.001), data, allow_short=True, size=0.5, slippage=0.0005, sl_pct=0.02, tp_pct=0.03)
     result = assert_replay_parity(bt)
-    f = result.fills
+    f = result.fill_records
     entry = entries(f) & (f["reason"] == REASON_SIGNAL)
     for order_type in (ORDER_LIMIT, ORDER_STOP):
         for side in (1, -1):
@@ -199,7 +208,7 @@ def test_replay_parity_vol_target_sizing():
     data = scripted_data(3000, 1, seed=12)
     bt = Backtest(Scripted(), data, sizing="vol_target", size=0.3, vol_window=24, allow_short=True)
     result = assert_replay_parity(bt)
-    f = result.fills
+    f = result.fill_records
     entry = entries(f)
     assert entry.sum() > 20
     # no entry before the realised volatility has warmed up, though the script asked for some
@@ -214,7 +223,7 @@ def test_replay_parity_risk_sizing_with_atr_stops():
     data = scripted_data(3000, 1, seed=13)
     bt = Backtest(Scripted(), data, sizing="risk", size=0.01, atr_window=14, sl_atr=2.0, tp_atr=3.0, allow_short=True)
     result = assert_replay_parity(bt)
-    f = result.fills
+    f = result.fill_records
     entry = entries(f)
     assert f["bar"][entry].min() >= 14  # waited for the ATR
     assert len(np.unique(f["qty"][entry])) > 10  # qty = equity * 1 % / (ATR * 2): varies with the ATR
@@ -230,7 +239,7 @@ def test_replay_parity_cash_sizing(cash_sharing):
     if cash_sharing:
         settings.update(max_positions=2, init_cash=7000.0)
     result = assert_replay_parity(Backtest(Scripted(), data, **settings))
-    f = result.fills
+    f = result.fill_records
     entry = entries(f)
     assert set(f["col"][entry]) == {0, 1, 2}
     notional = f["qty"][entry] * f["price"][entry]
@@ -266,18 +275,18 @@ def risk_limit_case(limit, seed, n_assets=1, freq="1h", **settings):
 def test_replay_parity_max_drawdown_halts_a_portfolio():
     result, free = risk_limit_case(dict(max_drawdown=0.1), seed=16, n_assets=3, cash_sharing=True,
                                    size=0.3, fees=0.002)
-    f = result.fills
+    f = result.fill_records
     halt = f[f["reason"] == REASON_MAX_DRAWDOWN]
     assert len(halt) >= 2 and len(set(halt["bar"])) == 1  # every open column, at one open
     t = halt["bar"][0]
     assert f["bar"].max() == t and np.all(result.positions.to_numpy()[t:] == 0.0)
     assert np.all(result.group_equity[t:] == result.group_equity[t])
-    assert free.fills["bar"].max() > t  # without the limit it would have traded on
+    assert free.fill_records["bar"].max() > t  # without the limit it would have traded on
 
 
 def test_replay_parity_daily_loss_limit():
     result, free = risk_limit_case(dict(daily_loss=0.01), seed=17)
-    f = result.fills
+    f = result.fill_records
     day = utc_day_numbers(result.index)
     stops = f["bar"][f["reason"] == REASON_DAILY_LOSS]
     assert len(stops) > 3
@@ -286,7 +295,7 @@ def test_replay_parity_daily_loss_limit():
     for b in stops:
         later = entry_bars[entry_bars >= b]
         assert not np.any(day[later - 1] == day[b - 1]), b
-    assert not np.array_equal(f, free.fills)
+    assert not np.array_equal(f, free.fill_records)
 
 
 def test_replay_parity_max_trades_per_day():
@@ -294,7 +303,7 @@ def test_replay_parity_max_trades_per_day():
     day = utc_day_numbers(result.index)
 
     def per_day(res):
-        return np.unique(day[res.fills["bar"][entries(res.fills)]], return_counts=True)[1]
+        return np.unique(day[res.fill_records["bar"][entries(res.fill_records)]], return_counts=True)[1]
 
     assert per_day(result).max() == 2 and per_day(free).max() > 2
 
@@ -303,7 +312,7 @@ def test_replay_parity_cooldown_after_stop_out():
     result, free = risk_limit_case(dict(cooldown_bars=6), seed=19, sl_pct=0.005)
 
     def entries_in_cooldown(res):
-        f = res.fills
+        f = res.fill_records
         entry_bars = f["bar"][entries(f)]
         stops = f["bar"][f["reason"] == REASON_STOP_LOSS]
         return sum(np.any((entry_bars > b) & (entry_bars <= b + 6)) for b in stops), len(stops)
@@ -320,13 +329,13 @@ def test_replay_parity_maintenance_margin_liquidations(n_assets):
     # (seeds picked so that the group's run also liquidates a long, the rarer case)
     result, free = risk_limit_case({"maintenance_margin": 0.9}, seed=21 if n_assets == 1 else 22,
                                    n_assets=n_assets, freq="1D", **group)
-    f = result.fills
+    f = result.fill_records
     liquidated = f[f["reason"] == REASON_LIQUIDATION]
     assert len(liquidated) > 20
     # shorts are bought back; a lone all-in long is paid from cash and never liquidated, but in a
     # group the shorts beside a long can take the equity below the margin, and a long is sold
     assert set(liquidated["side"]) == ({1} if n_assets == 1 else {1, -1})
-    assert not np.any(free.fills["reason"] == REASON_LIQUIDATION)
+    assert not np.any(free.fill_records["reason"] == REASON_LIQUIDATION)
 
 
 @pytest.mark.parametrize("cash_sharing", [True, False])
@@ -349,7 +358,7 @@ def test_emergency_stop_mid_run_matches_the_backtest_then_flattens_once(cash_sha
     candidates = np.intersect1d(held, expected["bar"][entries(expected)])
     for t in (candidates[candidates > 200][0], candidates[candidates > 400][0], candidates[candidates > 600][0]):
         replayed = replay(bt, emergency_at=t)
-        fills, equity, cash, positions = replayed
+        fills, equity, cash, positions, _ = replayed
         before = fills[fills["bar"] < t]
         np.testing.assert_array_equal(before, expected[expected["bar"] < t])
         np.testing.assert_array_equal(positions[:t], bt_pos[:t])
@@ -425,4 +434,4 @@ def test_replay_parity_holds_for_any_settings(sim, n_assets, seed, gap):
     data = scripted_data(400, n_assets, seed=seed, codes=ANY_CODES)
     result = assert_replay_parity(Backtest(Scripted(gap=gap), data, **sim))
     # parity of two runs that never trade would hold trivially
-    assert entries(result.fills).sum() >= 2, sim
+    assert entries(result.fill_records).sum() >= 2, sim

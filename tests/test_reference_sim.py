@@ -208,7 +208,7 @@ def run_both(settings: dict, n_cols: int, seed: int, n_bars: int, codes: np.ndar
 
 
 def assert_same_fills(res, fills: list[ref.Fill], equity: np.ndarray, label: str) -> None:
-    f = res.fills
+    f = res.fill_records
     order = np.lexsort((np.arange(len(f)), f["col"], f["bar"]))  # by bar, column, booking order
     f = f[order]
     theirs = sorted(enumerate(fills), key=lambda x: (x[1].bar, x[1].col, x[0]))
@@ -279,7 +279,7 @@ def test_emergency_stop_raised_between_bars_matches_the_reference(seed):
     # at once: the flattening is at the open of the bar it was raised before, and nothing after
     assert {x.bar for x in fills if x.reason == "emergency_stop"} == {raised}, label
     assert max(x.bar for x in fills) == raised, label
-    assert_same_fills(SimpleNamespace(fills=stepper.fills, group_equity=equity), fills, ref_equity, label)
+    assert_same_fills(SimpleNamespace(fill_records=stepper.fills, group_equity=equity), fills, ref_equity, label)
     res, ref_fills, ref_equity = run_both(settings, n_cols, seed, n_bars, codes, gap, emergency_at=raised)
     assert_same_fills(res, ref_fills, ref_equity, label + " (Backtest emergency_at)")
 
@@ -321,7 +321,7 @@ def test_cash_group_fills_every_open_order_before_any_stop_of_the_bar():
         if not first_stopped:
             data = dict(reversed(list(data.items())))
         res = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0, sl_pct=0.05, cash_sharing=True).run()
-        o = res.orders
+        o = res.fills
         return o[o["instrument"] == "newcomer"][["time", "side", "qty", "price"]].to_dict("records")
 
     # README order (every open order, then the stops inside the bar): no cash at bar 2's open
@@ -337,7 +337,7 @@ def test_rounding_residue_of_the_cash_opens_no_position():
     assert 1000.0 - (1000.0 / 19.0) * 19.0 > 0.0  # the residue this example needs
     res = Backtest(Scripted(), {"first": daily_bars(first), "other": daily_bars(other)},
                    init_cash=1000.0, fees=0.0, cash_sharing=True).run()
-    o = res.orders
+    o = res.fills
     buys = o[(o["instrument"] == "other") & (o["side"] == "buy")]
     # README: the sale at bar 3's open frees the cash; the long decided at bar 3 buys at bar 4
     assert list(buys["time"]) == [res.index[4]]

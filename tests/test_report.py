@@ -63,7 +63,7 @@ def test_plot_traces_are_the_results_series(result):
     peak = np.maximum.accumulate(result.equity.to_numpy())
     np.testing.assert_allclose(_trace(fig, "drawdown").y, result.equity.to_numpy() / peak - 1, atol=1e-12)
     for side in ("buy", "sell"):
-        fills = result.orders[result.orders["side"] == side]
+        fills = result.fills[result.fills["side"] == side]
         trace = _trace(fig, side)
         assert len(fills) > 10
         assert _times(trace.x) == list(fills["time"])
@@ -88,8 +88,8 @@ def test_multi_instrument_plot_and_report_per_instrument():
     res = Backtest("sma_cross", {"BTC": "BTC_USDT-1d", "ETH": "ETH_USDT-1d"}).run()
     fig = res.plot("ETH")
     np.testing.assert_array_equal(_trace(fig, "ETH close").y, res.frames["ETH"]["close"].to_numpy())
-    fills = res.orders[(res.orders["instrument"] == "ETH") & (res.orders["side"] == "buy")]
-    assert 0 < len(fills) < (res.orders["side"] == "buy").sum()
+    fills = res.fills[(res.fills["instrument"] == "ETH") & (res.fills["side"] == "buy")]
+    assert 0 < len(fills) < (res.fills["side"] == "buy").sum()
     np.testing.assert_array_equal(_trace(fig, "buy").y, fills["price"].to_numpy())
     np.testing.assert_array_equal(_trace(fig, "sma_cross").y, res.equity.to_numpy())  # the portfolio
     text = res.to_html()

@@ -32,12 +32,12 @@ def test_market_order_fills_next_open_with_fees_and_slippage():
     buy = 102 * 1.001
     qty = 1000 / (buy * 1.01)  # all in: cash covers notional plus the 1 % fee
     sell = 103 * (1 - 0.001)
-    o = res.orders
+    o = res.fills
     assert list(o["side"]) == ["buy", "sell"]
     assert list(o["time"]) == [res.index[1], res.index[3]]
     np.testing.assert_allclose(o["price"], [buy, sell], rtol=1e-12)
     np.testing.assert_allclose(o["qty"], [qty, qty], rtol=1e-12)
-    np.testing.assert_allclose(o["fees"], [qty * buy * 0.01, qty * sell * 0.01], rtol=1e-12)
+    np.testing.assert_allclose(o["fee"], [qty * buy * 0.01, qty * sell * 0.01], rtol=1e-12)
     expected_equity = [1000, qty * 102, qty * 105, qty * sell * 0.99]
     np.testing.assert_allclose(res.equity, expected_equity, rtol=1e-12, atol=1e-9)
     t = res.trades.iloc[0]
@@ -68,14 +68,14 @@ def test_short_position_profits_when_price_falls():
 def test_short_signal_closes_long_when_shorts_disabled():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, SHORT), (110, 111, 109, 110, 0), (120, 121, 119, 120, 0)]
     res = run(rows, fees=0.0)
-    assert list(res.orders["side"]) == ["buy", "sell"]
+    assert list(res.fills["side"]) == ["buy", "sell"]
     assert (res.positions.iloc[-1] == 0).all()
 
 
 def test_reversal_closes_then_opens_at_the_same_price():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, SHORT), (110, 111, 109, 110, 0), (120, 121, 119, 120, 0)]
     res = run(rows, fees=0.0, allow_short=True)
-    o = res.orders
+    o = res.fills
     assert list(o["side"]) == ["buy", "sell", "sell"]
     assert o["price"].iloc[1] == o["price"].iloc[2] == 110
     np.testing.assert_allclose(o["qty"].iloc[2], 1000 / 110, rtol=1e-12)  # equity 1000 after the flat round trip
@@ -93,10 +93,10 @@ def test_limit_buy(offset, bar1, expected_price):
     rows = [(100, 101, 99, 100, LONG), bar1, FLAT]
     res = run(rows, Scripted(order_type=1, offset=offset), fees=0.0)
     if expected_price is None:
-        assert len(res.orders) == 0
+        assert len(res.fills) == 0
     else:
-        assert res.orders["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
-        assert res.orders["order_type"].iloc[0] == "limit"
+        assert res.fills["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
+        assert res.fills["order_type"].iloc[0] == "limit"
 
 
 @pytest.mark.parametrize(
@@ -111,9 +111,9 @@ def test_stop_buy(bar1, expected_price):
     rows = [(100, 101, 99, 100, LONG), bar1, FLAT]
     res = run(rows, Scripted(order_type=2, offset=0.02), fees=0.0, slippage=0.01)
     if expected_price is None:
-        assert len(res.orders) == 0
+        assert len(res.fills) == 0
     else:
-        assert res.orders["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
+        assert res.fills["price"].iloc[0] == pytest.approx(expected_price, rel=1e-12)
 
 
 def test_stop_loss_first_when_both_touched():
@@ -146,8 +146,8 @@ def test_trailing_stop_follows_the_best_high():
 
 def test_sizing_fraction_and_cash():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), FLAT]
-    assert run(rows, fees=0.0, size=0.25).orders["qty"].iloc[0] == pytest.approx(2.5)
-    assert run(rows, fees=0.0, sizing="cash", size=300.0).orders["qty"].iloc[0] == pytest.approx(3.0)
+    assert run(rows, fees=0.0, size=0.25).fills["qty"].iloc[0] == pytest.approx(2.5)
+    assert run(rows, fees=0.0, sizing="cash", size=300.0).fills["qty"].iloc[0] == pytest.approx(3.0)
 
 
 def test_risk_sizing_with_atr_stop_distance():
@@ -155,7 +155,7 @@ def test_risk_sizing_with_atr_stop_distance():
     rows = [(100, 102, 98, 100, 0)] * 5 + [(100, 102, 98, 100, LONG), (100, 102, 98, 100, 0), (100, 102, 98, 100, 0)]
     res = run(rows, fees=0.0, sizing="risk", size=0.02, atr_window=3, atr_stop_mult=2.5, sl_atr=2.5)
     qty = 1000 * 0.02 / (4 * 2.5)  # risk amount / stop distance
-    assert res.orders["qty"].iloc[0] == pytest.approx(qty, rel=1e-12)
+    assert res.fills["qty"].iloc[0] == pytest.approx(qty, rel=1e-12)
     # and that stop sits 2.5 ATR below the entry
     rows2 = rows[:7] + [(100, 102, 89, 95, 0), FLAT]
     t = run(rows2, fees=0.0, sizing="risk", size=0.02, atr_window=3, atr_stop_mult=2.5, sl_atr=2.5).trades.iloc[0]
@@ -172,13 +172,13 @@ def test_vol_target_sizing():
     rows = [(c, c * 1.001, c * 0.999, c, k) for c, k in zip(closes, codes)] + [(100, 101, 99, 100, 0)]
     res = run(rows, freq="1D", fees=0.0, sizing="vol_target", size=0.2, vol_window=w)
     vol = r * np.sqrt(w / (w - 1)) * np.sqrt(365)
-    assert res.orders["qty"].iloc[0] == pytest.approx(min(1000 * 0.2 / vol, 1000) / 100, rel=1e-9)
+    assert res.fills["qty"].iloc[0] == pytest.approx(min(1000 * 0.2 / vol, 1000) / 100, rel=1e-9)
 
 
 def test_max_drawdown_halts_and_flattens():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 70, 75, 0), (76, 77, 75, 76, LONG), (80, 81, 79, 80, LONG), FLAT]
     res = run(rows, fees=0.0, max_drawdown=0.2)
-    o = res.orders
+    o = res.fills
     assert list(o["reason"]) == ["signal", "max_drawdown"]
     assert o["time"].iloc[1] == res.index[3] and o["price"].iloc[1] == 76
     assert (res.positions.iloc[3:] == 0).all().all()  # the LONG at bar 3 and 4 is ignored: halted
@@ -190,7 +190,7 @@ def test_daily_loss_limit_blocks_the_rest_of_the_day():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), (100, 101, 90, 92, 0),
             low_day, low_day, low_day, low_day, FLAT, FLAT]
     res = run(rows, freq="4h", fees=0.0, daily_loss=0.05)
-    o = res.orders
+    o = res.fills
     # bar 2 (08:00) closes 8 % below the day's opening equity: exit at bar 3's open. The LONGs
     # decided later that day (bars 3, 4 and 5, the last filling on the next day) are refused;
     # the one decided at bar 6, on the new day, enters at bar 7's open.
@@ -203,18 +203,18 @@ def test_daily_loss_limit_blocks_the_rest_of_the_day():
 def test_max_trades_per_day_and_cooldown():
     day = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, EXIT)] * 3 + [FLAT]
     res = run(day, freq="4h", fees=0.0, max_trades_per_day=2)
-    assert (res.orders["side"] == "buy").sum() == 2
+    assert (res.fills["side"] == "buy").sum() == 2
     # cooldown: a stop-out at bar 1 blocks entries decided at bars 1..2 (cooldown_bars=2)
     rows = [(100, 101, 99, 100, LONG), (100, 101, 89, 95, LONG), (95, 96, 94, 95, LONG), (95, 96, 94, 95, LONG), FLAT, FLAT]
     res = run(rows, fees=0.0, sl_pct=0.1, cooldown_bars=2)
-    buys = res.orders[res.orders["side"] == "buy"]
+    buys = res.fills[res.fills["side"] == "buy"]
     assert list(buys["time"]) == [res.index[1], res.index[4]]
 
 
 def test_position_notional_and_exposure_caps():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, 0), FLAT]
-    assert run(rows, fees=0.0, max_position_notional=250.0).orders["qty"].iloc[0] == pytest.approx(2.5)
-    assert run(rows, fees=0.0, max_exposure=0.4).orders["qty"].iloc[0] == pytest.approx(4.0)
+    assert run(rows, fees=0.0, max_position_notional=250.0).fills["qty"].iloc[0] == pytest.approx(2.5)
+    assert run(rows, fees=0.0, max_exposure=0.4).fills["qty"].iloc[0] == pytest.approx(4.0)
 
 
 def test_cash_sharing_group_with_max_positions():
@@ -222,10 +222,10 @@ def test_cash_sharing_group_with_max_positions():
     b = bars([(50, 51, 49, 50, 0), (50, 51, 49, 50, LONG), (50, 51, 49, 50, 0)])
     res = Backtest(Scripted(), {"A": a, "B": b}, init_cash=1000.0, fees=0.0, size=0.5,
                    cash_sharing=True, max_positions=1).run()
-    assert list(res.orders["instrument"]) == ["A"]  # B's entry is refused: one position at a time
+    assert list(res.fills["instrument"]) == ["A"]  # B's entry is refused: one position at a time
     res = Backtest(Scripted(), {"A": a, "B": b}, init_cash=1000.0, fees=0.0, size=0.5, cash_sharing=True).run()
-    assert list(res.orders["instrument"]) == ["A", "B"]
-    np.testing.assert_allclose(res.orders["qty"], [5.0, 10.0])  # half of the shared 1000 each
+    assert list(res.fills["instrument"]) == ["A", "B"]
+    np.testing.assert_allclose(res.fills["qty"], [5.0, 10.0])  # half of the shared 1000 each
     np.testing.assert_allclose(res.cash.iloc[-1], 0.0, atol=1e-9)
 
 
@@ -267,7 +267,7 @@ def test_emergency_stop_cancels_the_entry_decided_at_the_last_close():
     halted = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0, emergency_at=data.index[1]).run()
     assert len(halted.fills) == 0
     free = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0).run()
-    assert free.orders["price"].tolist() == [101.0]
+    assert free.fills["price"].tolist() == [101.0]
 
 
 def test_trade_from_places_no_order_before_it_and_trades_from_it():
@@ -279,8 +279,8 @@ def test_trade_from_places_no_order_before_it_and_trades_from_it():
     data = bars(rows)
     res = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0, trade_from="2024-01-03").run()
     assert res.trade_from == 2
-    assert res.orders["time"].tolist() == [data.index[4]]
-    assert res.orders["price"].tolist() == [104.0]
+    assert res.fills["time"].tolist() == [data.index[4]]
+    assert res.fills["price"].tolist() == [104.0]
     assert res.equity.iloc[:5].tolist() == [1000.0] * 4 + [1000.0 / 104 * 105]
     # statistics and the benchmark cover the traded bars only: 2024-01-03 .. 2024-01-06
     assert res.stats["start"] == data.index[2] and res.stats["end"] == data.index[5]
@@ -290,7 +290,7 @@ def test_trade_from_places_no_order_before_it_and_trades_from_it():
     assert bench.iloc[-1] == pytest.approx(1000.0 / 103 * 106, rel=1e-12)
     # the full run buys at bar 1's open and sells at bar 3's
     full = Backtest(Scripted(), data, init_cash=1000.0, fees=0.0).run()
-    assert full.orders["price"].tolist() == [101.0, 103.0, 104.0]
+    assert full.fills["price"].tolist() == [101.0, 103.0, 104.0]
 
 
 def test_bar_stepper_trade_from_warms_up_then_trades():

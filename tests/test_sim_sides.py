@@ -41,7 +41,7 @@ def test_short_stop_loss_touched_inside_a_bar_fills_at_the_stop_plus_slippage():
     qty = 1000 / (entry * (1 + fees))  # all in: the short plus its fee is margined from cash
     stop = entry * (1 + 0.1)  # 109.89: bar 1's high 104 stays below it, bar 2's high 111 reaches it
     exit_price = stop * (1 + slip)  # the buy-back pays slippage
-    o = res.orders
+    o = res.fills
     assert list(o["side"]) == ["sell", "buy"]
     assert list(o["reason"]) == ["signal", "stop_loss"]
     assert list(o["time"]) == [res.index[1], res.index[2]]
@@ -77,7 +77,7 @@ def test_short_take_profit_fills_at_the_target_without_slippage():
     assert (t["side"], t["exit_reason"]) == ("short", "take_profit")
     assert t["exit_time"] == res.index[2]
     assert t["exit_price"] == close_to(target)
-    assert res.orders["order_type"].tolist() == ["market", "limit"]
+    assert res.fills["order_type"].tolist() == ["market", "take_profit"]
     final = 1000 + qty * entry * (1 - fees) - qty * target * (1 + fees)
     assert res.cash.iloc[-1] == close_to(final)
     assert t["pnl"] == close_to(final - 1000)
@@ -164,10 +164,10 @@ def test_sell_limit_entry(bar1, expected_price):
     rows = [(100, 101, 99, 100, SHORT), bar1, FLAT, FLAT]
     res = run(rows, Scripted(order_type=1, offset=0.02), allow_short=True, fees=fees, slippage=0.005)
     if expected_price is None:
-        assert len(res.orders) == 0
+        assert len(res.fills) == 0
         assert (res.positions.iloc[:, 0] == 0).all() and res.cash.iloc[-1] == 1000
         return
-    o = res.orders.iloc[0]
+    o = res.fills.iloc[0]
     qty = 1000 / (expected_price * (1 + fees))  # limits take no slippage
     assert (o["side"], o["order_type"], o["time"]) == ("sell", "limit", res.index[1])
     assert o["price"] == close_to(expected_price)
@@ -188,9 +188,9 @@ def test_sell_stop_entry(bar1, expected_price):
     rows = [(100, 101, 99, 100, SHORT), bar1, FLAT, FLAT]
     res = run(rows, Scripted(order_type=2, offset=-0.02), allow_short=True, fees=0.0, slippage=0.01)
     if expected_price is None:
-        assert len(res.orders) == 0
+        assert len(res.fills) == 0
         return
-    o = res.orders.iloc[0]
+    o = res.fills.iloc[0]
     assert (o["side"], o["order_type"], o["time"]) == ("sell", "stop", res.index[1])
     assert o["price"] == close_to(expected_price)
     assert o["qty"] == close_to(1000 / expected_price)
@@ -200,7 +200,7 @@ def test_sell_limit_reverses_a_long_at_the_limit_price():
     rows = [(100, 101, 99, 100, LONG), (100, 101, 99, 100, SHORT), (101, 103, 100, 102, 0), FLAT]
     res = run(rows, Scripted(order_type=1, offset=0.01), allow_short=True, fees=0.0)
     # bar 0: buy limit at 101, bar 1 opens at 100 below it -> filled at 100; bar 1: sell limit at 101
-    o = res.orders
+    o = res.fills
     assert list(o["side"]) == ["buy", "sell", "sell"]
     assert list(o["time"]) == [res.index[1], res.index[2], res.index[2]]
     assert o["price"].tolist() == [100.0, close_to(101.0), close_to(101.0)]
@@ -214,9 +214,9 @@ def test_sell_stop_when_shorts_are_disabled_closes_the_long_at_the_next_open():
     res = run(rows, Scripted(order_type=2, offset=-0.02), fees=0.0)
     # buy stop at 98: bar 1 opens above it -> the open; the sell stop at 98 becomes a market exit
     # at bar 2's open 99 (as a stop it would have filled at 98, bar 2's low being 97)
-    assert res.orders["price"].tolist() == [100.0, 99.0]
-    assert res.orders["order_type"].tolist() == ["stop", "market"]
-    assert res.orders["side"].tolist() == ["buy", "sell"]
+    assert res.fills["price"].tolist() == [100.0, 99.0]
+    assert res.fills["order_type"].tolist() == ["stop", "market"]
+    assert res.fills["side"].tolist() == ["buy", "sell"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +324,7 @@ def test_max_exposure_caps_the_gross_notional_of_a_cash_sharing_group():
     b = [(50, 51, 49, 50, SHORT), (50, 51, 49, 50, 0), (50, 51, 49, 50, 0), (50, 51, 49, 50, 0)]
     c = [(20, 21, 19, 20, LONG), (20, 21, 19, 20, 0), (20, 21, 19, 20, 0), (20, 21, 19, 20, 0)]
     res = _group(a, b, c, size=0.5, max_exposure=0.8, allow_short=True)
-    o = res.orders
+    o = res.fills
     # bar 1 (decided at bar 0, equity 1000, room 0.8 * 1000 = 800, each wants 0.5 * 1000 = 500):
     #   A buys 500 / 100 = 5; B shorts (800 - 500) / 50 = 6: a short counts by its absolute notional;
     #   C: room 800 - 500 - 300 = 0, refused (signed exposure would have left it 600)
@@ -335,7 +335,7 @@ def test_max_exposure_caps_the_gross_notional_of_a_cash_sharing_group():
     assert res.equity.iloc[1] == close_to(800 + 5 * 80 - 6 * 50)
     # without the cap (smaller sizes, so the no-leverage rule does not bind either) C gets its
     # 0.3 * 1000 / 20 = 15: free cash 1000 - 2 * 300 (B's short proceeds and margin) = 400 >= 300
-    o2 = _group(a, b, c, size=0.3, allow_short=True).orders
+    o2 = _group(a, b, c, size=0.3, allow_short=True).fills
     assert o2["instrument"].tolist() == ["A", "B", "C"]
     assert o2["qty"].tolist() == [close_to(3.0), close_to(6.0), close_to(15.0)]
 
@@ -346,7 +346,7 @@ def test_max_exposure_room_follows_the_equity_at_the_decision():
     b = [(50, 51, 49, 50, LONG), (50, 51, 49, 50, 0), (50, 51, 49, 50, 0), (50, 51, 49, 50, 0)]
     c = [(20, 21, 19, 20, 0), (20, 21, 19, 20, LONG), (20, 21, 19, 20, 0), (20, 21, 19, 20, 0)]
     res = _group(a, b, c, size=0.5, max_exposure=0.8)
-    o = res.orders
+    o = res.fills
     # bar 1: A 500 / 100 = 5, B (800 - 500) / 50 = 6 -> cash 200
     # bar 1 close: equity 200 + 5 * 80 + 6 * 50 = 900; room 0.8 * 900 - 700 = 20 -> C 20 / 20 = 1
     assert o["instrument"].tolist() == ["A", "B", "C"]
@@ -361,7 +361,7 @@ def test_max_exposure_is_per_column_without_cash_sharing():
     frames = {"A": bars(a), "B": bars(a)}
     res = Backtest(Scripted(), frames, init_cash=1000.0, fees=0.0, max_exposure=0.3).run()
     # two separate cash pools of 1000: each position is capped at 300, not the pair
-    assert res.orders["qty"].tolist() == [close_to(3.0), close_to(3.0)]
+    assert res.fills["qty"].tolist() == [close_to(3.0), close_to(3.0)]
 
 
 def test_max_position_notional_caps_a_long_at_the_fill_price_with_fees_on_top():
@@ -369,10 +369,10 @@ def test_max_position_notional_caps_a_long_at_the_fill_price_with_fees_on_top():
     rows = [(100, 101, 99, 100, LONG), (102, 103, 101, 102, 0), FLAT]
     res = run(rows, fees=fees, slippage=slip, max_position_notional=300.0)
     price = 102 * (1 + slip)
-    o = res.orders.iloc[0]
+    o = res.fills.iloc[0]
     assert o["price"] == close_to(price)
     assert o["qty"] == close_to(300.0 / price)  # the notional cap, not the 1000 / (price * 1.01) cash cap
-    assert o["fees"] == close_to(300.0 * fees)
+    assert o["fee"] == close_to(300.0 * fees)
     assert res.cash.iloc[1] == close_to(1000 - 300 - 3)
 
 
@@ -380,7 +380,7 @@ def test_max_position_notional_caps_a_short_and_a_limit_fill():
     fees = 0.01
     rows = [(100, 101, 99, 100, SHORT), (104, 105, 103, 104, 0), FLAT]
     res = run(rows, Scripted(order_type=1, offset=0.02), allow_short=True, fees=fees, max_position_notional=300.0)
-    o = res.orders.iloc[0]
+    o = res.fills.iloc[0]
     assert (o["side"], o["price"]) == ("sell", 104.0)  # the sell limit at 102, gapped through
     assert o["qty"] == close_to(300.0 / 104)
     assert res.cash.iloc[1] == close_to(1000 + 300 - 3)
@@ -392,10 +392,10 @@ def test_max_position_notional_applies_per_position_in_a_group_and_only_when_bin
     c = [(20, 21, 19, 20, LONG), (20, 21, 19, 20, 0), (20, 21, 19, 20, 0)]
     res = _group(a, b, c, size=0.1, max_position_notional=300.0)
     # size 0.1 wants 100 per position, under the 300 cap
-    assert res.orders["qty"].tolist() == [close_to(1.0), close_to(2.0), close_to(5.0)]
+    assert res.fills["qty"].tolist() == [close_to(1.0), close_to(2.0), close_to(5.0)]
     res = _group(a, b, c, size=0.5, max_position_notional=300.0)
     # 500 wanted, 300 allowed, until the cash runs out: 1000 - 300 - 300 leaves 400 >= 300
-    assert res.orders["qty"].tolist() == [close_to(3.0), close_to(6.0), close_to(15.0)]
+    assert res.fills["qty"].tolist() == [close_to(3.0), close_to(6.0), close_to(15.0)]
     assert res.cash.iloc[-1] == close_to(100.0)
 
 
@@ -467,14 +467,14 @@ def test_short_proceeds_do_not_fund_longs_in_a_cash_sharing_group():
     assert res.positions.iloc[-1].tolist() == [-5.0, 5.0, 0.0]
     assert res.cash.iloc[-1] == 1000.0
     assert res.equity.iloc[-1] == 1000.0
-    assert res.orders["instrument"].tolist() == ["A", "B"]
+    assert res.fills["instrument"].tolist() == ["A", "B"]
 
 
 def test_short_proceeds_leave_a_single_column_unaffected():
     # one column: a short's own proceeds are not counted against its reversal into a long
     rows = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, LONG), FLAT, FLAT]
     res = run(rows, fees=0.0, allow_short=True)
-    buy = res.orders.iloc[-1]
+    buy = res.fills.iloc[-1]
     assert (buy["side"], buy["qty"]) == ("buy", 10.0)
 
 
@@ -543,7 +543,7 @@ def test_without_a_maintenance_margin_a_short_takes_equity_below_zero():
     final = cash - qty * 250 * (1 + fees)  # bought back at 250: -5,020
     assert final < -5000 and res.cash.iloc[-1] == close_to(final)
     # the long decided at bar 6 is refused: a fraction of negative equity is no order
-    assert res.orders["side"].tolist() == ["sell", "buy"]
+    assert res.fills["side"].tolist() == ["sell", "buy"]
     assert res.trades.iloc[0]["exit_reason"] == "signal"
 
 
@@ -558,7 +558,7 @@ def test_maintenance_margin_liquidates_a_short_at_the_liquidation_price(slip):
     # slippage; bar 4 (170 -> 210) reaches it inside the bar
     level = cash / (qty * (1 + m))
     assert 170 < level < 210
-    o = res.orders
+    o = res.fills
     assert o["side"].tolist() == ["sell", "buy", "buy"]  # the long decided at bar 6 fills again
     liq = o.iloc[1]
     assert (liq["reason"], liq["order_type"], liq["time"]) == ("liquidation", "stop", res.index[4])
@@ -577,7 +577,7 @@ def test_a_gap_through_the_liquidation_price_fills_at_the_open():
     rows = [(100, 101, 99, 100, SHORT), (100, 101, 99, 100, 0), (220, 230, 215, 225, 0), FLAT]
     res = run(rows, allow_short=True, init_cash=10_000.0, fees=fees, maintenance_margin=m)
     qty = 10_000 / (100 * (1 + fees))
-    liq = res.orders.iloc[1]
+    liq = res.fills.iloc[1]
     assert (liq["reason"], liq["price"], liq["time"]) == ("liquidation", 220.0, res.index[2])
     # beyond the bankruptcy price (200) nothing covers the rest: equity ends below zero
     final = qty * (200 - 220 * (1 + fees))
@@ -586,7 +586,7 @@ def test_a_gap_through_the_liquidation_price_fills_at_the_open():
 
 def test_tighter_stop_loss_binds_before_the_liquidation_price():
     res = run(RUN_UP, allow_short=True, init_cash=10_000.0, fees=0.0, sl_pct=0.2, maintenance_margin=0.05)
-    stop = res.orders.iloc[1]
+    stop = res.fills.iloc[1]
     assert (stop["reason"], stop["price"], stop["time"]) == ("stop_loss", close_to(120.0), res.index[2])
 
 
@@ -599,7 +599,7 @@ def test_liquidation_price_counts_the_other_positions_of_a_cash_sharing_group():
     frames = {"A": bars(a), "B": bars(b)}
     res = Backtest(Scripted(), frames, cash_sharing=True, allow_short=True, size=0.5, init_cash=10_000.0,
                    fees=0.0, maintenance_margin=0.1).run()
-    o = res.orders
+    o = res.fills
     assert o["instrument"].tolist() == ["A", "B", "B"]
     liq = o.iloc[2]
     level = (10_000 + 50 * 80 - 0.1 * 50 * 80) / (50 * 1.1)

@@ -1,8 +1,8 @@
 """BarStepper.snapshot() / restore(): the whole state of a run as bytes, continued elsewhere.
 
 The test that matters runs in a fresh process: each bundled strategy is stepped to a random bar,
-snapshotted, restored in another Python process and stepped to the end there; its fills must be
-the backtest's, bit for bit."""
+snapshotted, restored in another Python process and stepped to the end there; its orders and
+fills must be the backtest's, bit for bit."""
 
 import io
 import os
@@ -22,6 +22,7 @@ from framework.synthetic import generate_ohlcv
 from strategies import STRATEGIES
 from strategies.rsi_reversion import RsiReversion
 from strategies.sma_cross import SmaCross
+from tests.records import assert_records_equal
 from tests.scripted import Scripted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ for name in sys.argv[2:]:
     for t in range(int(z["t0"]), len(z["day"])):
         stepper.step(int(z["day"][t]), *(z[f][t] for f in ("open", "high", "low", "close", "volume")))
     np.save(f"{folder}/{name}-fills.npy", stepper.fills)
+    np.save(f"{folder}/{name}-events.npy", stepper.events)
     np.save(f"{folder}/{name}-equity.npy", np.array([stepper.equity, stepper.cash]))
 '''
 
@@ -74,7 +76,7 @@ def test_restored_in_a_fresh_process_every_strategy_continues_to_the_backtests_f
         blob = stepper.snapshot()
         np.savez(tmp_path / f"{name}.npz", snapshot=np.frombuffer(blob, dtype=np.uint8), p=p, t0=t0,
                  day=day, **arrays)
-        before = result.fills["bar"] < t0
+        before = result.fill_records["bar"] < t0
         assert before.sum() > 2 and (~before).sum() > 2, f"{name}: fills on both sides of bar {t0}"
         expected[name] = result
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -82,7 +84,9 @@ def test_restored_in_a_fresh_process_every_strategy_continues_to_the_backtests_f
                    cwd=ROOT, timeout=600)
     for name, result in expected.items():
         fills = np.load(tmp_path / f"{name}-fills.npy")
-        np.testing.assert_array_equal(fills, result.fills, err_msg=name)
+        np.testing.assert_array_equal(fills, result.fill_records, err_msg=name)
+        # every order's life too: created, filled, cancelled, rejected, stops moving
+        assert_records_equal(np.load(tmp_path / f"{name}-events.npy"), result.event_records, err_msg=name)
         equity, cash = np.load(tmp_path / f"{name}-equity.npy")
         assert equity == result.group_equity[-1, 0] and cash == result._cash_and_positions[0][-1, 0], name
 
@@ -120,10 +124,10 @@ def test_fills_are_a_read_only_view_grown_in_place():
     stepper = BarStepper(Scripted(), bt.settings.vector(bt.ann_factor))
     seen = []
     for t in range(len(day)):
-        seen.append(stepper.step(day[t], *(arrays[f][t] for f in FIELDS)).copy())
+        seen.append(stepper.step(day[t], *(arrays[f][t] for f in FIELDS)).fills.copy())
     assert len(stepper.fills) > 16 * sim_nb.FILLS_PER_COLUMN_BAR  # the buffer has doubled several times
     np.testing.assert_array_equal(stepper.fills, np.concatenate(seen))
-    np.testing.assert_array_equal(stepper.fills, bt.run().fills)
+    np.testing.assert_array_equal(stepper.fills, bt.run().fill_records)
     with pytest.raises(ValueError, match="read-only"):
         stepper.fills["qty"][0] = 0.0
 
@@ -225,7 +229,7 @@ def test_a_halted_stepper_restored_from_its_snapshot_stays_halted_and_places_no_
     bt, day, arrays = scripted_run(n_bars=600)
     p = bt.settings.vector(bt.ann_factor)
     run = bt.run()
-    free, pos = run.fills, run.positions.to_numpy()[:, 0]
+    free, pos = run.fill_records, run.positions.to_numpy()[:, 0]
     # a position is open at t0 - 1's close and an order decided there fills at t0's open
     t0 = next(int(b) for b in free["bar"] if b > 100 and pos[b - 1] != 0.0)
     first = BarStepper(Scripted(), p)

@@ -18,7 +18,7 @@ def _closed_trades(result) -> int:
 ])
 def test_vectorbt_portfolio_has_tradpals_equity_returns_and_trades(data, settings):
     result = Backtest("sma_cross", data, **settings).run()
-    assert (result.orders["reason"] != "signal").any()  # stops fire, several fills per bar occur
+    assert (result.fills["reason"] != "signal").any()  # stops fire, several fills per bar occur
     assert (result.trades["side"] == "short").any()
     pf = result.to_vectorbt()
     value = np.asarray(pf.value()).reshape(-1)
@@ -27,7 +27,7 @@ def test_vectorbt_portfolio_has_tradpals_equity_returns_and_trades(data, setting
     np.testing.assert_allclose(np.asarray(pf.returns()).reshape(-1)[1:], tradpal_returns,
                                rtol=1e-9, atol=1e-12)
     assert int(np.asarray(pf.trades.closed.count()).sum()) == _closed_trades(result)
-    assert len(pf.orders.records) == len(result.orders)
+    assert len(pf.orders.records) == len(result.fills)
 
 
 def test_without_vectorbt_the_error_says_what_to_install(monkeypatch):

@@ -78,7 +78,7 @@ def test_all_in_reversal_is_sized_at_the_decision_unlike_vectorbt_after_a_favour
     long_qty = 1000 / (100 * (1 + fees))
     equity = long_qty * 100  # at the decision close (bar 1)
     cash = long_qty * gap_open * (1 - fees)  # after selling the long at the gapped open
-    ours_short = ours.orders["qty"].iloc[2]
+    ours_short = ours.fills["qty"].iloc[2]
     theirs_short = pf.orders.records["size"][1] - long_qty  # vectorbt books close + open as one order
     assert theirs_short == pytest.approx(cash / (gap_open * (1 + fees)), rel=1e-12)
     if gap_open > 100 * (1 + fees) / (1 - fees):
