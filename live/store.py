@@ -264,8 +264,6 @@ class StateStore:
                                          f"{exc.strerror}") from None
         elif not self.path.exists():
             raise FileNotFoundError(f"no runner state in {self.state_dir}: {self.path} does not exist")
-        if not self.state_dir.is_dir():
-            raise NotADirectoryError(f"the state directory {self.state_dir} is not a directory")
         if self.path.exists() and not self.path.is_file():
             raise IsADirectoryError(f"the state store {self.path} is not a file")
         # SQLite's WAL needs to create state.sqlite-wal / -shm beside the file, readers too
