@@ -41,7 +41,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
-from live.broker import FINAL_STATUSES, BrokerFill, OrderRequest, OrderStatus, OrderUpdate
+from live.broker import (
+    FINAL_STATUSES,
+    BrokerFill,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+)
 
 #: Layout version of ``state.sqlite``. Bump it when a table changes meaning; a store written
 #: with another version is refused, never misread.
@@ -52,6 +59,7 @@ LOCK_FILE = "runner.lock"
 #: Control request kinds another process may post (``StateStore.request``).
 REQUEST_KINDS: frozenset[str] = frozenset({"emergency_stop", "reset", "approve_order", "reject_order"})
 ORDER_STATUSES: frozenset[str] = frozenset(get_args(OrderStatus))
+ORDER_TYPES: frozenset[str] = frozenset(get_args(OrderType))
 
 # --- crash test hook ------------------------------------------------------------------------
 
@@ -77,6 +85,8 @@ def crash_point(name: str) -> None:
     point, _, nth = target.partition("@")
     if point != name:
         return
+    if nth and not nth.isdigit():
+        raise ValueError(f"{CRASH_ENV}={target!r}: expected POINT or POINT@N (N a whole number)")
     _crash_hits[name] = _crash_hits.get(name, 0) + 1
     if _crash_hits[name] >= (int(nth) if nth else 1):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -367,7 +377,8 @@ class StateStore:
         return self._lock
 
     def runner_pid(self) -> int | None:
-        """The pid of the live runner holding this directory, or None if no runner holds it."""
+        """The pid of the live runner holding this directory (-1 if held but the pid is not
+        readable), or None if no runner holds it."""
         try:
             fd = os.open(self.lock_path, os.O_RDONLY)
         except FileNotFoundError:
@@ -503,6 +514,7 @@ class StateStore:
         if not isinstance(fill, BrokerFill):
             raise TypeError(f"fill must be a BrokerFill, got {type(fill).__name__}")
         booked_ms = None if bar_ms is None else _ms(bar_ms, "bar_ms")
+        fill_ms = _ms(fill.timestamp_ms, "timestamp_ms")
         blob = None if snapshot is None else _blob(snapshot)
         if blob is not None and booked_ms is None:
             raise ValueError("record_fill with a snapshot needs bar_ms, the bar the snapshot follows")
@@ -515,7 +527,7 @@ class StateStore:
                 f"INSERT INTO fills ({_FILL_COLUMNS}, booked_bar_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (symbol, trade_id) DO NOTHING",
                 (fill.trade_id, fill.client_order_id, fill.symbol, fill.side, fill.qty, fill.price,
-                 fill.fee, fill.fee_currency, _ms(fill.timestamp_ms, "timestamp_ms"), booked_ms))
+                 fill.fee, fill.fee_currency, fill_ms, booked_ms))
             if cur.rowcount == 0:
                 return False
             if order is not None:
@@ -768,7 +780,13 @@ def _check_order_record(order: Any) -> None:
         if not (isinstance(order.filled_qty, int | float) and math.isfinite(order.filled_qty)):
             raise ValueError(f"filled_qty of {order.client_order_id!r} must be a finite number, "
                              f"got {order.filled_qty!r}")
-    elif not isinstance(order, OrderRequest):
+    elif isinstance(order, OrderRequest):
+        if order.side not in ("buy", "sell"):
+            raise ValueError(f"side of {order.client_order_id!r} must be 'buy' or 'sell', got {order.side!r}")
+        if order.type not in ORDER_TYPES:
+            raise ValueError(f"type of {order.client_order_id!r} must be one of "
+                             f"{', '.join(sorted(ORDER_TYPES))}, got {order.type!r}")
+    else:
         raise TypeError(f"orders must be OrderRequest or OrderUpdate records, got {type(order).__name__}")
 
 

@@ -98,6 +98,11 @@ def test_record_order_is_idempotent_and_refuses_a_reused_id(store):
         store.record_order(OrderRequest("c1", "BTC/USDT", "buy", "market", 2.0))
     with pytest.raises(KeyError, match="unknown client_order_id 'zz'"):
         store.update_order(OrderUpdate("zz", "filled", 1.0))
+    with pytest.raises(ValueError, match="side of 'c3' must be 'buy' or 'sell', got 'long'"):
+        store.record_order(OrderRequest("c3", "BTC/USDT", "long", "market", 1.0))
+    with pytest.raises(ValueError, match="type of 'c3' must be one of limit, market, .*got 'iceberg'"):
+        store.commit_bar({"BTC/USDT": T0}, b"s", [OrderRequest("c3", "BTC/USDT", "buy", "iceberg", 1.0)])
+    assert store.cursor() == {}
     with pytest.raises(ValueError, match="unknown order status 'gone'"):
         store.record_order(OrderRequest("c2", "BTC/USDT", "buy", "market", 1.0), status="gone")
     assert [o.client_order_id for o in store.orders()] == ["c1"]
