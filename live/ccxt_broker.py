@@ -41,6 +41,8 @@ STOP_TYPES = ("stop", "stop_limit", "take_profit")
 _STOP_ORDER_TYPES = {"STOP_LOSS", "TAKE_PROFIT"}
 # errors that say this account cannot trade at all: raised, never turned into a rejection
 _ACCOUNT_ERRORS = (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended)
+# exchanges whose trade history pages by trade id (``fromId``)
+_FROM_ID_EXCHANGES = frozenset({"binance", "binanceus"})
 _CCXT_STATUS: dict[str, OrderStatus] = {
     "closed": "filled", "canceled": "cancelled", "cancelled": "cancelled", "expired": "expired",
     "rejected": "rejected"}
@@ -194,19 +196,25 @@ class CcxtBroker:
 
     def fills_since(self, symbol: str, since_ms: int | None) -> list[BrokerFill]:
         """This account's executions on ``symbol`` from ``since_ms`` on (all when None), oldest
-        first, one per exchange trade id, with the exchange's price, quantity and fee."""
+        first, one per exchange trade id, with the exchange's price, quantity and fee.
+
+        Pages of ``page_limit`` trades: on Binance each next page starts after the last trade
+        id (``fromId``), exact however many trades share a millisecond; elsewhere at the last
+        page's latest timestamp, de-duplicated by trade id."""
         trades: dict[str, dict] = {}
-        cursor = since_ms
+        cursor, params = since_ms, {}
         while True:
             page = self._read(self.exchange.fetch_my_trades, symbol, cursor, self.page_limit,
-                              what=f"fetch_my_trades {symbol} since {cursor}")
+                              params, what=f"fetch_my_trades {symbol} since {cursor} {params}")
             new = [t for t in page if str(t["id"]) not in trades]
             trades.update((str(t["id"]), t) for t in new)
             if len(page) < self.page_limit:
                 break
-            last = max(int(t["timestamp"]) for t in page)
-            # a full page of trades already seen, all in one millisecond: step past it
-            cursor = last if new else last + 1
+            if self.exchange.id in _FROM_ID_EXCHANGES:
+                cursor, params = None, {"fromId": max(int(t["id"]) for t in page) + 1}
+            else:  # a full page already seen, all in one millisecond: step past it
+                last = max(int(t["timestamp"]) for t in page)
+                cursor = last if new else last + 1
         ordered = sorted(trades.values(), key=lambda t: (int(t["timestamp"]), str(t["id"])))
         return [self._fill(symbol, t) for t in ordered]
 

@@ -14,7 +14,7 @@ from framework.local_exchange import LocalExchange, ccxt_client
 from framework.local_exchange.engine import SymbolFilters
 from live.broker import OrderRequest
 from live.ccxt_broker import AssetBalance, CcxtBroker
-from tests.exchange_fixtures import API_KEY, BTC, SECRET, START, client
+from tests.exchange_fixtures import API_KEY, BTC, SECRET, START, client, ms
 
 SYMBOL = "BTC/USDT"
 ORDER = "/api/v3/order"
@@ -103,6 +103,27 @@ def test_market_buy_sized_by_cost_sends_quote_order_qty(ex, fake):
     assert sent.params["quoteOrderQty"] == "100" and "quantity" not in sent.params
     expected = float((Decimal(100) / Decimal(repr(p))).quantize(Decimal("1e-8"), "ROUND_FLOOR"))
     assert up.status == "filled" and up.filled_qty == expected
+
+
+def test_fills_are_paged_by_trade_id_however_many_share_a_millisecond(ex, fake):
+    broker = make_broker(ex, fake, page_limit=2)
+    for i in range(5):  # the stepped clock stands still: five trades in one millisecond
+        assert broker.submit(buy(f"page-{i}", ref_price=price(ex))).status == "filled"
+    fills = broker.fills_since(SYMBOL, ms(NOW))
+    assert [f.client_order_id for f in fills] == [f"page-{i}" for i in range(5)]
+    assert [f.trade_id for f in fills] == [str(t.trade_id) for t in ex.engine.trades[API_KEY]]
+    pages = ex.requests("/api/v3/myTrades")
+    assert [r.params.get("fromId") for r in pages] == [None, "3", "5"]
+
+
+def test_resending_an_open_order_returns_it_instead_of_a_second_one(ex, fake):
+    broker = make_broker(ex, fake)
+    request = buy("dup-1", type="limit", price=round(price(ex) * 0.5, 2))
+    first = broker.submit(request)
+    again = broker.submit(request)  # e.g. a runner that did not record the first answer
+    assert first == again and first.status == "submitted"
+    assert [r.status for r in posts(ex)] == [200, 400]  # "Duplicate order sent."
+    assert len(orders_with(ex, "dup-1")) == 1
 
 
 def test_lost_response_is_looked_up_not_resent(ex, fake):
@@ -219,8 +240,10 @@ def test_cancel_racing_a_fill_returns_the_fill(ex, fake):
     assert ex.requests(ORDER, "DELETE")[0].status == 400  # "Unknown order sent."
     (fill,) = broker.fills_since(SYMBOL, None)
     assert (fill.client_order_id, fill.qty, fill.price) == ("race-1", 0.01, limit)
+    ex.faults.lose_response(count=1, path=ORDER, method="DELETE")  # cancelled, answer lost
     cancelled = broker.cancel("keep-1", SYMBOL)
     assert (cancelled.status, cancelled.filled_qty) == ("cancelled", 0.0)
+    assert [r.status for r in ex.requests(ORDER, "DELETE")][1:] == [0, 400]  # then "unknown"
     assert broker.open_orders(None) == []
 
 
