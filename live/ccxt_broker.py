@@ -37,6 +37,9 @@ from framework.exchange import ExchangeAccessError, RetryPolicy, call_with_retri
 from .broker import BrokerFill, OrderRequest, OrderStatus, OrderUpdate
 
 STOP_TYPES = ("stop", "stop_limit", "take_profit")
+# the prices each order type needs
+_NEEDS = {"market": (), "limit": ("price",), "stop": ("trigger",),
+          "stop_limit": ("price", "trigger"), "take_profit": ("trigger",)}
 # what Binance-style markets list in ``info["orderTypes"]`` for exchange-side stops and targets
 _STOP_ORDER_TYPES = {"STOP_LOSS", "TAKE_PROFIT"}
 # errors that say this account cannot trade at all: raised, never turned into a rejection
@@ -246,8 +249,9 @@ class CcxtBroker:
         if order.type in STOP_TYPES and not self.supports_stop_orders(symbol):
             return (f"{ex.id} takes no stop or take-profit orders on {symbol}: the runner must "
                     f"watch this {order.type} order (supports_stop_orders is False)")
-        needs = {"market": (), "limit": ("price",), "stop": ("trigger",),
-                 "stop_limit": ("price", "trigger"), "take_profit": ("trigger",)}[order.type]
+        needs = _NEEDS.get(order.type)
+        if needs is None:
+            return f"unknown order type {order.type!r}; use one of {', '.join(_NEEDS)}"
         for name in needs:
             if getattr(order, name) is None:
                 return f"a {order.type} order needs {name}"

@@ -294,7 +294,9 @@ def test_bad_settings_are_named():
         CcxtBroker(ccxt_client("http://127.0.0.1:9"), not_found_retries=-1)
 
 
-def test_unknown_symbol_is_rejected(ex, fake):
+def test_unknown_symbol_or_missing_price_is_rejected(ex, fake):
     up = make_broker(ex, fake).submit(OrderRequest("x-1", "DOGE/USDT", "buy", "market", 1.0))
     assert up.status == "rejected" and "has no market 'DOGE/USDT'" in up.reason
+    up = make_broker(ex, fake).submit(OrderRequest("x-2", SYMBOL, "buy", "limit", 0.01))
+    assert up.status == "rejected" and up.reason == "a limit order needs price"
     assert posts(ex) == []
