@@ -4,7 +4,7 @@
   closed candle), each page starting one timeframe after the last candle received.
 - Rate limit: ccxt's own limiter (``enableRateLimit=True``, spacing ``exchange.rateLimit`` ms
   times the endpoint's cost) paces the requests.
-- Retries: ccxt's ``NetworkError`` family (``RequestTimeout``, ``RateLimitExceeded``,
+- Retries (:mod:`framework.exchange`): ccxt's ``NetworkError`` family (``RequestTimeout``, ``RateLimitExceeded``,
   ``DDoSProtection``, ``ExchangeNotAvailable``, ...) is retried with exponential backoff, at
   least as long as the server's ``Retry-After``; after ``max_retries`` a :class:`DownloadError`
   says what failed. A ``Retry-After`` longer than ``max_delay_s`` is not waited out: it ends
@@ -30,19 +30,14 @@ Times: ``since``/``until`` accept epoch ms, ISO 8601 strings or Timestamps (naiv
 from __future__ import annotations
 
 import json
-import numbers
 import os
 import re
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import ccxt
 import numpy as np
@@ -52,13 +47,28 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .data import DATA_DIR, ValidationReport, align_ohlcv, timeframe_to_ms, to_ms, validate_ohlcv
+from .exchange import (
+    RETRYABLE,
+    ExchangeAccessError,
+    RetryPolicy,
+    create_exchange,
+    load_credentials,
+    point_exchange_at,
+)
+from .exchange import call_with_retries as _call_with_retries
+from .exchange import retry_after_s as _retry_after_s  # noqa: F401 - the old private name
+
+# exchange access lives in framework.exchange; these names stay importable from here
+__all__ = ["RETRYABLE", "DownloadError", "DownloadResult", "RetryPolicy", "cache_path",
+           "call_with_retries", "closed_candles_end", "create_exchange", "default_cache_dir",
+           "download_many", "download_ohlcv", "load_credentials", "point_exchange_at",
+           "read_cache"]
 
 T = TypeVar("T")
-RETRYABLE = (ccxt.NetworkError,)  # RequestTimeout, RateLimitExceeded, ExchangeNotAvailable, ...
 _META_KEY = b"tradpal"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(ExchangeAccessError):
     """A download failed for good (retries exhausted, a server asking for a longer wait than
     the retry policy allows, or an error that retrying cannot fix).
 
@@ -73,179 +83,11 @@ class DownloadError(RuntimeError):
         self.saved, self.path, self.resume_from = saved, path, resume_from
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: wait ``base_delay_s * factor**attempt`` (capped at ``max_delay_s``)
-    after each failure, ``max_retries`` times, then give up. Delays in seconds."""
-
-    max_retries: int = 5
-    base_delay_s: float = 1.0
-    factor: float = 2.0
-    max_delay_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not (isinstance(self.max_retries, numbers.Integral) and self.max_retries >= 0):
-            raise ValueError(f"RetryPolicy: max_retries must be a whole number >= 0, got "
-                             f"{self.max_retries!r} (--retries on the command line)")
-        for name in ("base_delay_s", "factor", "max_delay_s"):
-            value = getattr(self, name)
-            if not (isinstance(value, numbers.Real) and value >= 0 and np.isfinite(value)):
-                flag = " (--max-delay on the command line)" if name == "max_delay_s" else ""
-                raise ValueError(f"RetryPolicy: {name} must be a finite number >= 0, "
-                                 f"got {value!r}{flag}")
-
-    def delay(self, attempt: int) -> float:
-        return min(self.max_delay_s, self.base_delay_s * self.factor**attempt)
-
-
-def _retry_after_s(exchange: Any, error: Exception) -> float | None:
-    """The server's Retry-After (seconds) when ``error`` came with a 429-style answer."""
-    if exchange is None or not isinstance(error, (ccxt.DDoSProtection, ccxt.RateLimitExceeded)):
-        return None
-    headers = getattr(exchange, "last_response_headers", None) or {}
-    value = headers.get("Retry-After") or headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))  # delay-seconds
-    except ValueError:
-        pass
-    try:  # or an HTTP date (RFC 9110)
-        when = parsedate_to_datetime(str(value))
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def call_with_retries(
-    fn: Callable[..., T],
-    *args: Any,
-    retry: RetryPolicy = RetryPolicy(),
-    what: str = "request",
-    exchange: Any = None,
-    sleep: Callable[[float], None] = time.sleep,
-    **kwargs: Any,
-) -> T:
-    """Call ``fn(*args, **kwargs)``, retrying ccxt network errors with exponential backoff.
-
-    Args:
-        what: a description for the error message ("fetch_ohlcv BTC/USDT 1h since ...").
-        exchange: the ccxt exchange, to honour a ``Retry-After`` header.
-
-    Raises:
-        DownloadError: after ``retry.max_retries`` retries, naming ``what`` and the last error;
-            or at once, without sleeping, when the server's ``Retry-After`` exceeds
-            ``retry.max_delay_s``.
-    """
-    for attempt in range(retry.max_retries + 1):
-        try:
-            return fn(*args, **kwargs)
-        except RETRYABLE as e:
-            if attempt == retry.max_retries:
-                raise DownloadError(
-                    f"{what} failed {attempt + 1} times in a row; last error: "
-                    f"{type(e).__name__}: {e}. Check the exchange URL and your connection, or "
-                    "allow more attempts with RetryPolicy(max_retries=...) "
-                    "(--retries on the command line)."
-                ) from e
-            wait = retry.delay(attempt)
-            server_wait = _retry_after_s(exchange, e)
-            if server_wait is not None and server_wait > retry.max_delay_s:
-                raise DownloadError(
-                    f"{what}: the exchange is rate limiting ({type(e).__name__}) and asks to wait "
-                    f"{_duration(server_wait)} (Retry-After) before the next request, longer than "
-                    f"the retry policy allows (max_delay_s={retry.max_delay_s:g} s). Try again "
-                    f"after that wait, or allow longer waits with RetryPolicy(max_delay_s=...) "
-                    f"(--max-delay on the command line)."
-                ) from e
-            sleep(max(wait, server_wait) if server_wait is not None else wait)
-    raise AssertionError("unreachable")
-
-
-def _duration(seconds: float) -> str:
-    """``3600`` -> ``"3600 s (1 h 0 min)"``: seconds, and hours/minutes when that helps."""
-    text = f"{seconds:g} s"
-    if seconds >= 120:
-        h, m = divmod(round(seconds) // 60, 60)
-        text += f" ({h} h {m} min)" if h else f" ({m} min)"
-    return text
-
-
-# --- exchanges -------------------------------------------------------------------------------
-
-def point_exchange_at(exchange: ccxt.Exchange, base_url: str) -> ccxt.Exchange:
-    """Send every API request of a ccxt exchange to ``base_url`` (scheme and host), keeping
-    each endpoint's path: ``https://api.binance.com/api/v3`` becomes ``{base_url}/api/v3``."""
-    base = urlsplit(base_url)
-    if not base.scheme or not base.netloc:
-        raise ValueError(f"exchange URL {base_url!r} must look like http://127.0.0.1:8765")
-
-    def rewrite(url: Any) -> Any:
-        if isinstance(url, str):
-            parts = urlsplit(url)
-            return parts._replace(scheme=base.scheme, netloc=base.netloc).geturl()
-        if isinstance(url, dict):
-            return {k: rewrite(v) for k, v in url.items()}
-        return url
-
-    exchange.urls["api"] = rewrite(exchange.urls["api"])
-    return exchange
-
-
-def load_credentials(exchange_id: str) -> dict[str, str]:
-    """API credentials for ``exchange_id`` from the environment
-    (``TRADPAL_<ID>_API_KEY`` / ``TRADPAL_<ID>_SECRET``) or from a JSON file named by
-    ``TRADPAL_CREDENTIALS_FILE`` (``{"binance": {"apiKey": ..., "secret": ...}}``), which must
-    live outside the repository. Returns ``{}`` when none are configured."""
-    prefix = f"TRADPAL_{exchange_id.upper()}_"
-    key, secret = os.environ.get(prefix + "API_KEY"), os.environ.get(prefix + "SECRET")
-    if key and secret:
-        return {"apiKey": key, "secret": secret}
-    path = os.environ.get("TRADPAL_CREDENTIALS_FILE")
-    if not path:
-        return {}
-    path_r = Path(path).expanduser().resolve()
-    repo = DATA_DIR.parent.resolve()
-    if path_r == repo or repo in path_r.parents:
-        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path} is inside the repository; keep "
-                         "secrets outside it (e.g. ~/.config/tradpal/credentials.json)")
-    creds = json.loads(path_r.read_text()).get(exchange_id, {})
-    return {k: creds[k] for k in ("apiKey", "secret", "password") if k in creds}
-
-
-def create_exchange(
-    exchange_id: str,
-    *,
-    url: str | None = None,
-    credentials: bool | dict[str, str] = False,
-    timeout_ms: int | None = None,
-    config: dict | None = None,
-) -> ccxt.Exchange:
-    """A ccxt exchange with its rate limiter on.
-
-    Args:
-        exchange_id: a ccxt id such as ``"binance"``.
-        url: send all API requests to this base URL (e.g. the local exchange).
-        credentials: True to read them with :func:`load_credentials`, or a dict
-            ``{"apiKey", "secret"}``; public data needs none.
-        timeout_ms: per-request timeout in milliseconds (ccxt's default is 10 000).
-        config: more ccxt options.
-    """
-    if exchange_id not in ccxt.exchanges:
-        raise ValueError(f"unknown ccxt exchange {exchange_id!r}; see ccxt.exchanges for the ids")
-    cfg: dict[str, Any] = {"enableRateLimit": True, **(config or {})}
-    if timeout_ms is not None:
-        cfg["timeout"] = int(timeout_ms)
-    if credentials is True:
-        cfg.update(load_credentials(exchange_id))
-    elif isinstance(credentials, dict):
-        cfg.update(credentials)
-    exchange = getattr(ccxt, exchange_id)(cfg)
-    if url:
-        point_exchange_at(exchange, url)
-    return exchange
+def call_with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """:func:`framework.exchange.call_with_retries` raising :class:`DownloadError` when it
+    gives up (the same arguments)."""
+    kwargs.setdefault("error", DownloadError)
+    return _call_with_retries(fn, *args, **kwargs)
 
 
 # --- cache --------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ class OrderRequest:
     trigger: float | None = None  # trigger price (stop, stop_limit, take_profit)
     cost: float | None = None  # quote amount of a market order sized by notional
     reduce_only: bool = False  # exits: may only reduce the position
+    # the price the order was decided at (the bar's close): lets a broker check a market
+    # order's notional against the exchange's minimum before sending it
+    ref_price: float | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from .server import LocalExchange, RequestRecord
 def ccxt_client(url: str, *, api_key: str | None = None, secret: str | None = None,
                 **config: Any):
     """A ccxt ``binance`` instance whose API URLs all point at ``url`` (the local exchange)."""
-    from framework.download import create_exchange
+    from framework.exchange import create_exchange
 
     creds = {"apiKey": api_key, "secret": secret} if api_key else False
     return create_exchange("binance", url=url, credentials=creds, config=config)
