@@ -38,6 +38,7 @@ connection. Errors that retrying cannot fix (an unknown symbol, bad credentials)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -45,6 +46,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import ccxt
+import ccxt.pro
 import numpy as np
 import pandas as pd
 
@@ -52,7 +55,13 @@ from framework.data import check_bar, timeframe_to_ms
 
 # Exchange access lives in framework.download until framework/exchange.py takes it over:
 # switch this one import then.
-from framework.download import DownloadError, RetryPolicy, call_with_retries, download_ohlcv
+from framework.download import (
+    DownloadError,
+    RetryPolicy,
+    call_with_retries,
+    download_ohlcv,
+    point_exchange_at,
+)
 
 log = logging.getLogger("tradpal.live.feed")
 
@@ -256,8 +265,17 @@ class CandleFeed:
                 if left <= 0:
                     return None
                 wait = min(wait, left)
-            self.sleep(wait)
+            self._wait(wait)
         return self._ready.popleft()
+
+    def close(self) -> None:
+        """Release connections (nothing to do for REST polling)."""
+
+    def __enter__(self) -> CandleFeed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __iter__(self) -> Iterator[FeedItem]:
         """Batches and events, forever (see :meth:`next_bars`)."""
@@ -357,6 +375,9 @@ class CandleFeed:
                 break  # an exchange answering with older candles only: stop, they get rejected
             cursor = last + self.tf_ms
         return rows
+
+    def _wait(self, seconds: float) -> None:
+        self.sleep(seconds)
 
     def _poll_failed(self, symbol: str, error: Exception) -> None:
         self.stats["errors"] += 1
@@ -518,6 +539,145 @@ class CandleFeed:
         return min(max(due, 0.01), self.poll_interval_s)
 
 
+class WebsocketCandleFeed(CandleFeed):
+    """The same feed, with candles pushed by ccxt's ``watch_ohlcv_for_symbols`` (ccxt.pro).
+
+    A streamed candle counts as closed once the stream has moved on to a later one for that
+    symbol (the exchange opens a candle only after closing the previous one; its last update
+    before that carries the final values). REST fills in: the exchange's clock is read every
+    ``poll_interval_s``, and a candle that closed more than ``grace_s`` ago (exchange time,
+    at most one timeframe) without the stream bringing it, or one the stream skipped (after a
+    reconnect), is fetched over REST before any later bar is delivered. A dropped connection
+    is counted (``stats["reconnects"]``) and reopened by the next wait, after a backoff.
+
+    Args:
+        exchange: the ccxt (REST) exchange: clock, backfill and :meth:`history`.
+        ws_exchange: its ccxt.pro counterpart; default one of the same id, pointed at ``url``.
+        url: base URL of both APIs when not the exchange's own (the local exchange's).
+        grace_s: see above; default 30 s.
+        Other arguments as :class:`CandleFeed`.
+    """
+
+    _streams_gaps = True
+
+    def __init__(self, exchange: Any, symbols: Sequence[str], timeframe: str, *,
+                 ws_exchange: Any = None, url: str | None = None, grace_s: float = 30.0,
+                 **kwargs: Any) -> None:
+        super().__init__(exchange, symbols, timeframe, **kwargs)
+        if not (isinstance(grace_s, (int, float)) and 0 <= grace_s < float("inf")):
+            raise ValueError(f"grace_s must be a number of seconds >= 0, got {grace_s!r}")
+        self.grace_ms = min(int(grace_s * 1000), self.tf_ms)
+        self._loop = asyncio.new_event_loop()
+        self.ws = ws_exchange if ws_exchange is not None else _pro_exchange(exchange.id, url)
+        if not self.ws.has.get("watchOHLCVForSymbols"):
+            raise ValueError(f"{self.ws.id} has no watch_ohlcv_for_symbols in ccxt.pro; use the "
+                             "REST CandleFeed")
+        self._task: asyncio.Task | None = None
+        self._failures = 0  # consecutive stream failures (reconnect backoff)
+        self._retry_at = 0.0  # local time before which the stream is not reopened
+
+    def poll(self) -> list[FeedItem]:
+        """Take what the stream brought (without waiting), fill in over REST what it did not,
+        and return the batches and events that are complete, in order."""
+        self.stats["polls"] += 1
+        self._pump(0.0)
+        if self._start_ms is None:
+            self._begin(self._exchange_time())
+        server_ms, local_s = self._time_read
+        if self.clock() - local_s >= self.poll_interval_s:
+            server_ms = self._exchange_time()
+        streamed = {s: self._streamed(s) for s in self.symbols}
+        now = max([server_ms] + [rows[-1][0] for rows in streamed.values() if rows])
+        events: list[FeedItem] = []
+        for symbol, rows in streamed.items():
+            st = self._state[symbol]
+            closed = [r for r in rows if r[0] < rows[-1][0]]  # the stream moved past them
+            events += self._take(symbol, closed, now, backfill=False)
+            if st.next_ms + self.tf_ms + self.grace_ms <= now:  # the stream is late: ask REST
+                try:
+                    late = self._fetch(symbol, st.next_ms, self._closed_end(now))
+                except DownloadError as e:
+                    self._poll_failed(symbol, e)
+                    continue
+                events += self._take(symbol, late, now, backfill=True)
+        return events + self._emit_ready(now) + self._check_stale(now)
+
+    def close(self) -> None:
+        """Close the websocket connection and the feed's event loop."""
+        if self._loop.is_closed():
+            return
+        self._loop.run_until_complete(self._shutdown())
+        self._loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.ws.close()
+
+    def _streamed(self, symbol: str) -> list[list]:
+        """Streamed candles of ``symbol`` from the feed's position on, oldest first."""
+        cached = (getattr(self.ws, "ohlcvs", None) or {}).get(symbol, {}).get(self.timeframe) or []
+        nxt = self._state[symbol].next_ms
+        return sorted((list(r) for r in cached if r and r[0] is not None and r[0] >= nxt),
+                      key=lambda r: r[0])
+
+    def _wait(self, seconds: float) -> None:
+        self._pump(seconds)
+
+    def _pump(self, seconds: float) -> None:
+        """Run the stream for up to ``seconds``: until it brings an update, fails, or the time
+        is up. A failure drops the candles ccxt cached (they may be stale) and backs off."""
+        if self._task is None:
+            if self.clock() < self._retry_at:
+                self.sleep(min(seconds, self._retry_at - self.clock()))
+                return
+            pairs = [[s, self.timeframe] for s in self.symbols]
+            self._task = self._loop.create_task(self.ws.watch_ohlcv_for_symbols(pairs))
+        self._loop.run_until_complete(asyncio.wait({self._task}, timeout=max(seconds, 0.0)))
+        if not self._task.done():
+            return
+        task, self._task = self._task, None
+        error = task.exception()
+        if error is None:
+            self._failures = 0
+            return
+        if not isinstance(error, ccxt.NetworkError):
+            raise error
+        self.stats["reconnects"] += 1
+        self._failures += 1
+        backoff = self.retry.delay(self._failures - 1)
+        self._retry_at = self.clock() + backoff
+        for symbol in self.symbols:
+            (getattr(self.ws, "ohlcvs", None) or {}).pop(symbol, None)
+        log.warning("candle stream failed (%s: %s); reconnecting in %.1f s, then backfilling "
+                    "over REST", type(error).__name__, error, backoff)
+
+
+def open_feed(exchange: Any, symbols: Sequence[str], timeframe: str, *,
+              mode: Literal["auto", "rest", "ws"] = "auto", url: str | None = None,
+              **kwargs: Any) -> CandleFeed:
+    """A :class:`WebsocketCandleFeed` (``mode="ws"``, or ``"auto"`` where ccxt.pro streams
+    candles of this exchange) or a REST :class:`CandleFeed`; ``url`` as for the websocket
+    feed, ``kwargs`` for either."""
+    if mode not in ("auto", "rest", "ws"):
+        raise ValueError(f"mode must be 'auto', 'rest' or 'ws', got {mode!r}")
+    streams = exchange.id in getattr(ccxt.pro, "exchanges", [])
+    if mode == "ws" or (mode == "auto" and streams):
+        return WebsocketCandleFeed(exchange, symbols, timeframe, url=url, **kwargs)
+    return CandleFeed(exchange, symbols, timeframe, **kwargs)
+
+
+def _pro_exchange(exchange_id: str, url: str | None) -> Any:
+    """The ccxt.pro exchange ``exchange_id``, pointed at ``url`` (REST and websocket) if given."""
+    if exchange_id not in getattr(ccxt.pro, "exchanges", []):
+        raise ValueError(f"ccxt.pro has no websocket client for {exchange_id!r}; use the REST CandleFeed")
+    pro = getattr(ccxt.pro, exchange_id)({"enableRateLimit": True})
+    if url:
+        point_exchange_at(pro, url)  # the streams too: ws://host:port/ws on the local exchange
+    return pro
+
+
 def _num(x: Any) -> float:
     """A candle value as a float (ccxt gives None for a missing one; NaN then fails the checks)."""
     try:
@@ -530,4 +690,5 @@ def _iso(ms: int) -> str:
     return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
-__all__ = ["BarBatch", "CandleFeed", "FeedEvent", "FeedItem", "FEED_RETRY", "STALE_AFTER_BARS"]
+__all__ = ["BarBatch", "CandleFeed", "FeedEvent", "FeedItem", "FEED_RETRY", "STALE_AFTER_BARS",
+           "WebsocketCandleFeed", "open_feed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from framework.download import RetryPolicy
 from framework.local_exchange import LocalExchange
-from live.feed import BarBatch, CandleFeed, FeedEvent
+from live.feed import BarBatch, CandleFeed, FeedEvent, WebsocketCandleFeed
 from tests.exchange_fixtures import API_KEY, BTC, ETH, SECRET, client, ms
 
 MIN = 60_000
@@ -290,3 +291,105 @@ def test_bad_arguments_are_named(kwargs, words):
     args = {"symbols": ["BTC/USDT"], "timeframe": "1m", **kwargs}
     with pytest.raises(ValueError, match=words):
         CandleFeed(CraftedExchange([], 0), args.pop("symbols"), args.pop("timeframe"), **args)
+
+
+# --- websocket: the local exchange's kline streams, and the feed on them ----------------------
+
+def test_the_local_exchange_serves_binance_kline_streams(stepped):
+    """An independent client (websocket-client) on the combined stream: pushes carry the
+    dataset's values, ``x`` false while forming and true once closed; SUBSCRIBE and
+    LIST_SUBSCRIPTIONS are answered as on Binance; a hidden candle is not pushed."""
+    import websocket
+
+    ex = stepped
+    ex.faults.candle_gap(T0 + MIN, T0 + 2 * MIN, symbol="ETH/USDT")
+    ws = websocket.create_connection(f"ws://127.0.0.1:{ex.port}/stream?streams=btcusdt@kline_1m",
+                                     timeout=5)
+    try:
+        first = json.loads(ws.recv())
+        assert first["stream"] == "btcusdt@kline_1m"
+        k = first["data"]["k"]
+        assert (k["t"], k["x"], first["data"]["s"]) == (T0, False, "BTCUSDT")
+        ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["ethusdt@kline_1m"], "id": 7}))
+        assert json.loads(ws.recv()) == {"result": None, "id": 7}
+        msgs = [json.loads(ws.recv())]  # ETH's forming candle
+        ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 8}))
+        assert json.loads(ws.recv()) == {"result": ["btcusdt@kline_1m", "ethusdt@kline_1m"], "id": 8}
+        ex.clock.advance_to(T0 + 2 * MIN + 30_000)  # two candles close at once
+        while len(msgs) < 6:
+            msgs.append(json.loads(ws.recv()))
+    finally:
+        ws.close()
+    seen = [(m["data"]["s"], (m["data"]["k"]["t"] - T0) // MIN, m["data"]["k"]["x"]) for m in msgs]
+    assert sorted(seen) == sorted([("ETHUSDT", 0, False), ("BTCUSDT", 0, True), ("BTCUSDT", 1, True),
+                                   ("BTCUSDT", 2, False), ("ETHUSDT", 0, True), ("ETHUSDT", 2, False)])
+    closed = next(m["data"]["k"] for m in msgs if m["data"]["k"]["x"] and m["data"]["s"] == "BTCUSDT"
+                  and m["data"]["k"]["t"] == T0 + MIN)
+    assert [float(closed[c]) for c in "ohlcv"] == list(expected(BTC, T0 + MIN))
+    assert closed["T"] == T0 + 2 * MIN - 1 and closed["i"] == "1m"
+
+
+def ws_feed(ex, symbols=("BTC/USDT", "ETH/USDT")):
+    return WebsocketCandleFeed(client(ex), list(symbols), "1m", url=ex.url, poll_interval_s=0.05,
+                               grace_s=60)
+
+
+def test_the_websocket_feed_delivers_streamed_closed_bars(stepped):
+    ex = stepped
+    with ws_feed(ex) as feed:
+        assert feed.next_bars(timeout_s=0.5) is None  # subscribed; the candle at T0 is forming
+        got = []
+        for _ in range(4):
+            ex.clock.step(1)  # one more minute: the candle before closes
+            item = feed.next_bars(timeout_s=10)
+            assert isinstance(item, BarBatch) and item.close_ms <= ex.clock.now_ms()
+            got.append(item)
+    assert [b.open_ms for b in got] == [T0 + k * MIN for k in range(4)]
+    for b in got:
+        np.testing.assert_array_equal(b.ohlcv, np.vstack([expected(BTC, b.open_ms),
+                                                          expected(ETH, b.open_ms)]))
+    assert ex.requests("/api/v3/klines") == [] and feed.stats["backfilled"] == 0  # all streamed
+
+
+def test_a_gap_after_a_websocket_reconnect_is_backfilled_in_order(stepped):
+    ex = stepped
+    with ws_feed(ex) as feed:
+        assert feed.next_bars(timeout_s=0.5) is None
+        ex.clock.step(1)
+        assert feed.next_bars(timeout_s=10).open_ms == T0
+        assert ex.drop_websockets() == 1
+        ex.clock.step(5)  # five candles close while the stream is down
+        items = [feed.next_bars(timeout_s=10) for _ in range(5)]
+    assert [b.open_ms for b in items] == [T0 + k * MIN for k in range(1, 6)]
+    for b in items:
+        np.testing.assert_array_equal(b.row("BTC/USDT"), expected(BTC, b.open_ms))
+        assert b.backfilled == {"BTC/USDT", "ETH/USDT"}
+    assert feed.stats["reconnects"] == 1 and feed.stats["backfilled"] == 10
+
+
+class FakeStream:
+    """A ccxt.pro stand-in whose cache holds the given candles and whose watch returns at once."""
+
+    id = "fake"
+    has = {"watchOHLCVForSymbols": True}
+
+    def __init__(self, candles):
+        self.ohlcvs = {"BTC/USDT": {"1m": candles}}
+
+    async def watch_ohlcv_for_symbols(self, pairs):
+        return {}
+
+    async def close(self):
+        return None
+
+
+def test_candles_the_stream_skipped_are_fetched_before_later_ones():
+    t = [T0 + k * MIN for k in range(6)]
+    rest = CraftedExchange([[bar(t[2], c=100.2), bar(t[3], c=100.3)]], now=t[5] + 30_000)
+    stream = FakeStream([bar(t[0]), bar(t[1]), bar(t[4]), bar(t[5], c=999.0)])  # t5 forming
+    with WebsocketCandleFeed(rest, ["BTC/USDT"], "1m", ws_exchange=stream, since_ms=t[0]) as feed:
+        items = feed.poll()
+    got = batches(items)
+    assert [b.open_ms for b in got] == t[:5] and events(items) == []
+    assert [b.close[0] for b in got] == [101.0, 101.0, 100.2, 100.3, 101.0]
+    assert [set(b.backfilled) for b in got] == [set(), set(), {"BTC/USDT"}, {"BTC/USDT"}, set()]
