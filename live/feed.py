@@ -159,6 +159,7 @@ FeedItem = BarBatch | FeedEvent
 @dataclass
 class _SymbolState:
     next_ms: int | None = None  # open time of the next bar expected (the feed's position)
+    heard_ms: int | None = None  # close of the latest candle the exchange gave (staleness)
     pending: dict[int, tuple[np.ndarray, bool]] = field(default_factory=dict)  # open -> (row, backfilled)
     recent: deque = field(default_factory=lambda: deque(maxlen=_RECENT))  # accepted open times
 
@@ -224,7 +225,8 @@ class CandleFeed:
         self._since_ms = None if since_ms is None else self._check_since(since_ms)
         self._start_ms: int | None = None  # exchange time of the first poll
         self._emitted_ms: int | None = None  # open time of the last batch emitted
-        self._stale: frozenset[str] = frozenset()
+        self._stale: frozenset[str] = frozenset()  # as of the last poll
+        self._stale_told: frozenset[str] = frozenset()  # as of the last item handed out
         self._ready: deque[FeedItem] = deque()
         self._time_read: tuple[int, float] | None = None  # (exchange ms, local s) when last read
         self._markets_loaded = False
@@ -232,12 +234,13 @@ class CandleFeed:
     # --- public ------------------------------------------------------------------------------
     @property
     def stale(self) -> bool:
-        """True while some symbol is stale (block entries; keep managing exits)."""
-        return bool(self._stale)
+        """True while some symbol is stale (block entries; keep managing exits), as of the
+        last item :meth:`next_bars` returned (callers of :meth:`poll` read the events)."""
+        return bool(self._stale_told)
 
     @property
     def stale_symbols(self) -> frozenset[str]:
-        return self._stale
+        return self._stale_told
 
     @property
     def position_ms(self) -> int | None:
@@ -266,7 +269,10 @@ class CandleFeed:
                     return None
                 wait = min(wait, left)
             self._wait(wait)
-        return self._ready.popleft()
+        item = self._ready.popleft()
+        if isinstance(item, FeedEvent) and item.kind in ("stale", "fresh"):
+            self._stale_told = frozenset(item.symbols)
+        return item
 
     def close(self) -> None:
         """Release connections (nothing to do for REST polling)."""
@@ -288,13 +294,13 @@ class CandleFeed:
         """One round without sleeping: read the exchange's clock, fetch every candle closed since
         the feed's position, and return the batches and events that are complete, in order."""
         self.stats["polls"] += 1
-        now = self._exchange_time()
+        closed_now, now = self._times()
         if self._start_ms is None:
-            self._begin(now)
+            self._begin(closed_now)
         events: list[FeedItem] = []
+        end = self._closed_end(closed_now)
         for symbol in self.symbols:
             st = self._state[symbol]
-            end = self._closed_end(now)
             if st.next_ms >= end:
                 continue  # the next candle has not closed yet
             try:
@@ -302,8 +308,8 @@ class CandleFeed:
             except DownloadError as e:
                 self._poll_failed(symbol, e)
                 continue
-            events += self._take(symbol, rows, now, backfill=False)
-        return events + self._emit_ready(now) + self._check_stale(now)
+            events += self._take(symbol, rows, closed_now, backfill=False)
+        return self._finish(events, now)
 
     def history(self, symbol: str, limit: int | None = None, since_ms: int | None = None,
                 until_ms: int | None = None) -> pd.DataFrame:
@@ -320,7 +326,7 @@ class CandleFeed:
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
             raise ValueError(f"limit must be a whole number >= 1, got {limit!r}")
         if since_ms is None:
-            until_ms = self._closed_end(self._exchange_time(strict=True)) if until_ms is None \
+            until_ms = self._closed_end(self._read_time()) if until_ms is None \
                 else self._grid(until_ms - 1) + self.tf_ms
             since_ms = until_ms - limit * self.tf_ms
         elif limit is not None:
@@ -337,23 +343,34 @@ class CandleFeed:
         return call_with_retries(fn, *args, retry=self.retry, what=what, exchange=self.exchange,
                                  sleep=self.sleep, **kwargs)
 
-    def _exchange_time(self, *, strict: bool = False) -> int:
-        """Now on the exchange's clock; while it cannot be read, the last reading plus the local
-        time since (``strict``: raise instead)."""
-        try:
-            if self.exchange.has.get("fetchTime"):
-                now = int(self._call(self.exchange.fetch_time, what=f"{self.exchange.id} fetch_time"))
-            else:
-                now = int(self.exchange.milliseconds())
-        except DownloadError as e:
-            if strict or self._time_read is None:
-                raise
-            self.stats["errors"] += 1
-            log.warning("cannot read the exchange's clock (%s); estimating it from the local clock", e)
-            server_ms, local_s = self._time_read
-            return server_ms + int((self.clock() - local_s) * 1000)
+    def _read_time(self) -> int:
+        """Now on the exchange's clock (``fetch_time``, or ccxt's local time where the exchange
+        has no clock endpoint); DownloadError when it cannot be read."""
+        if self.exchange.has.get("fetchTime"):
+            now = int(self._call(self.exchange.fetch_time, what=f"{self.exchange.id} fetch_time"))
+        else:
+            now = int(self.exchange.milliseconds())
         self._time_read = (now, self.clock())
         return now
+
+    def _times(self, *, refresh: bool = True) -> tuple[int, int]:
+        """``(closed_now, now)``: the exchange's clock as last read (read again if ``refresh``),
+        which decides which candles are closed, so an estimate can never let a forming one
+        through; and the time that decides staleness: the same, or while the clock cannot be
+        read, the last reading plus the local time since."""
+        if refresh or self._time_read is None:
+            try:
+                now = self._read_time()
+                return now, now
+            except DownloadError as e:
+                if self._time_read is None:
+                    raise  # nothing to estimate from: the first poll needs the exchange
+                self.stats["errors"] += 1
+                log.warning("cannot read the exchange's clock (%s); estimating it from the local "
+                            "clock", e)
+                server_ms, local_s = self._time_read
+                return server_ms, server_ms + int((self.clock() - local_s) * 1000)
+        return self._time_read[0], self._time_read[0]
 
     def _fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[list]:
         """Candles of ``symbol`` with open times in ``[start_ms, end_ms)``, paged."""
@@ -429,8 +446,12 @@ class CandleFeed:
                                            f"out of order: {why}"))
                 continue
             if t > st.next_ms:
-                events += self._gap(symbol, st.next_ms, t, now_ms, backfill=backfill)
+                filled, more = self._gap(symbol, st.next_ms, t, now_ms, backfill=backfill)
+                events += more
+                if not filled:
+                    break  # the catch-up fetch failed: this candle and later ones wait
             st.next_ms = t + self.tf_ms  # even a bad bar moves the feed past its slot
+            st.heard_ms = max(st.heard_ms or 0, t + self.tf_ms)  # the exchange is not silent
             problem = self._problem(raw)
             if problem is not None:
                 events.append(self._reject(symbol, t, now_ms, "bad", problem))
@@ -441,28 +462,29 @@ class CandleFeed:
             self.stats["backfilled"] += backfill
         return events
 
-    def _gap(self, symbol: str, start: int, stop: int, now_ms: int, *, backfill: bool) -> list[FeedEvent]:
+    def _gap(self, symbol: str, start: int, stop: int, now_ms: int, *,
+             backfill: bool) -> tuple[bool, list[FeedEvent]]:
         """Candles ``[start, stop)`` of ``symbol`` were skipped by the source. Over REST the
         answer that skipped them was already the fetch from ``start``: the exchange has none
-        there (a hole). A stream that skipped them is backfilled over REST first."""
+        there (a hole). A stream that skipped them is backfilled over REST first. Returns
+        False (and nothing is skipped) when that fetch failed, and the events raised."""
+        events: list[FeedEvent] = []
         if self._streams_gaps and not backfill:
             try:
                 rows = self._fetch(symbol, start, stop)
             except DownloadError as e:
                 self._poll_failed(symbol, e)
-                rows = []
+                return False, []
             events = self._take(symbol, rows, now_ms, backfill=True)
             start = self._state[symbol].next_ms
             if start >= stop:
-                return events
-        else:
-            events = []
+                return True, events
         n = (stop - start) // self.tf_ms
         self.stats["holes"] += 1
         message = (f"{symbol}: the exchange has no candles from {_iso(start)} to {_iso(stop)} "
                    f"({n} missing); continuing after the hole")
         log.warning(message)
-        return events + [FeedEvent("hole", now_ms, (symbol,), message, open_ms=start, end_ms=stop)]
+        return True, events + [FeedEvent("hole", now_ms, (symbol,), message, open_ms=start, end_ms=stop)]
 
     _streams_gaps = False  # True where candles arrive pushed (a stream can skip some)
 
@@ -477,6 +499,15 @@ class CandleFeed:
         message = f"{symbol}: candle {_iso(t)} rejected: {problem}"
         log.warning(message)
         return FeedEvent("rejected", now_ms, (symbol,), message, open_ms=t)
+
+    def _finish(self, events: list[FeedItem], now_ms: int) -> list[FeedItem]:
+        """A poll's items in order: its events, then a ``stale`` notice before the batches it
+        lets through with symbols missing, or a ``fresh`` one after the catch-up batches."""
+        stale = self._check_stale(now_ms)
+        batches = self._emit_ready(now_ms)
+        if stale and stale[0].kind == "stale":
+            return events + stale + batches
+        return events + batches + stale
 
     def _emit_ready(self, now_ms: int) -> list[BarBatch]:
         """The batches every symbol is ready for, oldest first."""
@@ -510,7 +541,7 @@ class CandleFeed:
     def _stale_at(self, now_ms: int) -> frozenset[str]:
         limit = STALE_AFTER_BARS * self.tf_ms
         return frozenset(s for s, st in self._state.items()
-                         if now_ms - max(self._start_ms, st.next_ms) > limit)
+                         if now_ms - max(self._start_ms, st.heard_ms or 0) > limit)
 
     def _check_stale(self, now_ms: int) -> list[FeedEvent]:
         stale = self._stale_at(now_ms)
@@ -581,26 +612,29 @@ class WebsocketCandleFeed(CandleFeed):
         and return the batches and events that are complete, in order."""
         self.stats["polls"] += 1
         self._pump(0.0)
+        due = self._time_read is None or self.clock() - self._time_read[1] >= self.poll_interval_s
+        closed_now, now = self._times(refresh=due)
         if self._start_ms is None:
-            self._begin(self._exchange_time())
-        server_ms, local_s = self._time_read
-        if self.clock() - local_s >= self.poll_interval_s:
-            server_ms = self._exchange_time()
+            self._begin(closed_now)
         streamed = {s: self._streamed(s) for s in self.symbols}
-        now = max([server_ms] + [rows[-1][0] for rows in streamed.values() if rows])
+        # a streamed candle proves the exchange's time has reached its open
+        newest = max([closed_now] + [rows[-1][0] for rows in streamed.values() if rows])
+        closed_now, now = newest, max(now, newest)
         events: list[FeedItem] = []
         for symbol, rows in streamed.items():
             st = self._state[symbol]
             closed = [r for r in rows if r[0] < rows[-1][0]]  # the stream moved past them
-            events += self._take(symbol, closed, now, backfill=False)
-            if st.next_ms + self.tf_ms + self.grace_ms <= now:  # the stream is late: ask REST
+            errors = self.stats["errors"]
+            events += self._take(symbol, closed, closed_now, backfill=False)
+            late = st.next_ms + self.tf_ms + self.grace_ms <= closed_now
+            if late and self.stats["errors"] == errors:  # the stream is late: ask REST (once)
                 try:
-                    late = self._fetch(symbol, st.next_ms, self._closed_end(now))
+                    fetched = self._fetch(symbol, st.next_ms, self._closed_end(closed_now))
                 except DownloadError as e:
                     self._poll_failed(symbol, e)
                     continue
-                events += self._take(symbol, late, now, backfill=True)
-        return events + self._emit_ready(now) + self._check_stale(now)
+                events += self._take(symbol, fetched, closed_now, backfill=True)
+        return self._finish(events, now)
 
     def close(self) -> None:
         """Close the websocket connection and the feed's event loop."""

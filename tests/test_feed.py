@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 
+import ccxt
 import numpy as np
 import pandas as pd
 import pytest
 
 from framework.download import RetryPolicy
 from framework.local_exchange import LocalExchange
-from live.feed import BarBatch, CandleFeed, FeedEvent, WebsocketCandleFeed
+from live.feed import BarBatch, CandleFeed, FeedEvent, WebsocketCandleFeed, open_feed
 from tests.exchange_fixtures import API_KEY, BTC, ETH, SECRET, client, ms
 
 MIN = 60_000
@@ -258,7 +259,10 @@ def test_stale_while_the_exchange_is_unreachable_uses_the_local_clock(stepped):
     local["s"] += 1
     (stale,) = feed.poll()
     assert stale.kind == "stale" and stale.at_ms == T0 + MIN + 121_000
-    assert feed.stats["errors"] == 4  # two clock readings and two candle requests failed
+    # only the clock readings failed: without a reading no new candle counts as closed, so the
+    # feed asked for none (an estimate decides staleness, never whether a candle closed)
+    assert feed.stats["errors"] == 2
+    assert [r.status for r in ex.requests("/api/v3/klines")][-1] == 200
 
 
 # --- history --------------------------------------------------------------------------------
@@ -393,3 +397,58 @@ def test_candles_the_stream_skipped_are_fetched_before_later_ones():
     assert [b.open_ms for b in got] == t[:5] and events(items) == []
     assert [b.close[0] for b in got] == [101.0, 101.0, 100.2, 100.3, 101.0]
     assert [set(b.backfilled) for b in got] == [set(), set(), {"BTC/USDT"}, {"BTC/USDT"}, set()]
+
+
+def test_a_lagging_symbol_holds_the_others_back_only_until_it_is_stale(stepped):
+    """ETH's newest candles are missing: BTC's bars wait for it until ETH is stale (one event,
+    before the first batch without ETH), then go out with ETH missing; when ETH's candles show
+    again, batches are complete and the feed is fresh."""
+    ex = stepped
+    feed = CandleFeed(client(ex), ["BTC/USDT", "ETH/USDT"], "1m", sleep=stepping(ex))
+    assert feed.next_bars().open_ms == T0
+    ex.faults.candle_gap(T0 + MIN, T0 + 60 * MIN, symbol="ETH/USDT")
+    items = [feed.next_bars() for _ in range(6)]
+    assert items[0].kind == "stale" and items[0].symbols == ("ETH/USDT",) and feed.stale
+    assert ex.clock.now_ms() - (T0 + MIN) > 2 * MIN  # more than two timeframes of silence
+    got = items[1:]
+    assert [b.open_ms for b in got] == [T0 + k * MIN for k in range(1, 6)]
+    assert all(b.missing == {"ETH/USDT"} for b in got)
+    for b in got:
+        np.testing.assert_array_equal(b.row("BTC/USDT"), expected(BTC, b.open_ms))
+    ex.faults.clear()
+    after = [feed.next_bars() for _ in range(2)]
+    assert isinstance(after[0], BarBatch) and after[0].open_ms == T0 + 6 * MIN and after[0].complete
+    assert after[1].kind == "fresh" and not feed.stale
+    assert feed.stats["stale_events"] == 1 and feed.stats["rejected_out_of_order"] == 0
+
+
+def test_open_feed_picks_the_websocket_where_ccxt_pro_streams(stepped):
+    ex = stepped
+    assert type(open_feed(client(ex), ["BTC/USDT"], "1m", mode="rest")) is CandleFeed
+    with open_feed(client(ex), ["BTC/USDT"], "1m", url=ex.url) as auto:
+        assert isinstance(auto, WebsocketCandleFeed)
+    with pytest.raises(ValueError, match="mode must be"):
+        open_feed(client(ex), ["BTC/USDT"], "1m", mode="socket")
+
+
+def test_a_failed_catch_up_fetch_skips_nothing():
+    """The stream skipped two candles and the REST fetch for them fails: no hole is declared,
+    the later candle waits, and the next poll delivers all in order."""
+    t = [T0 + k * MIN for k in range(4)]
+
+    class Flaky(CraftedExchange):
+        def fetch_ohlcv(self, symbol, timeframe, since=None, limit=None):
+            if not self.pages:
+                raise ccxt.NetworkError("connection reset")
+            return super().fetch_ohlcv(symbol, timeframe, since, limit)
+
+    rest = Flaky([], now=t[3] + 30_000)
+    stream = FakeStream([bar(t[0]), bar(t[3]), bar(t[3] + MIN)])
+    with WebsocketCandleFeed(rest, ["BTC/USDT"], "1m", ws_exchange=stream, since_ms=t[0],
+                             retry=RetryPolicy(max_retries=0)) as feed:
+        first = feed.poll()
+        assert [b.open_ms for b in batches(first)] == [t[0]] and events(first) == []
+        rest.pages = [[bar(t[1]), bar(t[2])]]
+        second = feed.poll()
+    assert [b.open_ms for b in batches(second)] == t[1:]
+    assert feed.stats["holes"] == 0 and feed.stats["errors"] == 1

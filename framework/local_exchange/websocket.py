@@ -79,8 +79,7 @@ class KlineSession:
         self.streams: dict[str, _Stream] = {}
         self._buf = bytearray()
         self._closed = threading.Event()
-        for name in streams:
-            self._subscribe(name)
+        self._problems = [p for p in map(self._subscribe, streams) if p]  # told once connected
 
     def close(self) -> None:
         """End the connection from outside (a test dropping websockets)."""
@@ -91,8 +90,11 @@ class KlineSession:
             pass
 
     def run(self) -> None:
-        self.sock.settimeout(None)
+        """Serve until the client leaves, the connection is dropped, or a write times out (the
+        handler's socket timeout: a client that stopped reading)."""
         try:
+            for problem in self._problems:
+                self._send_json({"error": {"code": 2, "msg": f"Invalid request: {problem}"}, "id": None})
             while not self._closed.is_set():
                 readable, _, _ = select.select([self.sock], [], [], _TICK_S)
                 if readable:
