@@ -28,12 +28,16 @@ bar, a hole in the exchange's data). The rules, the same on both paths:
 - **Stale.** A symbol is stale when its last closed candle ended more than two timeframes ago
   on the exchange's clock (or, while the exchange cannot be reached, on that clock as last read
   plus the local time since). The feed then emits a ``stale`` event naming the stale symbols
-  (again when that set changes) and a ``fresh`` event once all have caught up; the runner
-  blocks entries while :attr:`CandleFeed.stale` and keeps managing exits.
+  (again when that set changes), ahead of the batches it lets through without them, and a
+  ``fresh`` event once all have caught up, after the catch-up batches; the runner blocks
+  entries while :attr:`CandleFeed.stale` and keeps managing exits. An estimated clock only
+  ever decides staleness, never whether a candle has closed.
 
 Network errors are retried briefly (``retry``); a poll that still fails is logged and counted
 (``stats["errors"]``) and the next poll tries again, so the feed itself never dies of a flaky
-connection. Errors that retrying cannot fix (an unknown symbol, bad credentials) are raised.
+connection. Errors that retrying cannot fix (an unknown symbol, bad credentials) are raised, as
+is a :class:`~framework.download.DownloadError` when the very first poll cannot read the
+exchange's clock.
 """
 
 from __future__ import annotations
@@ -335,6 +339,8 @@ class CandleFeed:
         result = download_ohlcv(self.exchange, symbol, self.timeframe, since_ms, until_ms,
                                 cache=False, retry=self.retry, progress=False)
         self.stats["requests"] += result.requests
+        if not result.report.ok:
+            log.warning("history of %s: %s", symbol, result.report.summary())
         return result.data
 
     # --- exchange access --------------------------------------------------------------------

@@ -7,6 +7,10 @@ DELETE), ``order/test``, ``openOrders`` (GET, DELETE), ``allOrders``, ``myTrades
 ``/sapi/v1/capital/config/getall``. Errors come back as Binance's ``{"code", "msg"}``
 bodies with its HTTP statuses, so ccxt raises the exception it raises for the real exchange.
 
+Websocket (see :mod:`.websocket`): Binance's kline streams on ``/ws`` (raw, ``SUBSCRIBE``
+as ccxt.pro does) and ``/stream?streams=...`` (combined), pushed as the replay clock moves;
+:attr:`LocalExchange.ws_url` gives the address, :meth:`LocalExchange.drop_websockets` cuts them.
+
 Control (not Binance; loopback tools and tests): ``GET /_tradpal/status``,
 ``POST /_tradpal/clock`` (``{"step": n}``, ``{"to": ms}``, ``{"mode": m, "speed": x}``),
 ``POST``/``DELETE /_tradpal/faults`` and ``GET``/``DELETE /_tradpal/requests``. Every control
