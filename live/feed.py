@@ -298,14 +298,18 @@ class CandleFeed:
         """One round without sleeping: read the exchange's clock, fetch every candle closed since
         the feed's position, and return the batches and events that are complete, in order."""
         self.stats["polls"] += 1
+        before = self._time_read
         closed_now, now = self._times()
         if self._start_ms is None:
             self._begin(closed_now)
+        # a replay clock that moves only with market-data requests (the local exchange's fast
+        # mode) reads the same twice: ask for candles anyway, which moves it on
+        nudge = before is not None and self._time_read is not before and before[0] == closed_now
         events: list[FeedItem] = []
         end = self._closed_end(closed_now)
         for symbol in self.symbols:
             st = self._state[symbol]
-            if st.next_ms >= end:
+            if st.next_ms >= end and not nudge:
                 continue  # the next candle has not closed yet
             try:
                 rows = self._fetch(symbol, st.next_ms, end)
@@ -379,13 +383,14 @@ class CandleFeed:
         return self._time_read[0], self._time_read[0]
 
     def _fetch(self, symbol: str, start_ms: int, end_ms: int) -> list[list]:
-        """Candles of ``symbol`` with open times in ``[start_ms, end_ms)``, paged."""
+        """Candles of ``symbol`` with open times in ``[start_ms, end_ms)``, paged (at least one
+        request, even for an empty range)."""
         if not self._markets_loaded:
             self._call(self.exchange.load_markets, what=f"{self.exchange.id} load_markets")
             self._markets_loaded = True
         rows: list[list] = []
         cursor = start_ms
-        while cursor < end_ms:
+        while True:
             page = self._call(self.exchange.fetch_ohlcv, symbol, self.timeframe, since=cursor,
                               what=f"{self.exchange.id} fetch_ohlcv {symbol} {self.timeframe} "
                                    f"since {_iso(cursor)}")
@@ -397,6 +402,8 @@ class CandleFeed:
             if last < cursor:
                 break  # an exchange answering with older candles only: stop, they get rejected
             cursor = last + self.tf_ms
+            if cursor >= end_ms:
+                return rows
         return rows
 
     def _wait(self, seconds: float) -> None:

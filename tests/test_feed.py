@@ -78,6 +78,20 @@ def test_delivered_bars_equal_the_dataset_and_close_before_exchange_time(stepped
     assert feed.stats["batches"] == 12 and feed.stats["bars"] == 24 and not feed.stale
 
 
+def test_a_fast_replay_clock_is_moved_on_by_the_feed():
+    """The fast clock moves only with market-data requests: the feed still progresses, bar by
+    bar, with the dataset's values."""
+    with LocalExchange({"BTC/USDT": BTC, "ETH/USDT": ETH}, start=T0, clock="fast",
+                       api_keys={API_KEY: SECRET}) as ex:
+        feed = CandleFeed(client(ex), ["BTC/USDT", "ETH/USDT"], "1m", since_ms=T0,
+                          sleep=lambda _s: None)
+        got = take(feed, 100)
+    assert [b.open_ms for b in got] == [T0 + k * MIN for k in range(100)]
+    for b in got:
+        np.testing.assert_array_equal(b.ohlcv, np.vstack([expected(BTC, b.open_ms),
+                                                          expected(ETH, b.open_ms)]))
+
+
 def test_catch_up_from_since_with_a_symbol_listed_later():
     """ETH's candles start later than BTC's: before, batches say ETH is missing (NaN row) after
     one hole event; from its first candle on they are complete, one per minute, in order."""
