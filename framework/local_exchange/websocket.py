@@ -32,6 +32,7 @@ import numpy as np
 
 from framework.data import timeframe_to_ms
 
+from .market import Series
 from .server import INTERVALS, _fmt  # the server imports this module only when a stream opens
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455
@@ -63,7 +64,7 @@ def frame(opcode: int, payload: bytes) -> bytes:
 @dataclass
 class _Stream:
     name: str
-    series: object  # market.Series
+    series: Series
     interval: str
     interval_ms: int
     next_open: int  # open time of the next closed candle to push
@@ -184,9 +185,14 @@ class KlineSession:
 
     # --- pushes -----------------------------------------------------------------------------
     def _push(self, now: int) -> None:
+        wall = time.monotonic()
         for st in list(self.streams.values()):
-            times, ohlcv = st.series.candles(st.interval_ms, now)
             closed_end = _grid(now, st.interval_ms)
+            forming_due = (st.forming_sent is None or st.forming_sent[0] != closed_end
+                           or wall - st.forming_wall >= FORMING_EVERY_S)
+            if closed_end <= st.next_open and not forming_due:
+                continue  # nothing to say yet: spare the candle lookup
+            times, ohlcv = st.series.candles(st.interval_ms, now)
             st.next_open = max(st.next_open, closed_end - MAX_CATCH_UP * st.interval_ms)
             lo = int(np.searchsorted(times, st.next_open, side="left"))
             hi = int(np.searchsorted(times, closed_end, side="left"))
@@ -195,12 +201,11 @@ class KlineSession:
             st.next_open = max(st.next_open, closed_end)
             if hi < len(times) and int(times[hi]) == closed_end:  # the candle forming now
                 values = (closed_end, tuple(ohlcv[hi]))
-                wall = time.monotonic()
-                if values != st.forming_sent and (wall - st.forming_wall >= FORMING_EVERY_S
-                                                  or st.forming_sent is None
-                                                  or st.forming_sent[0] != closed_end):
+                if forming_due and values != st.forming_sent:
                     self._kline(st, now, closed_end, ohlcv[hi], closed=False)
-                    st.forming_sent, st.forming_wall = values, wall
+                    st.forming_sent = values
+            if forming_due:
+                st.forming_wall = wall
 
     def _kline(self, st: _Stream, now: int, t: int, row, *, closed: bool) -> None:
         mid = st.series.market_id
