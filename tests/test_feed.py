@@ -191,14 +191,22 @@ def test_duplicates_are_dropped_and_out_of_order_bars_rejected(caplog):
 
 def test_a_candle_older_than_the_position_in_a_later_answer_is_out_of_order():
     t = [T0 + k * MIN for k in range(4)]
-    ex = CraftedExchange([[bar(t[0]), bar(t[1])], [bar(t[0] - MIN), bar(t[2])]], now=t[2] + MIN)
+    ex = CraftedExchange([[bar(t[0]), bar(t[1])], [bar(t[0] - MIN), bar(t[2])]], now=t[1] + MIN)
     feed = CandleFeed(ex, ["BTC/USDT"], "1m", since_ms=t[0])
-    ex.now = t[1] + MIN
     assert [b.open_ms for b in batches(feed.poll())] == [t[0], t[1]]
     ex.now = t[2] + MIN
     items = feed.poll()
     assert [b.open_ms for b in batches(items)] == [t[2]]
     assert [e.open_ms for e in events(items, "rejected")] == [t[0] - MIN]
+
+
+def test_start_from_sets_the_first_bar_before_the_first_poll_only():
+    ex = CraftedExchange([[bar(T0 + MIN), bar(T0 + 2 * MIN)]], now=T0 + 3 * MIN)
+    feed = CandleFeed(ex, ["BTC/USDT"], "1m")
+    feed.start_from(T0 + 1)  # rounds up to the next open time
+    assert [b.open_ms for b in batches(feed.poll())] == [T0 + MIN, T0 + 2 * MIN]
+    with pytest.raises(RuntimeError, match="before the feed's first poll"):
+        feed.start_from(T0)
 
 
 # --- gaps, holes, staleness -----------------------------------------------------------------
