@@ -224,7 +224,7 @@ class LocalExchange:
     def drop_websockets(self) -> int:
         """Close every open websocket connection at once (a network cut); returns how many."""
         with self._ws_lock:
-            sessions = list(self._ws_sessions)
+            sessions, self._ws_sessions = list(self._ws_sessions), set()
         for session in sessions:
             session.close()
         return len(sessions)
@@ -250,7 +250,12 @@ class LocalExchange:
                 "start": self.market.start_ms, "end": self.market.end_ms,
                 "step_ms": self.clock.step_ms, "symbols": sorted(self.market.by_symbol),
                 "faults": self.faults.describe(), "requests": len(self._records),
-                "max_requests": self._records.maxlen}
+                "max_requests": self._records.maxlen, "websockets": self._ws_streams()}
+
+    def _ws_streams(self) -> list[list[str]]:
+        """The streams of each open websocket connection."""
+        with self._ws_lock:
+            return [sorted(s.streams) for s in self._ws_sessions]
 
     # --- Binance API ------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], signed_key: str | None):
