@@ -527,7 +527,8 @@ class CandleFeed:
         out: list[BarBatch] = []
         stale = self._stale_at(now_ms)
         while True:
-            opens = [min(st.pending) for st in self._state.values() if st.pending]
+            # bars are accepted in time order, so a symbol's oldest pending bar is its first
+            opens = [next(iter(st.pending)) for st in self._state.values() if st.pending]
             if not opens:
                 return out
             t = min(opens)
