@@ -7,6 +7,10 @@ DELETE), ``order/test``, ``openOrders`` (GET, DELETE), ``allOrders``, ``myTrades
 ``/sapi/v1/capital/config/getall``. Errors come back as Binance's ``{"code", "msg"}``
 bodies with its HTTP statuses, so ccxt raises the exception it raises for the real exchange.
 
+Websocket (see :mod:`.websocket`): Binance's kline streams on ``/ws`` (raw, ``SUBSCRIBE``
+as ccxt.pro does) and ``/stream?streams=...`` (combined), pushed as the replay clock moves;
+:attr:`LocalExchange.ws_url` gives the address, :meth:`LocalExchange.drop_websockets` cuts them.
+
 Control (not Binance; loopback tools and tests): ``GET /_tradpal/status``,
 ``POST /_tradpal/clock`` (``{"step": n}``, ``{"to": ms}``, ``{"mode": m, "speed": x}``),
 ``POST``/``DELETE /_tradpal/faults`` and ``GET``/``DELETE /_tradpal/requests``. Every control
@@ -156,6 +160,8 @@ class LocalExchange:
         self._thread: threading.Thread | None = None
         self._records: deque[RequestRecord] = deque(maxlen=max_requests)
         self._records_lock = threading.Lock()
+        self._ws_sessions: set = set()  # open websocket connections (websocket.KlineSession)
+        self._ws_lock = threading.Lock()
 
     # --- lifecycle -------------------------------------------------------------------------
     def _bind(self) -> None:
@@ -210,6 +216,19 @@ class LocalExchange:
         """Base URL, e.g. ``http://127.0.0.1:54321``."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """Base URL of the websocket streams, e.g. ``ws://127.0.0.1:54321/ws``."""
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def drop_websockets(self) -> int:
+        """Close every open websocket connection at once (a network cut); returns how many."""
+        with self._ws_lock:
+            sessions, self._ws_sessions = list(self._ws_sessions), set()
+        for session in sessions:
+            session.close()
+        return len(sessions)
+
     # --- observation -----------------------------------------------------------------------
     def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
         """Requests seen so far, oldest first (control endpoints excluded; at most
@@ -231,7 +250,12 @@ class LocalExchange:
                 "start": self.market.start_ms, "end": self.market.end_ms,
                 "step_ms": self.clock.step_ms, "symbols": sorted(self.market.by_symbol),
                 "faults": self.faults.describe(), "requests": len(self._records),
-                "max_requests": self._records.maxlen}
+                "max_requests": self._records.maxlen, "websockets": self._ws_streams()}
+
+    def _ws_streams(self) -> list[list[str]]:
+        """The streams of each open websocket connection."""
+        with self._ws_lock:
+            return [sorted(s.streams) for s in self._ws_sessions]
 
     # --- Binance API ------------------------------------------------------------------------
     def handle(self, method: str, path: str, params: dict[str, str], signed_key: str | None):
@@ -670,6 +694,10 @@ class _Handler(BaseHTTPRequestHandler):
             record.status = fault.status
             self._fault_response(fault)
             return
+        if _wants_websocket(self.headers, url.path):
+            record.status = 101
+            self._websocket(ex, url.path, url.query)
+            return
         try:
             key = None
             if url.path in _SIGNED_PATHS:
@@ -685,6 +713,26 @@ class _Handler(BaseHTTPRequestHandler):
             return
         record.status = status
         self._send(status, json.dumps(body).encode(), "application/json")
+
+    def _websocket(self, ex: LocalExchange, path: str, query: str) -> None:
+        """Switch to the websocket protocol and serve kline streams until the client leaves."""
+        from .websocket import accept_key, session_for
+
+        self.close_connection = True
+        self.send_response(101, "Switching Protocols")
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept_key(self.headers["Sec-WebSocket-Key"]))
+        self.end_headers()
+        self.wfile.flush()
+        session = session_for(ex, self.connection, path, query)
+        with ex._ws_lock:
+            ex._ws_sessions.add(session)
+        try:
+            session.run()
+        finally:
+            with ex._ws_lock:
+                ex._ws_sessions.discard(session)
 
     def _send(self, status: int, payload: bytes, content_type: str, headers: dict | None = None) -> None:
         try:
@@ -768,6 +816,12 @@ class _Reject(Exception):
     def __init__(self, status: int, code: int, msg: str):
         super().__init__(msg)
         self.status, self.body = status, {"code": code, "msg": msg}
+
+
+def _wants_websocket(headers, path: str) -> bool:
+    """A websocket handshake on a stream path (``/ws...``, ``/stream``)."""
+    return (path in ("/ws", "/stream") or path.startswith("/ws/")) and \
+        (headers.get("Upgrade") or "").lower() == "websocket" and bool(headers.get("Sec-WebSocket-Key"))
 
 
 def _parse_params(raw: str) -> dict[str, str]:
