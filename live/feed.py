@@ -56,16 +56,8 @@ import numpy as np
 import pandas as pd
 
 from framework.data import check_bar, timeframe_to_ms
-
-# Exchange access lives in framework.download until framework/exchange.py takes it over:
-# switch this one import then.
-from framework.download import (
-    DownloadError,
-    RetryPolicy,
-    call_with_retries,
-    download_ohlcv,
-    point_exchange_at,
-)
+from framework.download import DownloadError, call_with_retries, download_ohlcv
+from framework.exchange import RetryPolicy, point_exchange_at
 
 log = logging.getLogger("tradpal.live.feed")
 
