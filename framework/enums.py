@@ -146,7 +146,10 @@ P_MIN_QTY = 26
 P_QTY_STEP = 27  # quantities are rounded down to a multiple of it
 P_PRICE_TICK = 28  # limit/stop/target prices are rounded to a multiple of it
 P_MIN_NOTIONAL = 29
-N_SIM_PARAMS = 30
+# 1: a broker fills the orders (``BarStepper.apply_fill``); the paper matcher is off, an order
+# not filled by the next bar's close expires there, and stops and targets rest at the broker
+P_BROKER_FILLS = 30
+N_SIM_PARAMS = 31
 
 # --- group state (one float64 vector per cash group) -----------------------------------------
 G_CASH = 0
@@ -190,7 +193,8 @@ C_SL_ID = 23  # order id of the position's stop order (stop-loss or trailing sto
 C_TP_ID = 24  # order id of the position's take-profit order; NaN if none
 C_STOP_LEVEL = 25  # the stop order's trigger as last placed (moves with a trailing stop)
 C_REALIZED = 26  # realised pnl of the column so far, after fees (quote)
-N_COL_STATE = 27
+C_PEND_FILLED = 27  # quantity a broker has filled of the pending order so far
+N_COL_STATE = 28
 
 # --- records ----------------------------------------------------------------------------------
 fill_dt = np.dtype(

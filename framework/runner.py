@@ -327,7 +327,7 @@ def utc_ns(index) -> np.ndarray:
 #: Version of the ``BarStepper.snapshot`` layout. Bump it whenever the meaning of a state slot
 #: (``framework.enums`` G_*/C_*, an indicator's state layout) or the set of saved arrays
 #: changes, so that an old snapshot is refused rather than misread.
-SNAPSHOT_SCHEMA = 3  # 3: orders as records (events), fill_dt, exchange precision settings
+SNAPSHOT_SCHEMA = 4  # 4: broker-fill mode (P_BROKER_FILLS, C_PEND_FILLED); 3: orders as records
 _SNAPSHOT_FORMAT = "tradpal.BarStepper"
 _SIM_PARAM_NAMES = {v: k[2:].lower() for k, v in vars(enums).items() if k.startswith("P_")}
 
@@ -389,7 +389,7 @@ class BarStepper:
     """
 
     def __init__(self, strategy, sim_params: np.ndarray, n_columns: int = 1,
-                 trade_from: int | None = None, run_id: str = "run") -> None:
+                 trade_from: int | None = None, run_id: str = "run", broker_fills: bool = False) -> None:
         self.strategy = strategy
         self.kernels = drivers(type(strategy))
         self.sp = np.ascontiguousarray(np.tile(strategy.param_vector(), (n_columns, 1)))
@@ -405,6 +405,9 @@ class BarStepper:
                     f"trade_from must be a bar index >= 0 (the number of warm-up bars), got {trade_from!r}"
                 )
             self.p[enums.P_TRADE_FROM] = trade_from
+        if not isinstance(broker_fills, bool):
+            raise ValueError(f"broker_fills must be True or False, got {broker_fills!r}")
+        self.p[enums.P_BROKER_FILLS] = 1.0 if broker_fills else np.nan
         self.states = self.kernels.init_states_nb(self.sp)
         self.g, self.cs, self.atr_s, self.vol_s = sim_nb.init_state_nb(n_columns, self.p)
         self.intents = np.empty((n_columns, enums.INTENT_SIZE))
@@ -494,6 +497,46 @@ class BarStepper:
         self._fills.reserve(1)[:1] = rec
         self._fills.n += 1
         return self._fills.view(start)[0]
+
+    @property
+    def broker_fills(self) -> bool:
+        """True when a broker fills the orders (``apply_fill``) rather than the paper matcher."""
+        return self.p[enums.P_BROKER_FILLS] == 1.0
+
+    def apply_fill(self, col: int, order_id: int, qty: float, price: float, fee: float,
+                   fee_currency: str = "quote", *, day: int, done: bool = True) -> StepOutput:
+        """Book a broker's fill of working order ``order_id`` of column ``col`` (a stepper made
+        with ``broker_fills=True``): with the exchange's price, quantity and fee, through the
+        one booking path, during the bar that forms now (the next one ``step`` closes; ``day``
+        is its UTC day number, for the daily limits). The order
+        moves on as the paper matcher would move it: an entry's first fill places the position's
+        stop and take-profit orders, a fill that closes the position cancels them, a stop-loss
+        starts the cooldown. ``done`` is the broker's word that the order is complete (an entry
+        sized by notional has no quantity to compare with). What is not filled by the next
+        close expires there (good for one bar). Returns the fill and the events it made."""
+        if not self.broker_fills:
+            raise ValueError("apply_fill needs a stepper made with broker_fills=True (the paper "
+                             "matcher fills this one's orders)")
+        if fee_currency not in ("quote", "base"):
+            raise ValueError(f"fee_currency must be 'quote' or 'base', got {fee_currency!r}")
+        if not (np.isfinite(qty) and qty > 0 and np.isfinite(price) and price > 0 and np.isfinite(fee) and fee >= 0):
+            raise ValueError(
+                f"a fill needs qty > 0, price > 0 and fee >= 0 (finite), got qty={qty!r}, "
+                f"price={price!r}, fee={fee!r}"
+            )
+        if not 0 <= col < self.cs.shape[0]:
+            raise ValueError(f"col must be a column index in 0..{self.cs.shape[0] - 1}, got {col!r}")
+        ccy = enums.FEE_BASE if fee_currency == "base" else enums.FEE_QUOTE
+        self._nrec[:] = 0
+        found = sim_nb.broker_fill_nb(self.g, self.cs, col, self.t, int(day), float(order_id), float(qty), float(price),
+                                      float(fee), ccy, bool(done), self.p, self._fill_buf, self._event_buf,
+                                      self._nrec, 0)
+        if found < 0:
+            raise ValueError(
+                f"order {order_id} is not a working order of column {col} (a pending entry or exit, "
+                "or the position's stop or take-profit); nothing was booked"
+            )
+        return StepOutput(self._append(self._fills, self._fill_buf, 0), self._append(self._events, self._event_buf, 1))
 
     def trades(self, last_close: np.ndarray | None = None) -> np.ndarray:
         """Round trips built from the fills so far (``trade_dt``); a position still open is

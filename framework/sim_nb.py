@@ -51,6 +51,7 @@ from framework.enums import (
     C_PEND_ATR,
     C_PEND_BAR,
     C_PEND_CLOSE_ID,
+    C_PEND_FILLED,
     C_PEND_ID,
     C_PEND_LIMIT,
     C_PEND_NOTIONAL,
@@ -101,6 +102,7 @@ from framework.enums import (
     P_ANN_FACTOR,
     P_ATR_STOP_MULT,
     P_ATR_WINDOW,
+    P_BROKER_FILLS,
     P_COOLDOWN_BARS,
     P_DAILY_LOSS,
     P_EMERGENCY_AT,
@@ -157,6 +159,7 @@ from framework.enums import (
     STATUS_CREATED,
     STATUS_EXPIRED,
     STATUS_FILLED,
+    STATUS_PARTIALLY_FILLED,
     STATUS_REJECTED,
     trade_dt,
 )
@@ -494,6 +497,13 @@ def _open_position(g, cs, j, t, oid, direction, price, inside, qty, p, fills, ev
     """Fill the entry order ``oid`` and place the position's stop and take-profit orders."""
     side = 1 if direction > 0 else -1
     _book_fill(g, cs, j, t, oid, side, qty, price, int(cs[j, C_PEND_TYPE]), REASON_SIGNAL, p, fills, nrec, col0)
+    _attach_protective(g, cs, j, t, direction, price, inside, p, ev, nrec, col0)
+
+
+@bar_njit
+def _attach_protective(g, cs, j, t, direction, price, inside, p, ev, nrec, col0):
+    """A position opened at ``price`` in bar ``t``: its stop and take-profit orders (from the
+    settings, and the ATR at the entry's decision) and the day's trade count."""
     cs[j, C_ENTRY_BAR] = t
     cs[j, C_ENTRY_INSIDE] = 1.0 if inside else 0.0
     cs[j, C_BEST_PRICE] = price
@@ -634,8 +644,13 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, ev, nrec, col0):
             _cancel_protective(cs, j, t, col0, ev, nrec, REJECT_POSITION_CLOSED)
             _close_position(g, cs, j, t, oid, hit, ORDER_TAKE_PROFIT, REASON_TAKE_PROFIT, p, fills, nrec, col0)
             return
-    # still open: the best price moves only after this bar's stops were checked (no intrabar
-    # look-ahead), and a trailing stop order follows it
+    _follow_best_price(cs, j, t, d, h, l, p, ev, nrec, col0)
+
+
+@bar_njit
+def _follow_best_price(cs, j, t, d, h, l, p, ev, nrec, col0):
+    """The position is still open after this bar: the best price moves only now, after the
+    bar's stops were checked (no intrabar look-ahead), and a trailing stop order follows it."""
     best = h if d > 0.0 else l
     if (best - cs[j, C_BEST_PRICE]) * d > 0.0:
         cs[j, C_BEST_PRICE] = best
@@ -681,6 +696,121 @@ def _others_notional(cs, k, skip, shorts_only):
 
 
 @bar_njit_inline
+def _roll_day(g, day):
+    """A bar of a new UTC day: the daily limits start over from the equity at the last close."""
+    if day != g[G_DAY]:
+        g[G_DAY] = day
+        g[G_DAY_START_EQUITY] = g[G_EQUITY]
+        g[G_TRADES_TODAY] = 0.0
+        g[G_DAY_BLOCKED] = 0.0
+
+
+@bar_njit
+def broker_fill_nb(g, cs, j, t, day, oid, qty, price, fee, fee_ccy, done, p, fills, ev, nrec, col0):
+    """Book a broker's fill of order ``oid`` of column ``j`` (with the exchange's price,
+    quantity and fee) through the one booking path, and move the order on: its events, the
+    stop and take-profit orders of a position it opened, the cancellation of those of a
+    position it closed. ``done`` says the broker reports the order complete (an entry sized by
+    notional knows its quantity only then). Returns 0, or -1 (nothing booked) when ``oid`` is
+    not a working order of the column."""
+    pos = cs[j, C_POS]
+    pending = oid == cs[j, C_PEND_ID] and int(cs[j, C_PEND_ACTION]) != ACTION_NONE
+    closing_half = oid == cs[j, C_PEND_CLOSE_ID]
+    stop = oid == cs[j, C_SL_ID]
+    target = oid == cs[j, C_TP_ID]
+    if not (pending or closing_half or stop or target):
+        return -1
+    _roll_day(g, day)  # the fill belongs to the bar forming now, ``t`` of UTC day ``day``
+    action = int(cs[j, C_PEND_ACTION])
+    entry = pending and action != ACTION_EXIT
+    if entry:
+        side = 1 if action == ACTION_LONG else -1
+    else:
+        if pos == 0.0:
+            return -1  # an exit with nothing to close
+        side = -1 if pos > 0.0 else 1
+    if stop or target:
+        order_type = ORDER_TAKE_PROFIT if target else ORDER_STOP
+        level, stop_reason = _stop_level(cs, j, 1.0 if pos > 0.0 else -1.0)
+        reason = REASON_TAKE_PROFIT if target else stop_reason
+    else:
+        order_type = int(cs[j, C_PEND_TYPE])
+        reason = int(cs[j, C_PEND_REASON])
+    book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy)
+    f = fills[nrec[0]]
+    f["order_id"] = int(oid)
+    f["col"] = col0 + j
+    f["bar"] = t
+    f["side"] = side
+    f["qty"] = qty
+    f["price"] = price
+    f["fees"] = fee
+    f["fee_ccy"] = fee_ccy
+    f["order_type"] = order_type
+    f["reason"] = reason
+    nrec[0] += 1
+    after = cs[j, C_POS]
+    cs[j, C_POS] = pos  # the events report the position the order acted on
+    if stop or target:
+        if after == 0.0:
+            _stop_event(ev, nrec, t, cs, j, col0, target, STATUS_FILLED, REJECT_NONE, abs(pos), price, reason)
+            if stop:
+                cs[j, C_SL_ID] = np.nan
+                if not np.isnan(p[P_COOLDOWN_BARS]):
+                    cs[j, C_COOLDOWN_UNTIL] = t + p[P_COOLDOWN_BARS]
+            else:
+                cs[j, C_TP_ID] = np.nan
+            _cancel_protective(cs, j, t, col0, ev, nrec, REJECT_POSITION_CLOSED)
+        else:
+            _stop_event(ev, nrec, t, cs, j, col0, target, STATUS_PARTIALLY_FILLED, REJECT_NONE, qty, price, reason)
+        cs[j, C_POS] = after
+        return 0
+    if not closing_half:
+        cs[j, C_PEND_FILLED] = qty if np.isnan(cs[j, C_PEND_FILLED]) else cs[j, C_PEND_FILLED] + qty
+    filled = cs[j, C_PEND_FILLED]
+    if entry:
+        cs[j, C_POS] = after
+        if pos == 0.0:  # the first fill opens the position: its stop and target go out now
+            # a limit or stop entry may have filled after the bar's open: as the paper matcher
+            # does for such a fill, the bar's own best price is not the position's
+            inside = int(cs[j, C_PEND_TYPE]) != ORDER_MARKET
+            _attach_protective(g, cs, j, t, side, price, inside, p, ev, nrec, col0)
+        _pending_event(ev, nrec, t, cs, j, col0, False, STATUS_FILLED if done else STATUS_PARTIALLY_FILLED,
+                       REJECT_NONE, filled, price)
+        if done:
+            cs[j, C_PEND_ACTION] = ACTION_NONE
+            cs[j, C_PEND_FILLED] = np.nan
+        return 0
+    # an exit, or the closing half of a reversal: complete when the position is flat
+    complete = after == 0.0 or (after > 0.0) != (pos > 0.0)
+    status = STATUS_FILLED if complete else STATUS_PARTIALLY_FILLED
+    _pending_event(ev, nrec, t, cs, j, col0, closing_half, status, REJECT_NONE,
+                   qty if closing_half else filled, price)
+    if complete:
+        _cancel_protective(cs, j, t, col0, ev, nrec, REJECT_POSITION_CLOSED)
+        if closing_half:
+            cs[j, C_PEND_CLOSE_ID] = np.nan
+        else:
+            cs[j, C_PEND_ACTION] = ACTION_NONE
+            cs[j, C_PEND_FILLED] = np.nan
+    cs[j, C_POS] = after
+    return 0
+
+
+@bar_njit
+def _expire_at_broker(cs, j, t, col0, ev, nrec):
+    """Broker mode, at the next close: what is left of column j's pending order(s) expires
+    (good for one bar; the runner has cancelled it at the broker)."""
+    if not np.isnan(cs[j, C_PEND_CLOSE_ID]):
+        _pending_event(ev, nrec, t, cs, j, col0, True, STATUS_EXPIRED, REJECT_NONE, 0.0, np.nan)
+        cs[j, C_PEND_CLOSE_ID] = np.nan
+    filled = 0.0 if np.isnan(cs[j, C_PEND_FILLED]) else cs[j, C_PEND_FILLED]
+    _pending_event(ev, nrec, t, cs, j, col0, False, STATUS_EXPIRED, REJECT_NONE, filled, np.nan)
+    cs[j, C_PEND_ACTION] = ACTION_NONE
+    cs[j, C_PEND_FILLED] = np.nan
+
+
+@bar_njit_inline
 def _may_exit(cs, j, t, h, l, p):
     """False when this bar certainly fills neither the position's stop nor its target and there
     is no trailing stop to move nor margin to watch: most bars, which then skip the call of
@@ -711,6 +841,7 @@ def _new_pending(g, cs, j, t, col0, ev, nrec, action, order_type, reason):
     cs[j, C_PEND_TYPE] = order_type
     cs[j, C_PEND_REASON] = reason
     cs[j, C_PEND_BAR] = t
+    cs[j, C_PEND_FILLED] = np.nan
     pos = cs[j, C_POS]
     if action != ACTION_EXIT and pos != 0.0:  # a reversal: a second order closes the old side
         cs[j, C_PEND_CLOSE_ID] = _new_order_id(g)
@@ -821,25 +952,32 @@ def fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, ev, nr
     k = cs.shape[0]
     if t == p[P_EMERGENCY_AT]:  # a backtest's emergency stop, raised before this bar opens
         emergency_stop_nb(g, cs, col0, ev, nrec)
-    if day != g[G_DAY]:
-        g[G_DAY] = day
-        g[G_DAY_START_EQUITY] = g[G_EQUITY]
-        g[G_TRADES_TODAY] = 0.0
-        g[G_DAY_BLOCKED] = 0.0
+    _roll_day(g, day)
     cooldown = p[P_COOLDOWN_BARS]
 
     # open: every column's orders decided at the previous close; then inside the bar: stops and
     # targets (in that order across the group, so an entry at the open cannot spend cash that
     # another column's stop frees only later in the bar)
-    for j in range(k):
-        # most bars have nothing pending and many no position: skip the calls then
-        if cs[j, C_PEND_ACTION] != ACTION_NONE:
-            _fill_pending(g, cs, j, k, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
-                          p, fills, ev, nrec, col0)
-    for j in range(k):
-        if cs[j, C_POS] != 0.0 and _may_exit(cs, j, t, h[row, col0 + j], l[row, col0 + j], p):
-            _check_exits(g, cs, j, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
-                         p, cooldown, fills, ev, nrec, col0)
+    if p[P_BROKER_FILLS] == 1.0:
+        # a broker filled this bar's orders (booked with broker_fill_nb before this step): what
+        # is left of them expires; a trailing stop follows the bar's best price
+        for j in range(k):
+            if cs[j, C_PEND_ACTION] != ACTION_NONE:
+                _expire_at_broker(cs, j, t, col0, ev, nrec)
+            inside = cs[j, C_ENTRY_BAR] == t and cs[j, C_ENTRY_INSIDE] != 0.0
+            if cs[j, C_POS] != 0.0 and not np.isnan(cs[j, C_TRAIL_DIST]) and not inside:
+                _follow_best_price(cs, j, t, 1.0 if cs[j, C_POS] > 0.0 else -1.0, h[row, col0 + j],
+                                   l[row, col0 + j], p, ev, nrec, col0)
+    else:
+        for j in range(k):
+            # most bars have nothing pending and many no position: skip the calls then
+            if cs[j, C_PEND_ACTION] != ACTION_NONE:
+                _fill_pending(g, cs, j, k, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
+                              p, fills, ev, nrec, col0)
+        for j in range(k):
+            if cs[j, C_POS] != 0.0 and _may_exit(cs, j, t, h[row, col0 + j], l[row, col0 + j], p):
+                _check_exits(g, cs, j, t, o[row, col0 + j], h[row, col0 + j], l[row, col0 + j],
+                             p, cooldown, fills, ev, nrec, col0)
 
     # close: mark to market, simulator indicators, risk limits
     # the simulator's ATR and volatility cost a log per bar: kept only where a setting reads them
