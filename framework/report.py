@@ -25,7 +25,7 @@ from plotly.offline import get_plotlyjs
 from framework import metrics, plots
 
 if TYPE_CHECKING:
-    from framework.backtest import BacktestResult, DataInput
+    from framework.backtest import Backtest, BacktestResult, BenchmarkCurve, BenchmarkInput
 
 MAX_TRADES = 500  # rows of the trades table (the newest are dropped beyond it, with a note)
 MC_SEED = 20240101  # a fixed seed: the same backtest gives the same report
@@ -76,13 +76,13 @@ class _Page:
 
 
 def to_html(result: BacktestResult, path: str | Path | None = None, *,
-            benchmark: plots.Benchmark | DataInput | None = None, title: str | None = None,
+            benchmark: plots.Benchmark | BenchmarkInput | None = None, title: str | None = None,
             data_name: str | None = None) -> str:
     """The tear sheet of ``result`` as one HTML page; written to ``path`` when given.
 
     Args:
-        benchmark: a ``plots.Benchmark`` or the data of one instrument to buy and hold
-            (default: buy-and-hold of the traded instruments).
+        benchmark: a ``plots.Benchmark`` or what ``Backtest(benchmark=)`` takes (default:
+            the result's own benchmark, ``result.benchmark``).
         title: page title (default the strategy and the instruments).
         data_name: how the data is named in the settings (default the instruments).
     """
@@ -265,6 +265,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def benchmark_option(value: str | None, bt: Backtest) -> BenchmarkCurve | None:
+    """``--benchmark B`` of ``tradpal backtest`` and ``tradpal report``: an instrument of
+    ``--data``, a bundled dataset or a file, resolved for ``bt`` as ``Backtest(benchmark=)``
+    does; errors name the option."""
+    from framework import data_cli
+    from framework.backtest import resolve_benchmark
+    from framework.data import DataValidationError
+
+    if value is None:
+        return None
+    try:
+        return resolve_benchmark(value, bt.frames, bt.settings, bt.trade_from_bar,
+                                 policy=bt.policy, calendar=bt.calendar)
+    except DataValidationError as e:
+        raise ValueError(f"--benchmark {value}: {data_cli.validation_advice(e, value)}") from None
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise ValueError(f"--benchmark {value}: {e}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the backtest, write the report, print where it went."""
     from framework import data_cli
@@ -279,18 +298,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ValueError(f"--out {args.out}: folder {out.parent} does not exist")
     try:
-        result = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings).run()
+        bt = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings)
     except DataValidationError as e:
         raise ValueError(data_cli.validation_advice(e, args.data)) from None
-    bench = None
-    if args.benchmark is not None:
-        try:
-            bench = plots.benchmark_for(result, args.benchmark, policy=args.policy, calendar=args.calendar)
-        except DataValidationError as e:
-            raise ValueError(f"--benchmark {args.benchmark}: {data_cli.validation_advice(e, args.benchmark)}") from None
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            raise ValueError(f"--benchmark {args.benchmark}: {e}") from None
-    to_html(result, out, benchmark=bench, data_name=str(args.data))
+    bt.benchmark = benchmark_option(args.benchmark, bt)
+    result = bt.run()
+    to_html(result, out, data_name=str(args.data))
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB): {strategy!r} on {args.data}, "
           f"{len(result.trades)} trades, total return {result.stats['total_return']:.2%}")
