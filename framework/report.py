@@ -2,7 +2,7 @@
 
 One self-contained file (plotly.js embedded once, so it opens offline): settings, the statistics
 beside the benchmark, the charts of ``framework.plots``, monthly returns, the risk section (VaR
-and ES, rolling VaR and Sharpe, a Monte Carlo block bootstrap) and the trades.
+and ES, rolling VaR and Sharpe, a Monte Carlo block bootstrap, stress tests) and the trades.
 
     tradpal report sma_cross --data BTC_USDT-1d --benchmark ETH_USDT-1d --out report.html
 """
@@ -77,7 +77,7 @@ class _Page:
 
 def to_html(result: BacktestResult, path: str | Path | None = None, *,
             benchmark: plots.Benchmark | BenchmarkInput | None = None, title: str | None = None,
-            data_name: str | None = None) -> str:
+            data_name: str | None = None, stress: bool = True) -> str:
     """The tear sheet of ``result`` as one HTML page; written to ``path`` when given.
 
     Args:
@@ -85,6 +85,8 @@ def to_html(result: BacktestResult, path: str | Path | None = None, *,
             the result's own benchmark, ``result.benchmark``).
         title: page title (default the strategy and the instruments).
         data_name: how the data is named in the settings (default the instruments).
+        stress: include the stress tests (``framework.stress.stress_test`` with the run's
+            strategy, data and settings: the default historical episodes and shocks).
     """
     bench = benchmark if isinstance(benchmark, plots.Benchmark) else plots.benchmark_for(result, benchmark)
     name = title or f"{result.strategy!r} on {', '.join(result.columns)}"
@@ -115,6 +117,14 @@ def to_html(result: BacktestResult, path: str | Path | None = None, *,
              "median and 90 % band; probabilities with their Wilson interval.</p>")
     page.add(_mc_table(mc))
     page.figure(plots.monte_carlo_fan(mc, result))
+    if stress:
+        page.add("<h3>Stress tests</h3><p class='note'>The strategy replayed through historical "
+                 "episodes in the data (200 warm-up bars before each, trading from its start) and "
+                 "over the whole history with hypothetical shocks: a 20 % gap down at the middle "
+                 "bar, volatility x2, every instrument following the first (correlation 1). "
+                 "Return and drawdown of the strategy's equity over the traded bars; risk limits "
+                 "fired: fills for max drawdown, daily loss, emergency stop or liquidation.</p>")
+        page.add(_stress_table(result))
 
     page.add("<h2>Trades</h2>")
     page.add(_trades_table(result))
@@ -200,6 +210,25 @@ def _mc_table(mc) -> str:
               "prob_ruin": "P(equity halves)"}
     rows = [(labels.get(k, k), *(_cell(v, "pct") for v in vals)) for k, vals in summary.iterrows()]
     return _table(["", "estimate", "5 %", "95 %"], rows, "tp-montecarlo")
+
+
+def _stress_table(result: BacktestResult) -> str:
+    from framework.stress import stress_test
+
+    table = stress_test(result.strategy, result.frames, **dataclasses.asdict(result.settings))
+    rows = []
+    for r in table.to_dict("records"):
+        period = f"{r['start']:%Y-%m-%d} to {r['end']:%Y-%m-%d}"
+        if not r["covered"]:
+            rows.append((_e(r["scenario"]), r["kind"], period, "", "", "", _e(f"not run: {r['note']}"), ""))
+            continue
+        fired = _e(r["risk_reasons"].replace(",", ", ")) if r["risk_limit_fired"] else "none"
+        rows.append((_e(r["scenario"]), r["kind"], period, _cell(r["return"], "pct", True),
+                     _cell(r["max_drawdown"], "pct", True), _cell(r["worst_bar"], "pct", True), fired,
+                     _cell(r["buy_and_hold_return"], "pct", True)))
+    head = ["scenario", "kind", "period", "return", "max drawdown", "worst bar", "risk limits fired",
+            "buy & hold return"]
+    return _table(head, rows, "tp-stress")
 
 
 def _trades_table(result: BacktestResult) -> str:
