@@ -141,8 +141,8 @@ def plot(result: BacktestResult, instrument: str | None = None,
     Args:
         instrument: which instrument's price and fills (default the first); multi-instrument
             runs have one chart per instrument (equity and drawdown are the whole portfolio's).
-        benchmark: a ``Benchmark`` or data for ``benchmark_for`` (default: buy-and-hold of the
-            traded instruments).
+        benchmark: a ``Benchmark`` or what ``benchmark_for`` takes (default: the result's own,
+            ``result.benchmark``).
         indicators: draw the strategy's declared indicators.
 
     Rows: price (close, indicators in price units, buys as green triangles up and sells as red
