@@ -7,6 +7,7 @@ turns the records into pandas objects and statistics.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -198,6 +199,137 @@ def _stack(frames: dict[str, pd.DataFrame], column: str) -> np.ndarray:
     return np.ascontiguousarray(np.column_stack(cols))
 
 
+BenchmarkInput = str | Path | pd.DataFrame | pd.Series
+_BENCHMARK_ACCEPTS = ("an instrument of the data, a bundled dataset name, a path, an OHLCV "
+                      "DataFrame of one instrument, or a Series of prices or of returns on a "
+                      "DatetimeIndex")
+
+
+@dataclass(frozen=True)
+class BenchmarkCurve:
+    """What a backtest is compared with: an equity curve over the traded bars it shares with
+    the benchmark, starting at the initial cash, and its trades (none for a Series)."""
+
+    name: str
+    equity: pd.Series
+    trades: np.ndarray = field(repr=False)
+
+
+def buy_and_hold(frames: dict[str, pd.DataFrame], settings: SimSettings, t0: int = 0,
+                 name: str = "buy_and_hold") -> tuple[pd.Series, np.ndarray]:
+    """Buy-and-hold equity and trades of ``frames`` from bar ``t0``: long every instrument at
+    its first close, i.e. bought at the next bar's open with the run's fees and slippage
+    (equal cash per instrument), held to the end. The series starts at ``t0``; the trades'
+    bars count from there."""
+    index = next(iter(frames.values())).index
+    close = _stack(frames, "close")[t0:]
+    entry = _stack(frames, "open")[t0 + 1] * (1.0 + settings.slippage)
+    n_cols = close.shape[1]
+    per_col = settings.init_cash if not settings.cash_sharing else settings.init_cash / n_cols
+    qty = per_col / (entry * (1.0 + settings.fees))
+    fees = qty * entry * settings.fees
+    held = per_col - qty * entry - fees + qty * close  # (bars, columns)
+    held[0] = per_col
+    trades = np.zeros(n_cols, dtype=enums.trade_dt)
+    trades["col"] = np.arange(n_cols)
+    trades["direction"] = 1
+    trades["qty"] = qty
+    trades["entry_bar"] = 1
+    trades["entry_price"] = entry
+    trades["entry_fees"] = fees
+    trades["exit_bar"] = len(close) - 1
+    trades["exit_price"] = close[-1]
+    trades["pnl"] = qty * (close[-1] - entry) - fees
+    trades["ret"] = trades["pnl"] / (qty * entry)
+    trades["exit_reason"] = enums.REASON_END
+    return pd.Series(held.sum(axis=1), index=index[t0:], name=name), trades
+
+
+def resolve_benchmark(benchmark: BenchmarkInput | BenchmarkCurve | None, frames: dict[str, pd.DataFrame],
+                      settings: SimSettings, trade_from: int = 0, *, policy: Policy = "raise",
+                      calendar: Calendar = "auto") -> BenchmarkCurve:
+    """The benchmark of a backtest of ``frames`` trading from bar ``trade_from``.
+
+    - None: buy-and-hold of every traded instrument (``buy_and_hold``); a ``BenchmarkCurve``
+      is returned as it is.
+    - the name of an instrument of ``frames``: buy-and-hold of that one.
+    - a dataset name, path or OHLCV DataFrame of one instrument: its buy-and-hold with the
+      run's fees and slippage over the traded bars it shares with the data.
+
+    A single benchmark instrument or Series starts with the run's whole starting cash (every
+    cash group's ``init_cash``), as the strategy's equity does.
+    - a Series on a DatetimeIndex (naive times are UTC): prices when every value is > 0,
+      otherwise per-bar simple returns (a return at a bar is the change from the previous bar).
+      Its equity is ``init_cash`` times the price over its first price, or the returns
+      compounded, over the traded bars it shares with the data (the first shared bar is the
+      base; its own return is not counted).
+
+    Raises:
+        ValueError / TypeError naming ``benchmark``: fewer than 2 shared bars, several
+        instruments, NaN in a Series, an unknown name.
+    """
+    index = next(iter(frames.values())).index[trade_from:]
+    if isinstance(benchmark, BenchmarkCurve):
+        return benchmark
+    if benchmark is None:
+        name = "Buy & Hold" if len(frames) == 1 else "Buy & Hold (equal cash)"
+        return BenchmarkCurve(name, *buy_and_hold(frames, settings, trade_from))
+    # one instrument is bought with the run's whole starting cash (every group's)
+    settings = dataclasses.replace(
+        settings, init_cash=settings.init_cash * (1 if settings.cash_sharing else len(frames)))
+    if isinstance(benchmark, pd.Series):
+        return _series_benchmark(benchmark, index, settings.init_cash)
+    if isinstance(benchmark, str) and benchmark in frames:
+        one = {benchmark: frames[benchmark]}
+        return BenchmarkCurve(f"Buy & Hold {benchmark}", *buy_and_hold(one, settings, trade_from, benchmark))
+    if not isinstance(benchmark, (str, Path, pd.DataFrame)):
+        raise TypeError(f"benchmark must be {_BENCHMARK_ACCEPTS}; got {_type_name(benchmark)}")
+    try:
+        loaded = load_instruments(benchmark, policy=policy, calendar=calendar)
+    except FileNotFoundError as err:
+        raise ValueError(f"benchmark {benchmark!r} is no instrument of the data ({', '.join(frames)}) "
+                         f"and no dataset or file: {err}") from None
+    if len(loaded) != 1:
+        raise ValueError(f"benchmark must be one instrument, got {len(loaded)} ({', '.join(loaded)})")
+    (name, frame), = loaded.items()
+    common = _common_bars(frame.index, index, name)
+    one = {name: frame.loc[common]}
+    return BenchmarkCurve(f"Buy & Hold {name}", *buy_and_hold(one, settings, 0, name))
+
+
+def _common_bars(bench_index: pd.DatetimeIndex, index: pd.DatetimeIndex, name: str) -> pd.DatetimeIndex:
+    common = bench_index.intersection(index)
+    if len(common) < 2:
+        raise ValueError(
+            f"benchmark {name!r} shares {len(common)} bars with the backtest's traded bars "
+            f"({index[0]} to {index[-1]}); it needs at least 2"
+        )
+    return common
+
+
+def _series_benchmark(series: pd.Series, index: pd.DatetimeIndex, init_cash: float) -> BenchmarkCurve:
+    name = str(series.name) if series.name is not None else "Benchmark"
+    if not isinstance(series.index, pd.DatetimeIndex):
+        raise TypeError(f"benchmark Series {name!r} needs a DatetimeIndex (bar times), got "
+                        f"{type(series.index).__name__}")
+    values = pd.to_numeric(series, errors="coerce").astype(np.float64)
+    if not np.isfinite(values.to_numpy()).all():
+        raise ValueError(f"benchmark Series {name!r} holds NaN, inf or non-numbers; drop or fill them first")
+    if values.index.tz is None:
+        values.index = values.index.tz_localize("UTC")
+    values = values.sort_index()
+    common = _common_bars(values.index, index, name)
+    values = values.loc[common].to_numpy()
+    if (values > 0).all():  # prices
+        growth = values / values[0]
+    else:  # returns; the first shared bar is the base
+        if (values <= -1).any():
+            raise ValueError(f"benchmark Series {name!r}: returns must be > -1 (a loss of at most 100 %)")
+        growth = np.cumprod(np.concatenate(([1.0], 1.0 + values[1:])))
+    equity = pd.Series(init_cash * growth, index=common, name=name)
+    return BenchmarkCurve(name, equity, np.zeros(0, dtype=enums.trade_dt))
+
+
 class Backtest:
     """A strategy over historical bars of one or more instruments.
 
@@ -225,6 +357,10 @@ class Backtest:
             (market), and nothing trades after. Default: never.
         run_id: the run's part of every client order id (``framework.orders``), 1 to 12
             letters, digits, ``_`` or ``-``. Default ``"backtest"``.
+        benchmark: what ``stats_table``, ``benchmark_stats`` and ``relative_stats`` compare
+            with (``resolve_benchmark``): an instrument of ``data``, a bundled dataset, path or
+            OHLCV frame (bought and held with the run's fees), or a Series of prices or
+            returns. Default: buy-and-hold of the traded instruments.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
@@ -234,7 +370,8 @@ class Backtest:
                  ann_factor: float | None = None, risk_free: float = 0.0,
                  start: TimeInput | None = None, end: TimeInput | None = None,
                  trade_from: TimeInput | None = None, emergency_at: TimeInput | None = None,
-                 run_id: str = "backtest", **settings: Any) -> None:
+                 run_id: str = "backtest", benchmark: BenchmarkInput | BenchmarkCurve | None = None,
+                 **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
         self.run_id = orders.check_run_id(run_id)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
@@ -255,6 +392,10 @@ class Backtest:
         #: bar index before which the emergency stop is raised, or None
         self.emergency_bar = None if emergency_at is None else _bar_at(self.index, emergency_at, "emergency_at")
         self.ann_factor = metrics.bars_per_year(self.index) if given_ann_factor is None else given_ann_factor
+        self.policy, self.calendar = policy, calendar
+        #: the benchmark, resolved now so that a bad one fails before the run (None: buy-and-hold)
+        self.benchmark: BenchmarkCurve | None = None if benchmark is None else resolve_benchmark(
+            benchmark, self.frames, self.settings, self.trade_from_bar, policy=policy, calendar=calendar)
 
     def kernel_prices(self) -> list[np.ndarray]:
         """Open, high, low, close, volume as (bars, instruments) float64 arrays, and the bars'
@@ -292,6 +433,7 @@ class Backtest:
             event_records=events,
             trade_from=self.trade_from_bar,
             run_id=self.run_id,
+            benchmark_curve=self.benchmark,
         )
 
 
@@ -310,6 +452,7 @@ class BacktestResult:
     risk_free: float = 0.0  # annual rate that Sharpe and Sortino subtract
     trade_from: int = 0  # first bar that may place orders; statistics cover the bars from it
     run_id: str = "backtest"  # the run's part of the client order ids
+    benchmark_curve: BenchmarkCurve | None = None  # None: buy-and-hold of the traded instruments
 
     @property
     def index(self) -> pd.DatetimeIndex:
@@ -405,40 +548,85 @@ class BacktestResult:
                                          self.risk_free)
 
     @cached_property
+    def _benchmark(self) -> BenchmarkCurve:
+        return self.benchmark_curve or resolve_benchmark(None, self.frames, self.settings, self.trade_from)
+
+    @property
     def benchmark(self) -> tuple[pd.Series, np.ndarray]:
-        """Buy-and-hold equity and trades over the traded period (from ``trade_from``): what a
-        strategy going long on every instrument at its first close gets, i.e. bought at the
-        next bar's open with the same fees and slippage (equal cash per instrument) and held to
-        the end. The series starts at ``trade_from``; the trades' bars count from there."""
-        t0 = self.trade_from
-        close = self.close[t0:]
-        entry = _stack(self.frames, "open")[t0 + 1] * (1.0 + self.settings.slippage)
-        n_cols = close.shape[1]
-        per_col = self.settings.init_cash if not self.settings.cash_sharing else self.settings.init_cash / n_cols
-        qty = per_col / (entry * (1.0 + self.settings.fees))
-        fees = qty * entry * self.settings.fees
-        held = per_col - qty * entry - fees + qty * close  # (bars, columns)
-        held[0] = per_col
-        trades = np.zeros(n_cols, dtype=enums.trade_dt)
-        trades["col"] = np.arange(n_cols)
-        trades["direction"] = 1
-        trades["qty"] = qty
-        trades["entry_bar"] = 1
-        trades["entry_price"] = entry
-        trades["entry_fees"] = fees
-        trades["exit_bar"] = len(close) - 1
-        trades["exit_price"] = close[-1]
-        trades["pnl"] = qty * (close[-1] - entry) - fees
-        trades["ret"] = trades["pnl"] / (qty * entry)
-        trades["exit_reason"] = enums.REASON_END
-        return pd.Series(held.sum(axis=1), index=self.index[t0:], name="buy_and_hold"), trades
+        """The benchmark's equity and trades over the traded period (from ``trade_from``; the
+        trades' bars count from there): by default buy-and-hold of every traded instrument,
+        bought at the open after the first traded close with the same fees and slippage (equal
+        cash per instrument) and held to the end; else what ``Backtest(benchmark=)`` chose
+        (``resolve_benchmark``), over the bars it shares with the data."""
+        return self._benchmark.equity, self._benchmark.trades
+
+    @property
+    def benchmark_name(self) -> str:
+        """How tables and charts name the benchmark (``"Buy & Hold"``, ``"Buy & Hold ETH"``)."""
+        return self._benchmark.name
 
     @cached_property
     def benchmark_stats(self) -> dict[str, object]:
+        """``stats`` of the benchmark's equity (exposed from its second bar on)."""
         equity, trades = self.benchmark
         exposure = np.ones(len(equity), dtype=bool)
         exposure[0] = False
         return metrics.performance_stats(equity, trades, exposure, self.ann_factor, self.risk_free)
+
+    @cached_property
+    def relative_stats(self) -> dict[str, float]:
+        """Alpha, beta, correlation, tracking error, information ratio, up and down capture
+        against the benchmark (``framework.metrics.relative_stats``, with the run's
+        ``ann_factor`` and ``risk_free``), over the returns between consecutive bars the
+        benchmark's equity covers (the traded bars unless a Series benchmark has gaps)."""
+        bench = self.benchmark[0]
+        strategy = self.equity.loc[bench.index].to_numpy()
+        return metrics.relative_stats(strategy[1:] / strategy[:-1] - 1.0,
+                                      bench.to_numpy()[1:] / bench.to_numpy()[:-1] - 1.0,
+                                      self.ann_factor, self.risk_free)
+
+    def instrument_stats(self) -> pd.DataFrame:
+        """Statistics per instrument over the traded period, one row each (index: instrument).
+
+        Each instrument is valued as a sub-account: its capital (the initial cash of its own
+        cash group; with ``cash_sharing`` an equal share, ``init_cash / instruments``) plus its
+        P&L, the cash its fills moved (``replay_fills_nb`` with one cash account per
+        instrument) plus its position at the close. Without cash sharing this equity is the
+        instrument's group equity, so the row equals a backtest of that instrument alone.
+
+        Columns: ``capital``, ``pnl`` (cash, from ``trade_from``), ``contribution`` (``pnl`` over
+        the total equity at ``trade_from``: the rows sum to the run's total return),
+        ``total_return``, ``cagr``, ``ann_volatility``, ``sharpe``, ``max_drawdown``,
+        ``total_trades``, ``win_rate``, ``profit_factor``, ``expectancy``, ``exposure_time``
+        (as in ``stats``, of the instrument's equity and its trades), ``fees`` (in the quote
+        currency; base-currency fees at the fill price) and ``buy_and_hold_return``.
+        """
+        n_cols = len(self.columns)
+        t0 = self.trade_from
+        flows, pos = sim_nb.replay_fills_nb(self.fill_records, len(self.index), np.arange(n_cols, dtype=np.int64),
+                                            n_cols, 0.0)
+        shared = self.settings.cash_sharing and n_cols > 1
+        capital = self.settings.init_cash / n_cols if shared else self.settings.init_cash
+        sub_equity = capital + flows + pos * self.close  # (bars, instruments)
+        fills = self.fill_records
+        fee_cash = np.where(fills["fee_ccy"] == enums.FEE_BASE, fills["fees"] * fills["price"], fills["fees"])
+        keys = ("total_return", "cagr", "ann_volatility", "sharpe", "max_drawdown", "total_trades",
+                "win_rate", "profit_factor", "expectancy", "exposure_time")
+        rows = []
+        for col, name in enumerate(self.columns):
+            equity = pd.Series(sub_equity[t0:, col], index=self.index[t0:])
+            trades = self.trade_records[self.trade_records["col"] == col].copy()
+            trades["entry_bar"] -= t0
+            trades["exit_bar"] -= t0
+            stats = metrics.performance_stats(equity, trades, pos[t0:, col] != 0.0, self.ann_factor, self.risk_free)
+            bh, _ = buy_and_hold({name: self.frames[name]}, self.settings, t0)
+            pnl = float(equity.iloc[-1] - equity.iloc[0])
+            rows.append({"instrument": name, "capital": capital, "pnl": pnl,
+                         "contribution": pnl / float(self.equity.iloc[t0]),
+                         **{k: stats[k] for k in keys},
+                         "fees": float(fee_cash[fills["col"] == col].sum()),
+                         "buy_and_hold_return": float(bh.iloc[-1] / bh.iloc[0] - 1.0)})
+        return pd.DataFrame(rows).set_index("instrument")
 
     def to_vectorbt(self) -> Any:
         """A vectorbt ``Portfolio`` replaying this run's fills, to use vectorbt's analytics:
@@ -455,8 +643,13 @@ class BacktestResult:
         return vbt_bridge.portfolio(self)
 
     def stats_table(self) -> str:
-        """The strategy's statistics beside buy-and-hold of the traded instruments."""
-        return metrics.stats_table(self.stats, self.benchmark_stats, (self.strategy.label(), "Buy & Hold"))
+        """The strategy's statistics beside the benchmark's (buy-and-hold of the traded
+        instruments unless ``Backtest(benchmark=)`` chose another), then alpha, beta,
+        correlation, tracking error, information ratio and capture against it in the
+        strategy's column."""
+        relative = {k: self.relative_stats[k] for k in metrics.RELATIVE_KEYS}
+        return metrics.stats_table({**self.stats, **relative}, self.benchmark_stats,
+                                   (self.strategy.label(), self.benchmark_name))
 
     def plot(self, instrument: str | None = None, benchmark: Any = None, **kwargs: Any) -> Any:
         """Price with indicators and fills, equity against a benchmark, drawdown and exposure:

@@ -245,6 +245,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     frames = _load_data(args)
     started = time.perf_counter()
     bt = Backtest(strategy, frames, policy=args.policy, calendar=args.calendar, **settings)
+    bt.benchmark = report.benchmark_option(args.benchmark, bt)
     result = bt.run()
     elapsed = time.perf_counter() - started
     written = write_backtest(result, args.out) if args.out else []
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(one object) or FILE.csv / FILE.parquet (FILE.stats.csv, FILE.trades.csv, ...)")
     p.add_argument("--json", action="store_true",
                    help="print the stats (strategy and benchmark) as one JSON object, nothing else")
+    p.add_argument("--benchmark", metavar="B", help="compare with buy-and-hold of B: an instrument of "
+                   "--data, a bundled dataset or a CSV/Parquet file (default: buy-and-hold of --data)")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("sweep", help="backtest every combination of a parameter grid")

@@ -51,7 +51,18 @@ STATS_FIELDS: dict[str, tuple[str, str]] = {
     "largest_win": ("Largest win", "cash"),
     "largest_loss": ("Largest loss", "cash"),
     "exposure_time": ("Exposure time", "pct"),
+    # against the benchmark (``relative_stats``): shown in the strategy's column
+    "alpha": ("Alpha (ann.)", "pct"),
+    "beta": ("Beta", "ratio"),
+    "correlation": ("Correlation", "ratio"),
+    "tracking_error": ("Tracking error (ann.)", "pct"),
+    "information_ratio": ("Information ratio", "ratio"),
+    "up_capture": ("Up capture", "ratio"),
+    "down_capture": ("Down capture", "ratio"),
 }
+#: the keys of ``relative_stats`` that ``stats_table`` shows
+RELATIVE_KEYS = ("alpha", "beta", "correlation", "tracking_error", "information_ratio",
+                 "up_capture", "down_capture")
 
 
 def bars_per_year(index: pd.DatetimeIndex) -> float:
@@ -219,6 +230,50 @@ def trade_stats(trades: np.ndarray, index: pd.DatetimeIndex) -> dict[str, object
         "largest_win": float(wins.max()) if len(wins) else math.nan,
         "largest_loss": float(losses.min()) if len(losses) else math.nan,
     }
+
+
+def relative_stats(strategy: np.ndarray, benchmark: np.ndarray, ann_factor: float,
+                   risk_free: float = 0.0) -> dict[str, float]:
+    """Statistics of per-bar strategy returns against benchmark returns of the same bars.
+
+    ``alpha``: the intercept of the least-squares regression of excess strategy on excess
+    benchmark returns (per bar, ``rf_bar = risk_free_per_bar(risk_free, ann_factor)``) times
+    ``ann_factor`` (annual, arithmetic; fraction). ``beta``: its slope, ``cov(s, b) / var(b)``.
+    ``correlation``: Pearson's. ``tracking_error``: ``std(s - b, ddof=1) * sqrt(ann_factor)``.
+    ``information_ratio``: ``mean(s - b) / std(s - b, ddof=1) * sqrt(ann_factor)``.
+    ``up_capture`` / ``down_capture``: over the bars where the benchmark rose / fell, the
+    strategy's geometric mean return over the benchmark's, ``(prod(1 + s) ** (1 / n) - 1) /
+    (prod(1 + b) ** (1 / n) - 1)`` (Morningstar's definition; NaN without such bars).
+    ``observations``: bars compared. Zero denominators follow the module's ratio rule.
+    """
+    s = np.asarray(strategy, dtype=np.float64)
+    b = np.asarray(benchmark, dtype=np.float64)
+    rf_bar = risk_free_per_bar(risk_free, ann_factor)
+    es, eb = s - rf_bar, b - rf_bar
+    cov = np.cov(es, eb, ddof=1)
+    beta = float(nb.safe_ratio_nb(cov[0, 1], cov[1, 1]))
+    active = s - b
+    te_bar = active.std(ddof=1)
+    return {
+        "alpha": float((es.mean() - beta * eb.mean()) * ann_factor),
+        "beta": beta,
+        "correlation": float(nb.safe_ratio_nb(cov[0, 1], math.sqrt(cov[0, 0] * cov[1, 1]))),
+        "tracking_error": float(te_bar * math.sqrt(ann_factor)),
+        "information_ratio": float(nb.safe_ratio_nb(active.mean(), te_bar)) * math.sqrt(ann_factor),
+        "up_capture": _capture(s, b, b > 0),
+        "down_capture": _capture(s, b, b < 0),
+        "observations": len(s),
+    }
+
+
+def _capture(s: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """Ratio of geometric mean returns of ``s`` and ``b`` over the bars in ``mask``."""
+    n = int(mask.sum())
+    if n == 0:
+        return math.nan
+    s_geo = np.exp(np.log1p(s[mask]).sum() / n) - 1.0 if (s[mask] > -1).all() else -1.0
+    b_geo = np.exp(np.log1p(b[mask]).sum() / n) - 1.0
+    return float(s_geo / b_geo)
 
 
 def stats_frame(

@@ -34,7 +34,7 @@ from plotly.subplots import make_subplots
 from framework import indicators, metrics
 
 if TYPE_CHECKING:
-    from framework.backtest import BacktestResult, DataInput
+    from framework.backtest import BacktestResult, BenchmarkInput
     from framework.risk import MonteCarloResult
 
 log = logging.getLogger(__name__)
@@ -64,37 +64,25 @@ class Benchmark:
     stats: dict[str, object]
 
 
-def benchmark_for(result: BacktestResult, data: DataInput | None = None, *,
+def benchmark_for(result: BacktestResult, data: BenchmarkInput | None = None, *,
                   policy: str = "raise", calendar: str = "auto") -> Benchmark:
-    """Buy-and-hold of ``data`` (one instrument: a dataset name, path or OHLCV frame) over the
-    backtest's bars, or of the traded instruments when ``data`` is None (``result.benchmark``).
-
-    The instrument is bought as ``result.benchmark`` buys: at the second bar's open with the
-    backtest's fees and slippage and its starting cash, then held. Only the bars the benchmark
-    shares with the backtest count.
+    """The backtest's own benchmark (``result.benchmark``) when ``data`` is None, else the
+    benchmark ``data`` names, resolved as ``Backtest(benchmark=data)`` does
+    (``framework.backtest.resolve_benchmark``: an instrument of the run, a dataset, path or
+    OHLCV frame bought and held with the run's fees, slippage and starting cash, or a Series
+    of prices or returns) over the traded bars it shares with the backtest.
 
     Raises:
         ValueError: ``data`` is several instruments or shares fewer than 2 bars with the backtest.
     """
-    from framework.backtest import load_instruments
+    from framework.backtest import resolve_benchmark
 
     if data is None:
-        label = "Buy & Hold" if len(result.columns) == 1 else "Buy & Hold (equal cash)"
-        return Benchmark(label, result.benchmark[0], result.benchmark_stats)
-    frames = load_instruments(data, policy=policy, calendar=calendar)
-    if len(frames) != 1:
-        raise ValueError(f"benchmark must be one instrument, got {len(frames)} ({', '.join(frames)})")
-    (name, frame), = frames.items()
-    common = frame.index.intersection(result.index)
-    if len(common) < 2:
-        raise ValueError(
-            f"benchmark {name!r} shares {len(common)} bars with the backtest "
-            f"({result.index[0]} to {result.index[-1]}); it needs at least 2"
-        )
-    # the result's own buy-and-hold arithmetic, run over the benchmark's prices
-    held = dataclasses.replace(result, frames={name: frame.loc[common]})
-    equity, _ = held.benchmark
-    return Benchmark(f"Buy & Hold {name}", equity.rename(name), held.benchmark_stats)
+        return Benchmark(result.benchmark_name, result.benchmark[0], result.benchmark_stats)
+    curve = resolve_benchmark(data, result.frames, result.settings, result.trade_from,
+                              policy=policy, calendar=calendar)
+    held = dataclasses.replace(result, benchmark_curve=curve)
+    return Benchmark(curve.name, curve.equity, held.benchmark_stats)
 
 
 # --- backtest ---------------------------------------------------------------------------------
@@ -146,15 +134,15 @@ def strategy_indicators(result: BacktestResult, instrument: str | None = None
 
 
 def plot(result: BacktestResult, instrument: str | None = None,
-         benchmark: Benchmark | DataInput | None = None, *, indicators: bool = True) -> go.Figure:
+         benchmark: Benchmark | BenchmarkInput | None = None, *, indicators: bool = True) -> go.Figure:
     """Price with the strategy's indicators and its fills, equity against a benchmark,
     drawdown (underwater) and exposure, on one shared time axis.
 
     Args:
         instrument: which instrument's price and fills (default the first); multi-instrument
             runs have one chart per instrument (equity and drawdown are the whole portfolio's).
-        benchmark: a ``Benchmark`` or data for ``benchmark_for`` (default: buy-and-hold of the
-            traded instruments).
+        benchmark: a ``Benchmark`` or what ``benchmark_for`` takes (default: the result's own,
+            ``result.benchmark``).
         indicators: draw the strategy's declared indicators.
 
     Rows: price (close, indicators in price units, buys as green triangles up and sells as red

@@ -2,7 +2,7 @@
 
 One self-contained file (plotly.js embedded once, so it opens offline): settings, the statistics
 beside the benchmark, the charts of ``framework.plots``, monthly returns, the risk section (VaR
-and ES, rolling VaR and Sharpe, a Monte Carlo block bootstrap) and the trades.
+and ES, rolling VaR and Sharpe, a Monte Carlo block bootstrap, stress tests) and the trades.
 
     tradpal report sma_cross --data BTC_USDT-1d --benchmark ETH_USDT-1d --out report.html
 """
@@ -25,7 +25,7 @@ from plotly.offline import get_plotlyjs
 from framework import metrics, plots
 
 if TYPE_CHECKING:
-    from framework.backtest import BacktestResult, DataInput
+    from framework.backtest import Backtest, BacktestResult, BenchmarkCurve, BenchmarkInput
 
 MAX_TRADES = 500  # rows of the trades table (the newest are dropped beyond it, with a note)
 MC_SEED = 20240101  # a fixed seed: the same backtest gives the same report
@@ -76,15 +76,17 @@ class _Page:
 
 
 def to_html(result: BacktestResult, path: str | Path | None = None, *,
-            benchmark: plots.Benchmark | DataInput | None = None, title: str | None = None,
-            data_name: str | None = None) -> str:
+            benchmark: plots.Benchmark | BenchmarkInput | None = None, title: str | None = None,
+            data_name: str | None = None, stress: bool = True) -> str:
     """The tear sheet of ``result`` as one HTML page; written to ``path`` when given.
 
     Args:
-        benchmark: a ``plots.Benchmark`` or the data of one instrument to buy and hold
-            (default: buy-and-hold of the traded instruments).
+        benchmark: a ``plots.Benchmark`` or what ``Backtest(benchmark=)`` takes (default:
+            the result's own benchmark, ``result.benchmark``).
         title: page title (default the strategy and the instruments).
         data_name: how the data is named in the settings (default the instruments).
+        stress: include the stress tests (``framework.stress.stress_test`` with the run's
+            strategy, data and settings: the default historical episodes and shocks).
     """
     bench = benchmark if isinstance(benchmark, plots.Benchmark) else plots.benchmark_for(result, benchmark)
     name = title or f"{result.strategy!r} on {', '.join(result.columns)}"
@@ -115,6 +117,14 @@ def to_html(result: BacktestResult, path: str | Path | None = None, *,
              "median and 90 % band; probabilities with their Wilson interval.</p>")
     page.add(_mc_table(mc))
     page.figure(plots.monte_carlo_fan(mc, result))
+    if stress:
+        page.add("<h3>Stress tests</h3><p class='note'>The strategy replayed through historical "
+                 "episodes in the data (200 warm-up bars before each, trading from its start) and "
+                 "over the whole history with hypothetical shocks: a 20 % gap down at the middle "
+                 "bar, volatility x2, every instrument following the first (correlation 1). "
+                 "Return and drawdown of the strategy's equity over the traded bars; risk limits "
+                 "fired: fills for max drawdown, daily loss, emergency stop or liquidation.</p>")
+        page.add(_stress_table(result))
 
     page.add("<h2>Trades</h2>")
     page.add(_trades_table(result))
@@ -202,6 +212,25 @@ def _mc_table(mc) -> str:
     return _table(["", "estimate", "5 %", "95 %"], rows, "tp-montecarlo")
 
 
+def _stress_table(result: BacktestResult) -> str:
+    from framework.stress import stress_test
+
+    table = stress_test(result.strategy, result.frames, **dataclasses.asdict(result.settings))
+    rows = []
+    for r in table.to_dict("records"):
+        period = f"{r['start']:%Y-%m-%d} to {r['end']:%Y-%m-%d}"
+        if not r["covered"]:
+            rows.append((_e(r["scenario"]), r["kind"], period, "", "", "", _e(f"not run: {r['note']}"), ""))
+            continue
+        fired = _e(r["risk_reasons"].replace(",", ", ")) if r["risk_limit_fired"] else "none"
+        rows.append((_e(r["scenario"]), r["kind"], period, _cell(r["return"], "pct", True),
+                     _cell(r["max_drawdown"], "pct", True), _cell(r["worst_bar"], "pct", True), fired,
+                     _cell(r["buy_and_hold_return"], "pct", True)))
+    head = ["scenario", "kind", "period", "return", "max drawdown", "worst bar", "risk limits fired",
+            "buy & hold return"]
+    return _table(head, rows, "tp-stress")
+
+
 def _trades_table(result: BacktestResult) -> str:
     trades = result.trades
     if trades.empty:
@@ -265,6 +294,25 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_report)
 
 
+def benchmark_option(value: str | None, bt: Backtest) -> BenchmarkCurve | None:
+    """``--benchmark B`` of ``tradpal backtest`` and ``tradpal report``: an instrument of
+    ``--data``, a bundled dataset or a file, resolved for ``bt`` as ``Backtest(benchmark=)``
+    does; errors name the option."""
+    from framework import data_cli
+    from framework.backtest import resolve_benchmark
+    from framework.data import DataValidationError
+
+    if value is None:
+        return None
+    try:
+        return resolve_benchmark(value, bt.frames, bt.settings, bt.trade_from_bar,
+                                 policy=bt.policy, calendar=bt.calendar)
+    except DataValidationError as e:
+        raise ValueError(f"--benchmark {value}: {data_cli.validation_advice(e, value)}") from None
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        raise ValueError(f"--benchmark {value}: {e}") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     """Run the backtest, write the report, print where it went."""
     from framework import data_cli
@@ -279,18 +327,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise ValueError(f"--out {args.out}: folder {out.parent} does not exist")
     try:
-        result = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings).run()
+        bt = Backtest(strategy, args.data, policy=args.policy, calendar=args.calendar, **settings)
     except DataValidationError as e:
         raise ValueError(data_cli.validation_advice(e, args.data)) from None
-    bench = None
-    if args.benchmark is not None:
-        try:
-            bench = plots.benchmark_for(result, args.benchmark, policy=args.policy, calendar=args.calendar)
-        except DataValidationError as e:
-            raise ValueError(f"--benchmark {args.benchmark}: {data_cli.validation_advice(e, args.benchmark)}") from None
-        except (FileNotFoundError, ValueError, TypeError) as e:
-            raise ValueError(f"--benchmark {args.benchmark}: {e}") from None
-    to_html(result, out, benchmark=bench, data_name=str(args.data))
+    bt.benchmark = benchmark_option(args.benchmark, bt)
+    result = bt.run()
+    to_html(result, out, data_name=str(args.data))
     size = out.stat().st_size / 1e6
     print(f"wrote {out} ({size:.1f} MB): {strategy!r} on {args.data}, "
           f"{len(result.trades)} trades, total return {result.stats['total_return']:.2%}")

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from framework import metrics, metrics_nb
+from framework import metrics
 from framework import risk_nb as nb
 from framework.backtest import BacktestResult
 
@@ -541,7 +541,8 @@ def benchmark_comparison(
 
     Args:
         strategy: per-bar returns, or a ``BacktestResult`` (its equity's returns).
-        benchmark: per-bar returns; None with a ``BacktestResult`` means its buy-and-hold.
+        benchmark: per-bar returns; None with a ``BacktestResult`` means its benchmark
+            (``result.benchmark``: buy-and-hold unless ``Backtest(benchmark=)`` chose another).
             Two Series are aligned on their common index; arrays must have equal length.
         ann_factor: bars per year; defaults to the result's, or ``bars_per_year`` of a
             DatetimeIndex.
@@ -549,14 +550,9 @@ def benchmark_comparison(
             ``(1 + risk_free) ** (1 / ann_factor) - 1`` as in ``framework.metrics``.
 
     Returns:
-        ``alpha``: the regression intercept of excess strategy on excess benchmark returns per
-        bar, times ``ann_factor`` (annual, arithmetic; fraction). ``beta``: its slope,
-        ``cov(s, b) / var(b)``. ``correlation``: Pearson's. ``tracking_error``:
-        ``std(s - b, ddof=1) * sqrt(ann_factor)``. ``information_ratio``: ``mean(s - b) /
-        std(s - b, ddof=1) * sqrt(ann_factor)``. ``up_capture`` / ``down_capture``: over the
-        bars where the benchmark rose / fell, the strategy's geometric mean return divided by
-        the benchmark's, ``(prod(1 + s) ** (1 / n) - 1) / (prod(1 + b) ** (1 / n) - 1)``
-        (Morningstar's definition; NaN without such bars). ``observations``: bars compared.
+        ``alpha``, ``beta``, ``correlation``, ``tracking_error``, ``information_ratio``,
+        ``up_capture``, ``down_capture`` and ``observations``, as defined in
+        :func:`framework.metrics.relative_stats`.
     """
     s_raw, s_index = _returns_array(strategy, "strategy")
     if benchmark is None:
@@ -582,35 +578,7 @@ def benchmark_comparison(
     ann_factor = _check_positive(ann_factor, "ann_factor")
     if not (math.isfinite(risk_free) and risk_free > -1):
         raise ValueError(f"risk_free must be an annual rate (fraction) above -1, got {risk_free}")
-    rf_bar = (1.0 + risk_free) ** (1.0 / ann_factor) - 1.0
-    es, eb = s - rf_bar, b - rf_bar
-    cov = np.cov(es, eb, ddof=1)
-    beta = float(metrics_nb.safe_ratio_nb(cov[0, 1], cov[1, 1]))
-    alpha = (es.mean() - beta * eb.mean()) * ann_factor
-    correlation = float(metrics_nb.safe_ratio_nb(cov[0, 1], math.sqrt(cov[0, 0] * cov[1, 1])))
-    active = s - b
-    te_bar = active.std(ddof=1)
-    return {
-        "alpha": float(alpha),
-        "beta": beta,
-        "correlation": correlation,
-        "tracking_error": float(te_bar * math.sqrt(ann_factor)),
-        "information_ratio": float(metrics_nb.safe_ratio_nb(active.mean(), te_bar))
-        * math.sqrt(ann_factor),
-        "up_capture": _capture(s, b, b > 0),
-        "down_capture": _capture(s, b, b < 0),
-        "observations": len(s),
-    }
-
-
-def _capture(s: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """Ratio of geometric mean returns of ``s`` and ``b`` over the bars in ``mask``."""
-    n = int(mask.sum())
-    if n == 0:
-        return math.nan
-    s_geo = np.exp(np.log1p(s[mask]).sum() / n) - 1.0 if (s[mask] > -1).all() else -1.0
-    b_geo = np.exp(np.log1p(b[mask]).sum() / n) - 1.0
-    return float(s_geo / b_geo)
+    return metrics.relative_stats(s, b, ann_factor, risk_free)
 
 
 # --- input checks -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from framework import Backtest, plots, report, risk
 from framework.cli import main
 from framework.data import load_ohlcv
 from framework.metrics import _format_value
+from framework.stress import stress_test
 
 ROOT = Path(__file__).parent.parent
 
@@ -186,6 +187,8 @@ def test_html_holds_the_statistics_and_trades(result, tmp_path):
     assert trades.count("<tr>") == len(result.trades) + 1  # + the header
     var, es = risk.var_es(result, 0.99, method="historical")
     assert _format_value(var, "pct") in text and _format_value(es, "pct") in text
+    assert "<table id='tp-stress'>" in text and "covid_crash_2020" in text
+    assert "<table id='tp-stress'>" not in result.to_html(stress=False)
     # plotly.js once, inline: no script from the network
     from plotly.offline import get_plotlyjs
 
@@ -256,6 +259,16 @@ def test_cli_report_renders_in_chromium(tmp_path, capsys):
         # scatter lines drawn with points, or heatmap cells painted as an image
         drawn = re.search(r'class="js-line"[^>]* d="M[\d.]+,[\d.]+L', markup) or '<g class="hm"' in markup
         assert drawn, f"{div_id} has no drawn data"
+    # the stress table: one row per scenario of stress_test, its figures as the table shows them
+    table = re.search(r"<table id=.tp-stress.>.*?</table>", dom, re.S).group(0)
+    expected = stress_test("sma_cross", "BTC_USDT-1d")
+    assert table.count("<tr>") == len(expected) + 1
+    for row in expected.itertuples():
+        assert f"<td>{row.scenario}</td>" in table.replace("&gt;", ">")
+        if row.covered:
+            assert _format_value(row.max_drawdown, "pct") in table
+            assert _format_value(row.buy_and_hold_return, "pct") in table
+    assert "not run: needs several instruments" in table  # correlation -> 1 with one instrument
     width, height, raw = _png_pixels(shot)
     assert (width, height) == (1400, 3000)
     assert raw == height * (1 + width * 3) or raw == height * (1 + width * 4)
