@@ -33,8 +33,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from live.audit import AuditLog
@@ -121,6 +122,9 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return Response(status_code=exc.status, headers=headers)
 
+    # declares the scheme in the OpenAPI schema; failures are answered by `check`, bare
+    bearer = HTTPBearer(auto_error=False, description="an access token from `tradpal api token`")
+
     @contextmanager
     def open_store() -> Iterator[StateStore]:
         store = StateStore(state_dir, create=False)
@@ -132,7 +136,9 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
     def role(required: str, action: str | None = None) -> Callable[..., Principal]:
         """A dependency: the caller's principal if its token has ``required`` (audited for
         control ``action``s when the token is valid but its role too low)."""
-        def check(authorization: Annotated[str | None, Header()] = None) -> Principal:
+        def check(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+                  ) -> Principal:
+            authorization = None if credentials is None else f"Bearer {credentials.credentials}"
             try:
                 return authorize(secret, authorization, required)
             except AuthError as exc:
