@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import ssl
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -437,3 +439,41 @@ def test_serve_api_listens_on_loopback_and_stops(state_dir, tmp_path):
 def test_serve_api_checks_its_port():
     with pytest.raises(ValueError, match="--api-port"):
         serve_api(None, port=70000)  # type: ignore[arg-type]
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _make_pki(d: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=test-ca", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+def test_mutual_tls_requires_a_client_certificate(state_dir, tmp_path):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    _make_pki(pki)
+    app = create_app(state_dir, secret=SECRET, audit_log_path=tmp_path / "audit.log")
+    server = serve_api(app, port=0, ssl_certfile=str(pki / "server.pem"),
+                       ssl_keyfile=str(pki / "server.key"), ssl_client_ca=str(pki / "ca.pem"))
+    url = f"https://127.0.0.1:{server.port}/performance"
+    try:
+        trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        trusted.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
+        r = httpx.get(url, headers=bearer(token("read")), verify=trusted, timeout=5)
+        assert r.json() == {"snapshot_bar_ms": BAR_MS, "summary": SUMMARY}
+        anonymous = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+        with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError)):
+            httpx.get(url, headers=bearer(token("read")), verify=anonymous, timeout=5)
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match="server certificate"):
+        serve_api(app, port=0, ssl_client_ca=str(pki / "ca.pem"))
