@@ -115,7 +115,9 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
                      else store_or_state_dir)
     StateStore(state_dir, create=False).close()  # refuse a directory without a store now
     audit = AuditLog(audit_log_path)
-    app = FastAPI(title=title, version="1", description=__doc__.split("\n\n")[0])
+    app = FastAPI(title=title, version="1", description=__doc__.split("\n\n")[0], responses={
+        401: {"description": "No valid access token (empty body)"},
+        403: {"description": "The token's role is too low (empty body)"}})
 
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: _Unauthorized) -> Response:
@@ -151,10 +153,10 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
 
     reader = Depends(role("read"))
 
-    def post(kind: str, who: Principal, args: dict[str, Any], action: str) -> Accepted:
+    def post(kind: str, who: Principal, args: dict[str, Any]) -> Accepted:
         with open_store() as store:
             request_id = store.request(kind, by=who.subject, **args)
-        audit.append(who.subject, action, args, {"request_id": request_id})
+        audit.append(who.subject, kind, args, {"request_id": request_id})
         return Accepted(request_id=request_id, kind=kind)
 
     @app.get("/status", dependencies=[reader], summary="Runner state, cursor, open orders, pending requests")
@@ -187,43 +189,39 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
             status = store.status()
         return {"snapshot_bar_ms": status["snapshot_bar_ms"], "summary": status["summary"]}
 
-    @app.post("/emergency-stop", status_code=202, summary="Cancel all orders, flatten and halt")
-    def emergency_stop(who: Annotated[Principal, Depends(role("trade", "emergency_stop"))],
-                       body: ControlBody | None = None) -> Accepted:
-        return post("emergency_stop", who, _reason(body), "emergency_stop")
+    def control(kind: str, required: str) -> Callable[..., Accepted]:
+        def act(who: Annotated[Principal, Depends(role(required, kind))],
+                body: ControlBody | None = None) -> Accepted:
+            return post(kind, who, _reason(body))
+        return act
 
-    @app.post("/pause", status_code=202, summary="Stop opening positions until resumed")
-    def pause(who: Annotated[Principal, Depends(role("trade", "pause"))],
-              body: ControlBody | None = None) -> Accepted:
-        return post("pause", who, _reason(body), "pause")
-
-    @app.post("/resume", status_code=202, summary="Resume after a pause")
-    def resume(who: Annotated[Principal, Depends(role("trade", "resume"))],
-               body: ControlBody | None = None) -> Accepted:
-        return post("resume", who, _reason(body), "resume")
-
-    def order_decision(kind: str, action: str) -> Callable[..., Accepted]:
+    def order_decision(kind: str) -> Callable[..., Accepted]:
         def decide(client_order_id: Annotated[str, PathParam(pattern=_ID_PATTERN)],
-                   who: Annotated[Principal, Depends(role("trade", action))],
+                   who: Annotated[Principal, Depends(role("trade", kind))],
                    body: ControlBody | None = None) -> Accepted:
             args = {"client_order_id": client_order_id, **_reason(body)}
             with open_store() as store:
                 known = store.order(client_order_id) is not None
             if not known:
-                audit.append(who.subject, action, args, "unknown order")
+                audit.append(who.subject, kind, args, "unknown order")
                 raise HTTPException(404, "unknown client_order_id")
-            return post(kind, who, args, action)
+            return post(kind, who, args)
         return decide
 
-    app.post("/orders/{client_order_id}/approve", status_code=202, response_model=Accepted,
-             summary="Approve an order waiting for approval")(order_decision("approve_order", "approve_order"))
-    app.post("/orders/{client_order_id}/reject", status_code=202, response_model=Accepted,
-             summary="Reject an order waiting for approval")(order_decision("reject_order", "reject_order"))
-
-    @app.post("/reset", status_code=202, summary="Clear the halt (admin)")
-    def reset(who: Annotated[Principal, Depends(role("admin", "reset"))],
-              body: ControlBody | None = None) -> Accepted:
-        return post("reset", who, _reason(body), "reset")
+    for path, kind, endpoint, summary in (
+        ("/emergency-stop", "emergency_stop", control("emergency_stop", "trade"),
+         "Cancel all orders, flatten and halt"),
+        ("/pause", "pause", control("pause", "trade"), "Stop opening positions until resumed"),
+        ("/resume", "resume", control("resume", "trade"), "Resume after a pause"),
+        ("/orders/{client_order_id}/approve", "approve_order", order_decision("approve_order"),
+         "Approve an order waiting for approval"),
+        ("/orders/{client_order_id}/reject", "reject_order", order_decision("reject_order"),
+         "Reject an order waiting for approval"),
+        ("/reset", "reset", control("reset", "admin"), "Clear the halt (admin)"),
+    ):
+        not_found = {404: {"description": "Unknown client_order_id"}} if "{" in path else None
+        app.post(path, status_code=202, response_model=Accepted, name=kind, summary=summary,
+                 responses=not_found)(endpoint)
 
     return app
 
