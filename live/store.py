@@ -57,7 +57,8 @@ STATE_FILE = "state.sqlite"
 LOCK_FILE = "runner.lock"
 
 #: Control request kinds another process may post (``StateStore.request``).
-REQUEST_KINDS: frozenset[str] = frozenset({"emergency_stop", "reset", "approve_order", "reject_order"})
+REQUEST_KINDS: frozenset[str] = frozenset({"emergency_stop", "reset", "approve_order", "reject_order",
+                                            "pause", "resume"})
 ORDER_STATUSES: frozenset[str] = frozenset(get_args(OrderStatus))
 ORDER_TYPES: frozenset[str] = frozenset(get_args(OrderType))
 
