@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cli.register(sub)  # data fetch, data check, exchange serve
     report.register(sub)  # report STRATEGY --data ... --out report.html
+    from live import events_cli  # the command line sits above live/
+
+    events_cli.register(sub)  # events tail, events journal
     return parser
 
 def main(argv: list[str] | None = None) -> int:

@@ -443,12 +443,13 @@ class StreamConsumer:
             if on_batch is not None:
                 on_batch()
         crash_point("bus.before_ack")
-        pipe = self._redis.pipeline(transaction=True)
-        for mid, fields, error in dead:
-            pipe.xadd(self.dead, {**fields, "original_id": mid, "group": self.group, "error": error[:500]})
         settled = acks + [d[0] for d in dead]
-        pipe.xack(self.stream, self.group, *settled)
-        pipe.execute()
+        if settled:  # all failed: nothing to acknowledge, they stay pending
+            pipe = self._redis.pipeline(transaction=True)
+            for mid, fields, error in dead:
+                pipe.xadd(self.dead, {**fields, "original_id": mid, "group": self.group, "error": error[:500]})
+            pipe.xack(self.stream, self.group, *settled)
+            pipe.execute()
         self.dead_lettered += len(dead)
         return len(settled)
 
@@ -508,7 +509,8 @@ class ParquetJournal:
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pylist(self._rows, schema=_journal_schema())
-        name = f"events-{self._rows[0]['ts_ms']}-{uuid.uuid4().hex[:12]}.parquet"
+        # named by the time of writing, so the files sort in the order they were consumed
+        name = f"events-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
         tmp = self.out_dir / f".{name}.tmp"
         pq.write_table(table, tmp)
         os.replace(tmp, self.out_dir / name)
@@ -525,11 +527,11 @@ def _journal_schema():
 
 
 def read_journal(out_dir: str | os.PathLike[str]):
-    """Every journaled event as a DataFrame in time order, one row per event id."""
+    """Every journaled event as a DataFrame in the order consumed, one row per event id."""
     import pandas as pd
 
     files = sorted(Path(out_dir).glob("events-*.parquet"))
     if not files:
         return pd.DataFrame(columns=[f.name for f in _journal_schema()])
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-    return frame.drop_duplicates("id").sort_values("ts_ms", kind="stable").reset_index(drop=True)
+    return frame.drop_duplicates("id").reset_index(drop=True)
