@@ -203,6 +203,15 @@ return redis.call('XTRIM', key, 'MINID', '~', floor)
 """
 
 
+# XADD each JSON event of ARGV to KEYS[1] as an entry with one field ``e``, in order: one command
+# for a whole batch (far less client-side work than a pipeline of XADDs); returns the first id.
+_XADD_MANY_LUA = """
+local first = redis.call('XADD', KEYS[1], '*', 'e', ARGV[1])
+for i = 2, #ARGV do redis.call('XADD', KEYS[1], '*', 'e', ARGV[i]) end
+return first
+"""
+
+
 class RedisStreamsBus:
     """Publish to the runner's Redis stream; never raises into the runner.
 
@@ -228,7 +237,9 @@ class RedisStreamsBus:
         self.retry_s = retry_s
         self._redis = redis_client(url, timeout_s=timeout_s)
         self._trim = self._redis.register_script(_TRIM_LUA)
-        self._recent: deque[str] = deque(maxlen=maxlen)  # ids this publisher added, for the maxlen cut
+        self._xadd_many = self._redis.register_script(_XADD_MANY_LUA)
+        self._recent: deque[tuple[str, int]] = deque()  # (first id, count) of the latest batches sent
+        self._recent_n = 0
         self._since_trim = 0
         self._retry_at = 0.0  # monotonic time before which Redis is not tried again
         self.published = self.outboxed = self.send_errors = self.trimmed = 0
@@ -287,16 +298,18 @@ class RedisStreamsBus:
                     type(exc).__name__, self.outbox.depth)
 
     def _send(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
-        pipe = self._redis.pipeline(transaction=False)
-        for stream, event_id, kind, text in rows:
-            pipe.xadd(stream, {"id": event_id, "kind": kind, "event": text})
-        ids = pipe.execute()
-        self._recent.extend(ids)
-        self.published += len(rows)
-        self._since_trim += len(rows)
-        if self._since_trim >= self.trim_every and len(self._recent) == self.maxlen:
+        first = self._xadd_many(keys=[self.stream], args=[row[3] for row in rows])
+        n = len(rows)
+        self.published += n
+        self._since_trim += n
+        # the maxlen cut: the first id of the oldest batch still needed to keep maxlen entries
+        self._recent.append((first, n))
+        self._recent_n += n
+        while self._recent_n - self._recent[0][1] >= self.maxlen:
+            self._recent_n -= self._recent.popleft()[1]
+        if self._since_trim >= self.trim_every and self._recent_n >= self.maxlen:
             self._since_trim = 0
-            self.trimmed += int(self._trim(keys=[self.stream], args=[self._recent[0]]))
+            self.trimmed += int(self._trim(keys=[self.stream], args=[self._recent[0][0]]))
 
     def close(self) -> None:
         self._redis.close()
@@ -429,7 +442,7 @@ class StreamConsumer:
                     dead.append((mid, fields, f"delivered {deliveries} times without an acknowledgement"))
                     continue
                 try:
-                    event = decode(fields.get("event", ""))
+                    event = decode(fields.get("e", ""))
                     if batch.apply(event.id, lambda e=event: handler(e)):
                         self.handled += 1
                     else:

@@ -20,6 +20,7 @@ records) into bus events.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -54,7 +55,12 @@ class Event:
 
     def data(self) -> dict[str, Any]:
         """The kind's own fields (everything but ``runner`` and ``ts_ms``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("runner", "ts_ms")}
+        return {name: getattr(self, name) for name in _data_fields(type(self))}
+
+
+@functools.cache
+def _data_fields(cls: type[Event]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name not in ("runner", "ts_ms"))
 
 
 def _key_part(value: Any) -> str:

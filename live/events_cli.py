@@ -109,9 +109,9 @@ def _line(fields: dict[str, str]) -> str:
     from live.events import decode, describe
 
     try:
-        return describe(decode(fields.get("event", "")))
+        return describe(decode(fields.get("e", "")))
     except ValueError as exc:
-        return f"(unreadable event {fields.get('id', '?')}: {exc})"
+        return f"(unreadable event: {exc})"
 
 
 def _no_url(exc: Exception) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -45,64 +44,17 @@ from live.events import (
     from_step,
     to_dict,
 )
+from live.redis_local import LocalRedis
 from live.store import StateStore
 
-REDIS_SERVER = "/usr/bin/redis-server"
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisProc:
-    """A private redis-server: AOF with fsync per write, small stream nodes (so approximate
-    trimming shows at small sizes)."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = _free_port()
-        self.dir = tmp / "redis"
-        self.dir.mkdir()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-             "--stream-node-max-entries", "10", "--logfile", str(self.dir / "log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        for _ in range(200):
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        else:
-            raise RuntimeError("redis-server did not start")
-        client.close()
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, decode_responses=True)
 
 
 @pytest.fixture
 def server(tmp_path):
-    r = RedisProc(tmp_path)
-    try:
+    """A private redis-server; small stream nodes so approximate trimming shows at small sizes."""
+    with LocalRedis(tmp_path / "redis", extra=("--stream-node-max-entries", "10")) as r:
         yield r
-    finally:
-        if r.proc is not None and r.proc.poll() is None:
-            r.kill9()
 
 
 def _hb(i: int) -> Heartbeat:
@@ -116,7 +68,7 @@ def _order(i: int) -> OrderCreated:
 
 
 def _stream_seqs(client: redis.Redis, runner: str = "r1") -> list[int]:
-    return [json.loads(f["event"])["data"]["seq"] for _, f in client.xrange(stream_key(runner))]
+    return [json.loads(f["e"])["data"]["seq"] for _, f in client.xrange(stream_key(runner))]
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -253,7 +205,7 @@ def test_consumer_killed_before_ack_others_reclaim_and_apply_once(server, tmp_pa
     events = [_order(i) for i in range(50)]
     client.xgroup_create(stream_key("r1"), "g", id="0", mkstream=True)
     for e in events:
-        client.xadd(stream_key("r1"), {"id": e.id, "kind": e.kind, "event": encode(e)})
+        client.xadd(stream_key("r1"), {"e": encode(e)})
     db = tmp_path / "processed.sqlite"
     cmd, env = _consumer_script(server.url, db, crash_at)
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, timeout=60)
@@ -284,9 +236,8 @@ def test_poison_messages_go_to_the_dead_letter_stream(server):
     key = stream_key("r1")
     client.xgroup_create(key, "g", id="0", mkstream=True)
     newer = {**to_dict(_hb(1)), "v": 9}
-    client.xadd(key, {"id": "x", "kind": "heartbeat", "event": "{not json"})
-    client.xadd(key, {"id": newer["id"], "kind": "heartbeat", "event": json.dumps(newer)})
-    client.xadd(key, {"id": _hb(2).id, "kind": "heartbeat", "event": encode(_hb(2))})
+    poison = [client.xadd(key, {"e": "{not json"}), client.xadd(key, {"e": json.dumps(newer)})]
+    client.xadd(key, {"e": encode(_hb(2))})
     consumer = StreamConsumer(server.url, "r1", "g", "c1", claim_idle_ms=20, max_deliveries=3)
     handled = []
     for _ in range(300):
@@ -296,7 +247,7 @@ def test_poison_messages_go_to_the_dead_letter_stream(server):
         time.sleep(0.01)
     assert [e.seq for e in handled] == [2]  # the good one, once
     dead = client.xrange(dead_letter_key("r1"))
-    assert [f["id"] for _, f in dead] == ["x", newer["id"]]
+    assert [f["original_id"] for _, f in dead] == poison and dead[1][1]["e"] == json.dumps(newer)
     assert "JSON" in dead[0][1]["error"] and "schema version 9" in dead[1][1]["error"]
     assert consumer.failures == 6  # each poison failed max_deliveries times
     assert client.xpending(key, "g")["pending"] == 0
@@ -313,7 +264,7 @@ def test_trimming_never_drops_what_a_group_has_not_acknowledged(server, tmp_path
     delivered = client.xreadgroup("g", "c", {key: ">"}, count=60)[0][1]
     client.xack(key, "g", *[mid for mid, _ in delivered[:30]])  # 30..59 pending, 60.. undelivered
     bus.publish_many(_order(i) for i in range(100, 300))
-    kept = [json.loads(f["event"])["data"]["client_order_id"] for _, f in client.xrange(key)]
+    kept = [json.loads(f["e"])["data"]["client_order_id"] for _, f in client.xrange(key)]
     unacked = [f"sma.r1.0.{i}" for i in range(30, 300)]
     assert kept[-len(unacked):] == unacked  # every unacknowledged order event is still there
     assert len(kept) <= 300 - 30 + 10 and bus.trimmed >= 20  # the acknowledged ones went (node of 10 may stay)
