@@ -48,9 +48,9 @@ class Event:
     runner: str
     ts_ms: int
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
-        """Deterministic id: ``<runner>:<kind>:<key fields...>``."""
+        """Deterministic id: ``<runner>:<kind>:<key fields...>`` (computed once)."""
         return ":".join([self.runner, self.kind, *(_key_part(getattr(self, f)) for f in self.key)])
 
     def data(self) -> dict[str, Any]:
