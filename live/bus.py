@@ -83,6 +83,13 @@ class Bus(Protocol):
 
     def publish_many(self, events: Iterable[Event]) -> None: ...
 
+    def flush(self) -> int:
+        """Send what waits (the runner calls it on its heartbeat); returns how many were sent."""
+        ...
+
+    @property
+    def outbox_depth(self) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -118,6 +125,13 @@ class InProcessBus:
     def publish_many(self, events: Iterable[Event]) -> None:
         for event in events:
             self.publish(event)
+
+    def flush(self) -> int:
+        return 0  # nothing ever waits
+
+    @property
+    def outbox_depth(self) -> int:
+        return 0
 
     def close(self) -> None:
         self._subscribers.clear()

@@ -124,6 +124,10 @@ def test_json_round_trip_and_version_refusal():
         decode(json.dumps({**wire, "data": {"nonsense": 1}}))
     with pytest.raises(ValueError, match="JSON"):
         decode("not json")
+    broken = PerformanceSnapshot(runner="r1", ts_ms=5, bar_ms=1, equity=1.0, cash=1.0, drawdown=0.0,
+                                 stats={"sharpe": float("nan")})
+    with pytest.raises(ValueError, match=r"field\['stats'\]\['sharpe'\] is nan: JSON has no such number"):
+        encode(broken)
     # every kind named in the issue exists
     assert {"session_started", "session_stopped", "bar", "signal", "order_created", "order_submitted",
             "order_updated", "order_cancelled", "order_rejected", "fill", "position_opened",
