@@ -346,6 +346,7 @@ class ProcessedIds:
         self.connection = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         self.connection.execute("PRAGMA journal_mode=WAL")
         self.connection.execute("CREATE TABLE IF NOT EXISTS processed (id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL)")
+        self.connection.execute("CREATE INDEX IF NOT EXISTS processed_at ON processed (at_ms)")
 
     class Batch:
         def __init__(self, conn: sqlite3.Connection) -> None:
@@ -487,8 +488,10 @@ class StreamConsumer:
         cursor, claimed, *_ = self._redis.xautoclaim(self.stream, self.group, self.name, self.claim_idle_ms,
                                                      start_id=self._claim_cursor, count=count)
         self._claim_cursor = cursor
-        if cursor == "0-0":  # went round the whole pending list: rest a while
+        if cursor == "0-0":  # went round the whole pending list: rest a while, forget old ids
             self._next_claim = now + self.claim_idle_ms / 4000
+            if isinstance(self._processed, ProcessedIds):
+                self._processed.prune()
         claimed = [(mid, fields) for mid, fields in claimed if fields]
         if not claimed:
             return []

@@ -308,3 +308,15 @@ def test_bad_arguments_are_named():
         RedisStreamsBus("redis://127.0.0.1:1", "r1", outbox=None, maxlen=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="runner name"):
         RedisStreamsBus("redis://127.0.0.1:1", "a:b", outbox=None)  # type: ignore[arg-type]
+
+
+def test_bench_events_reports_its_summary():
+    proc = subprocess.run([sys.executable, str(ROOT / "research" / "bench_events.py"), "--events", "3000",
+                           "--batch", "500", "--consumers", "1,2"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [r["consumers"] for r in summary["runs"]] == [1, 2]
+    for run in summary["runs"]:
+        assert run["events"] == 3000 and run["end_to_end_per_s"] > 0
+        assert run["end_to_end_s"] >= run["publish_s"] > 0  # consumed after published
