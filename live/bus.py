@@ -83,7 +83,7 @@ class Bus(Protocol):
 
     def publish_many(self, events: Iterable[Event]) -> None: ...
 
-    def flush(self) -> int:
+    def flush(self, max_batches: int | None = None) -> int:
         """Send what waits (the runner calls it on its heartbeat); returns how many were sent."""
         ...
 
@@ -126,7 +126,7 @@ class InProcessBus:
         for event in events:
             self.publish(event)
 
-    def flush(self) -> int:
+    def flush(self, max_batches: int | None = None) -> int:
         return 0  # nothing ever waits
 
     @property
@@ -280,7 +280,7 @@ class RedisStreamsBus:
             try:
                 self._send(rows)
                 return
-            except redis.RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever Redis does, the runner goes on
                 self._failed(exc)
         try:
             self.outbox.append(rows)
@@ -289,16 +289,18 @@ class RedisStreamsBus:
             self.send_errors += len(rows)
             log.exception("the event outbox %s refused %d events", self.outbox.path, len(rows))
             return
-        self.flush()
+        self.flush(max_batches=2)  # a long outbox drains over several calls, not in one bar
 
-    def flush(self) -> int:
-        """Send what waits in the outbox (if Redis is due for a try); returns how many were sent."""
-        sent = 0
-        while self.outbox.depth and time.monotonic() >= self._retry_at:
+    def flush(self, max_batches: int | None = None) -> int:
+        """Send what waits in the outbox (if Redis is due for a try), at most ``max_batches``
+        times ``flush_batch`` events (default: all); returns how many were sent."""
+        sent = batches = 0
+        while self.outbox.depth and time.monotonic() >= self._retry_at and batches != max_batches:
             batch = self.outbox.head(self.flush_batch)
+            batches += 1
             try:
                 self._send([row[1:] for row in batch])
-            except redis.RedisError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever Redis does, the runner goes on
                 self._failed(exc)
                 break
             self.outbox.remove_through(batch[-1][0])
@@ -323,7 +325,10 @@ class RedisStreamsBus:
             self._recent_n -= self._recent.popleft()[1]
         if self._since_trim >= self.trim_every and self._recent_n >= self.maxlen:
             self._since_trim = 0
-            self.trimmed += int(self._trim(keys=[self.stream], args=[self._recent[0][0]]))
+            try:  # the events are in: a failed trim must not send them again
+                self.trimmed += int(self._trim(keys=[self.stream], args=[self._recent[0][0]]))
+            except redis.RedisError as exc:
+                log.warning("trimming %s failed (%s); next time", self.stream, type(exc).__name__)
 
     def close(self) -> None:
         self._redis.close()
