@@ -43,7 +43,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from live.events import Event, decode, encode, to_dict
+from live.events import Event, encode, entry_text, from_dict, parse_entry, to_dict
 from live.store import crash_point
 
 log = logging.getLogger(__name__)
@@ -240,14 +240,16 @@ class RedisStreamsBus:
 
     def __init__(self, url: str, runner_name: str, *, outbox: Outbox, maxlen: int = 100_000,
                  trim_every: int = 1_000, retry_s: float = 1.0, timeout_s: float = 1.0,
-                 flush_batch: int = 5_000) -> None:
-        for name, value in (("maxlen", maxlen), ("trim_every", trim_every), ("flush_batch", flush_batch)):
+                 flush_batch: int = 5_000, entry_events: int = 100) -> None:
+        for name, value in (("maxlen", maxlen), ("trim_every", trim_every), ("flush_batch", flush_batch),
+                            ("entry_events", entry_events)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.runner = _check_runner(runner_name)
         self.stream = stream_key(runner_name)
         self.outbox = outbox
         self.maxlen, self.trim_every, self.flush_batch = maxlen, trim_every, flush_batch
+        self.entry_events = entry_events
         self.retry_s = retry_s
         self._redis = redis_client(url, timeout_s=timeout_s)
         self._trim = self._redis.register_script(_TRIM_LUA)
@@ -314,9 +316,11 @@ class RedisStreamsBus:
                     type(exc).__name__, self.outbox.depth)
 
     def _send(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
-        first = self._xadd_many(keys=[self.stream], args=[row[3] for row in rows])
-        n = len(rows)
-        self.published += n
+        texts = [row[3] for row in rows]
+        entries = [entry_text(texts[i:i + self.entry_events]) for i in range(0, len(texts), self.entry_events)]
+        first = self._xadd_many(keys=[self.stream], args=entries)
+        self.published += len(rows)
+        n = len(entries)
         self._since_trim += n
         # the maxlen cut: the first id of the oldest batch still needed to keep maxlen entries
         self._recent.append((first, n))
@@ -455,36 +459,60 @@ class StreamConsumer:
         if not messages:
             return 0
         acks: list[str] = []
-        dead: list[tuple[str, dict[str, str], str]] = []
+        dead: list[dict[str, str]] = []  # dead-letter entries
+        settled = 0  # events
         with self._processed.batch() as batch:
             for mid, fields, deliveries in messages:
-                if deliveries > self.max_deliveries:
-                    dead.append((mid, fields, f"delivered {deliveries} times without an acknowledgement"))
-                    continue
-                try:
-                    event = decode(fields.get("e", ""))
-                    if batch.apply(event.id, lambda e=event: handler(e)):
-                        self.handled += 1
-                    else:
-                        self.duplicates += 1
+                text = fields.get("e", "")
+                if deliveries > self.max_deliveries:  # it kills its consumers: drop it whole
+                    dead.append({"e": text, "original_id": mid,
+                                 "error": f"delivered {deliveries} times without an acknowledgement"})
                     acks.append(mid)
-                except Exception as exc:  # stays pending: redelivered, or dead-lettered below
-                    self.failures += 1
-                    log.warning("consumer %s failed on message %s (delivery %d): %s", self.name, mid, deliveries, exc)
-                    if deliveries >= self.max_deliveries:
-                        dead.append((mid, fields, f"{type(exc).__name__}: {exc}"))
+                    settled += 1
+                    continue
+                n_ok, failed = self._handle_entry(mid, text, deliveries, batch, handler)
+                if failed and deliveries < self.max_deliveries:
+                    continue  # stays pending: delivered again after claim_idle_ms
+                # all handled, or this was the last try: dead-letter what failed, settle the rest
+                dead += [{"e": raw, "original_id": mid, "error": err} for raw, err in failed]
+                acks.append(mid)
+                settled += n_ok + len(failed)
             if on_batch is not None:
                 on_batch()
         crash_point("bus.before_ack")
-        settled = acks + [d[0] for d in dead]
-        if settled:  # all failed: nothing to acknowledge, they stay pending
+        if acks:
             pipe = self._redis.pipeline(transaction=True)
-            for mid, fields, error in dead:
-                pipe.xadd(self.dead, {**fields, "original_id": mid, "group": self.group, "error": error[:500]})
-            pipe.xack(self.stream, self.group, *settled)
+            for entry in dead:
+                pipe.xadd(self.dead, {**entry, "group": self.group})
+            pipe.xack(self.stream, self.group, *acks)
             pipe.execute()
-        self.dead_lettered += len(dead)
-        return len(settled)
+            self.dead_lettered += len(dead)
+        return settled
+
+    def _handle_entry(self, mid: str, text: str, deliveries: int, batch: Any, handler: Handler
+                      ) -> tuple[int, list[tuple[str, str]]]:
+        """Handle an entry's events; returns how many went through and the ones that failed
+        as (JSON, error)."""
+        try:
+            items = parse_entry(text)
+        except ValueError as exc:
+            self.failures += 1
+            log.warning("consumer %s: message %s is unreadable (delivery %d): %s", self.name, mid, deliveries, exc)
+            return 0, [(text, f"ValueError: {exc}"[:500])]
+        failed = []
+        for raw in items:
+            try:
+                event = from_dict(raw)
+                if batch.apply(event.id, lambda e=event: handler(e)):
+                    self.handled += 1
+                else:
+                    self.duplicates += 1
+            except Exception as exc:  # noqa: BLE001 - a handler's failure is the message's, not ours
+                self.failures += 1
+                log.warning("consumer %s failed on an event of message %s (delivery %d): %s",
+                            self.name, mid, deliveries, exc)
+                failed.append((text if len(items) == 1 else json.dumps(raw), f"{type(exc).__name__}: {exc}"[:500]))
+        return len(items) - len(failed), failed
 
     def _claim(self, count: int) -> list[tuple[str, dict[str, str], int]]:
         now = time.monotonic()

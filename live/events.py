@@ -304,15 +304,16 @@ except ImportError:  # pragma: no cover - platforms without orjson wheels
     _loads = json.loads
 
 
-def _check_finite(value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{where} is {value}: JSON has no such number (use None)")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_finite(v, f"{where}[{k!r}]")
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _check_finite(v, f"{where}[{i}]")
+def _finite(value: Any) -> bool:
+    """False if ``value`` is or holds (in dicts and lists) a NaN or an infinity."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(_finite(v) for v in value.values())
+    if kind is list:
+        return all(_finite(v) for v in value)
+    return True
 
 
 def to_dict(event: Event) -> dict[str, Any]:
@@ -324,7 +325,10 @@ def to_dict(event: Event) -> dict[str, Any]:
 def encode(event: Event) -> str:
     """One line of JSON; NaN and infinities are refused (JSON has no such numbers)."""
     obj = to_dict(event)
-    _check_finite(obj["data"], f"event {event.id!r}: field")
+    if not _finite(obj["data"]):
+        bad = [k for k, v in obj["data"].items() if not _finite(v)]
+        raise ValueError(f"event {event.id!r}: field {bad[0]!r} holds NaN or an infinity, which JSON "
+                         "cannot carry (use None)")
     return _dumps(obj)
 
 
@@ -336,6 +340,25 @@ def decode(text: str | bytes) -> Event:
     except (TypeError, ValueError) as exc:
         raise ValueError(f"an event must be a JSON object: {exc}") from None
     return from_dict(obj)
+
+
+def entry_text(encoded: Sequence[str]) -> str:
+    """Several encoded events as one stream entry: the event itself if alone, else a JSON array."""
+    return encoded[0] if len(encoded) == 1 else "[" + ",".join(encoded) + "]"
+
+
+def parse_entry(text: str | bytes) -> list[Any]:
+    """The events of a stream entry, still as dicts (decode each with :func:`from_dict`);
+    ``ValueError`` if it is not JSON, an object or an array."""
+    try:
+        obj = _loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"an event must be a JSON object: {exc}") from None
+    if isinstance(obj, dict):
+        return [obj]
+    if isinstance(obj, list):
+        return obj
+    raise ValueError(f"a stream entry must be a JSON object or array, got {type(obj).__name__}")
 
 
 def from_dict(obj: Any) -> Event:

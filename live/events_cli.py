@@ -84,9 +84,10 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 for stream, messages in client.xread(last, block=1000, count=100) or []:
                     for mid, fields in messages:
                         last[stream] = mid
-                        print(_line(fields), flush=True)
-                        if spent(1):
-                            return 0
+                        for line in _lines(fields):
+                            print(line, flush=True)
+                            if spent(1):
+                                return 0
         if args.runner is None:
             print("--group needs --runner NAME", file=sys.stderr)
             return 2
@@ -105,13 +106,21 @@ def cmd_tail(args: argparse.Namespace) -> int:
         return 0
 
 
-def _line(fields: dict[str, str]) -> str:
-    from live.events import decode, describe
+def _lines(fields: dict[str, str]) -> list[str]:
+    """An entry's events, one line each (an unreadable one says so)."""
+    from live.events import describe, from_dict, parse_entry
 
     try:
-        return describe(decode(fields.get("e", "")))
+        items = parse_entry(fields.get("e", ""))
     except ValueError as exc:
-        return f"(unreadable event: {exc})"
+        return [f"(unreadable entry: {exc})"]
+    lines = []
+    for raw in items:
+        try:
+            lines.append(describe(from_dict(raw)))
+        except ValueError as exc:
+            lines.append(f"(unreadable event: {exc})")
+    return lines
 
 
 def _no_url(exc: Exception) -> str:
