@@ -5,7 +5,9 @@
 - :class:`RedisStreamsBus`: one Redis stream per runner (``tradpal:<runner>:events``). Publishing
   never raises into the runner: while Redis is unreachable, events go to an :class:`Outbox` in
   the runner's SQLite state file and are flushed, in order, before any newer event once Redis
-  answers again.
+  answers again. The events of one publish call (a bar's) share stream entries, up to
+  ``entry_events`` per entry (field ``e``: one event's JSON, or a JSON array of them): one
+  Redis entry per bar rather than per event keeps the bus fast.
 - :class:`StreamConsumer`: reads through a consumer group: at-least-once, acknowledged after
   handling, reclaims what a dead consumer left pending (``XAUTOCLAIM`` after ``claim_idle_ms``),
   moves a message that failed ``max_deliveries`` times to ``tradpal:<runner>:dead``. With a
@@ -13,7 +15,7 @@
 - :class:`ParquetJournal`: a consumer's handler writing events to Parquet files for research.
 
 Trimming. The stream is trimmed to about ``maxlen`` entries, but never past an entry some
-consumer group has not acknowledged: every ``trim_every`` events the publisher runs one Lua
+consumer group has not acknowledged: every ``trim_every`` entries the publisher runs one Lua
 script (atomic in Redis) that takes, per group, the oldest pending id (``XPENDING``) or, with
 nothing pending, its last-delivered id (``XINFO GROUPS``), and trims with ``XTRIM MINID ~`` at
 the lowest of those and the ``maxlen`` cut. So no order or fill event (nor any other) is
@@ -234,7 +236,8 @@ class RedisStreamsBus:
     :meth:`publish_many` (and :meth:`flush`, which the runner may call on its heartbeat) then
     first sends the outbox, oldest first, ``flush_batch`` at a time, and sends new events
     directly only once the outbox is empty, so the stream keeps the publishing order.
-    ``maxlen`` / ``trim_every``: see the module docstring. Counters: ``published`` (sent to
+    ``entry_events``: most events per stream entry. ``maxlen`` (entries) / ``trim_every``: see
+    the module docstring. Counters: ``published`` (sent to
     Redis), ``outboxed``, ``send_errors``, ``trimmed``.
     """
 
@@ -416,12 +419,14 @@ class StreamConsumer:
 
     :meth:`poll` handles one batch: first what other consumers left pending longer than
     ``claim_idle_ms`` (``XAUTOCLAIM``, checked at most every ``claim_idle_ms / 4``), else new
-    messages (``XREADGROUP``, waiting up to ``block_ms``). Each message is decoded and handed to
-    ``handler`` (under ``processed`` when given, see :class:`ProcessedIds`), then the batch is
-    acknowledged in one ``XACK``. A message whose handling raised stays pending and is delivered
-    again after ``claim_idle_ms``; on its ``max_deliveries``-th failed delivery (or when it was
-    delivered more often than that without an ack: it kills its consumers) it goes to the
-    dead-letter stream with the error and is acknowledged. ``start_id`` is where a new group
+    messages (``XREADGROUP``, waiting up to ``block_ms``); ``count`` is in entries. Each event of
+    an entry is decoded and handed to ``handler`` (under ``processed`` when given, see
+    :class:`ProcessedIds`), then the batch is acknowledged in one ``XACK``. An entry with an
+    event that could not be read or handled stays pending and is delivered again after
+    ``claim_idle_ms`` (its other events are applied again unless ``processed`` remembers them);
+    on its ``max_deliveries``-th failed delivery the failing events go to the dead-letter
+    stream with their error and the entry is acknowledged. An entry delivered more often than
+    that without an acknowledgement (it kills its consumers) is dead-lettered whole. ``start_id`` is where a new group
     starts (``"0"``: the whole stream, ``"$"``: only new events).
     """
 
@@ -449,8 +454,8 @@ class StreamConsumer:
 
     def poll(self, handler: Handler, *, count: int = 500, block_ms: int = 1000,
              on_batch: Callable[[], None] | None = None) -> int:
-        """Handle one batch; returns how many messages it settled (acknowledged or
-        dead-lettered). ``on_batch`` runs after the batch's handlers, before the commit and the
+        """Handle one batch; returns how many events it settled (handled, found handled already
+        or dead-lettered; an entry dead-lettered whole counts one). ``on_batch`` runs after the batch's handlers, before the commit and the
         acknowledgement (a journal writes its file there)."""
         messages = self._claim(count)
         if not messages:
