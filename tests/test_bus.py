@@ -314,6 +314,12 @@ def test_journal_and_tail_commands(server, tmp_path, capsys):
                      "--max-events", "2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and "order_created" in lines[0] and "client_order_id=sma.r1.0.0" in lines[0]
+    # through a group: the events read are acknowledged for that group
+    assert cli_main(["events", "tail", "--redis-url", server.url, "--runner", "r1", "--group", "ops",
+                     "--from-start", "--max-events", "30"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 30 and "heartbeat" in lines[-1] and "seq=4" in lines[-1]
+    assert server.client().xpending(stream_key("r1"), "ops")["pending"] == 0
     assert cli_main(["events", "tail", "--redis-url", "http://nope"]) == 2
     assert "--redis-url must look like redis://" in capsys.readouterr().err
     bus.close()
