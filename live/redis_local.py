@@ -3,6 +3,7 @@ directory, the append-only file on. Never the shared 6379."""
 
 from __future__ import annotations
 
+import ctypes
 import shutil
 import signal
 import socket
@@ -17,6 +18,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: on Linux, SIGKILL it when the process that started it dies
+    (a test run killed by a timeout leaves no server behind)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: clean-up is left to kill9()
+        pass
 
 
 class LocalRedis:
@@ -39,7 +49,8 @@ class LocalRedis:
         self.start()
 
     def start(self, wait_s: float = 10.0) -> None:
-        self.proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self._args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent)
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + wait_s
         try:
