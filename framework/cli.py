@@ -30,7 +30,7 @@ import numpy as np
 
 from framework import data_cli, report
 from framework.settings import settings_from_pairs
-from live import api_cli
+from live import api_cli, events_cli
 
 
 class _StoreOnce(argparse._StoreAction):
@@ -403,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(sub)  # data fetch, data check, exchange serve
     report.register(sub)  # report STRATEGY --data ... --out report.html
     api_cli.register(sub)  # api token, api serve, audit verify
+    events_cli.register(sub)  # events tail, events journal
     return parser
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,464 @@
+"""The live runner's events: typed, versioned records with deterministic ids.
+
+Every event is a frozen dataclass with the ``runner`` that emitted it and ``ts_ms`` (wall clock,
+epoch milliseconds), plus the fields of its kind. :attr:`Event.id` is built from the runner,
+the kind and the kind's *key* fields only (never the wall clock): the same fact published twice
+(a retry after Redis dropped the connection, a restarted runner replaying a bar) has the same id,
+so a consumer that remembers the ids it handled applies it once.
+
+On the wire an event is one JSON object::
+
+    {"v": 1, "kind": "fill", "id": "paper1:fill:BTC/USDT:t17", "runner": "paper1",
+     "ts_ms": 1700000000000, "data": {...the kind's fields...}}
+
+``v`` is the kind's schema version; :func:`decode` refuses a version it does not know
+(:class:`EventVersionError`) rather than misread it.
+
+:func:`from_step` turns what ``BarStepper.step()`` returns (``event_dt`` and ``fill_dt``
+records) into bus events.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+from framework import enums, orders
+
+
+class EventVersionError(ValueError):
+    """An event written with a schema version this TradPal does not read."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event: who emitted it and when (wall clock, epoch ms)."""
+
+    kind: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    #: the fields that, with the runner and the kind, identify the fact (see :attr:`id`)
+    key: ClassVar[tuple[str, ...]] = ()
+
+    runner: str
+    ts_ms: int
+
+    @functools.cached_property
+    def id(self) -> str:
+        """Deterministic id: ``<runner>:<kind>:<key fields...>`` (computed once)."""
+        return ":".join([self.runner, self.kind, *(_key_part(getattr(self, f)) for f in self.key)])
+
+    def data(self) -> dict[str, Any]:
+        """The kind's own fields (everything but ``runner`` and ``ts_ms``)."""
+        return {name: getattr(self, name) for name in _data_fields(type(self))}
+
+
+@functools.cache
+def _data_fields(cls: type[Event]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls) if f.name not in ("runner", "ts_ms"))
+
+
+def _key_part(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+# --- session ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStarted(Event):
+    kind: ClassVar[str] = "session_started"
+    key: ClassVar[tuple[str, ...]] = ("session_id",)
+    session_id: str
+    strategy: str = ""
+    symbols: list[str] = field(default_factory=list)
+    mode: str = ""  # paper / live
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionStopped(Event):
+    kind: ClassVar[str] = "session_stopped"
+    key: ClassVar[tuple[str, ...]] = ("session_id",)
+    session_id: str
+    reason: str = ""
+
+
+# --- market and strategy ----------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class Bar(Event):
+    kind: ClassVar[str] = "bar"
+    key: ClassVar[tuple[str, ...]] = ("symbol", "bar_ms")
+    symbol: str
+    bar_ms: int  # open time
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signal(Event):
+    kind: ClassVar[str] = "signal"
+    key: ClassVar[tuple[str, ...]] = ("symbol", "bar_ms")
+    symbol: str
+    bar_ms: int
+    action: str  # long / short / exit
+    order_type: str = "market"
+    price: float | None = None
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class OrderEvent(Event):
+    """An order's state after a change; the subclasses say which change."""
+
+    key: ClassVar[tuple[str, ...]] = ("client_order_id", "status", "filled_qty", "bar_ms")
+    client_order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    status: str
+    bar_ms: int  # the bar at which it changed
+    qty: float | None = None
+    notional: float | None = None
+    price: float | None = None
+    trigger: float | None = None
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    reason: str = ""  # why the order exists: signal, stop_loss, ...
+    reject_reason: str = ""  # why rejected / cancelled
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCreated(OrderEvent):
+    kind: ClassVar[str] = "order_created"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderSubmitted(OrderEvent):
+    kind: ClassVar[str] = "order_submitted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderUpdated(OrderEvent):
+    """Partially filled, filled, expired, or a working stop's trigger moved."""
+
+    kind: ClassVar[str] = "order_updated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderCancelled(OrderEvent):
+    kind: ClassVar[str] = "order_cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderRejected(OrderEvent):
+    kind: ClassVar[str] = "order_rejected"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fill(Event):
+    kind: ClassVar[str] = "fill"
+    key: ClassVar[tuple[str, ...]] = ("symbol", "trade_id")
+    symbol: str
+    trade_id: str  # the exchange's (or the paper matcher's) id: unique per symbol
+    client_order_id: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_currency: str
+    fill_ms: int
+
+
+# --- positions --------------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class PositionEvent(Event):
+    """A position after the fill ``trade_id`` changed it."""
+
+    key: ClassVar[tuple[str, ...]] = ("symbol", "trade_id")
+    symbol: str
+    trade_id: str
+    qty: float  # signed
+    avg_price: float | None = None
+    realized_pnl: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionOpened(PositionEvent):
+    kind: ClassVar[str] = "position_opened"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionChanged(PositionEvent):
+    kind: ClassVar[str] = "position_changed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionClosed(PositionEvent):
+    kind: ClassVar[str] = "position_closed"
+
+
+# --- risk, feed, reconciliation, health -------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class RiskLimitFired(Event):
+    kind: ClassVar[str] = "risk_limit_fired"
+    key: ClassVar[tuple[str, ...]] = ("rule", "bar_ms", "symbol")
+    rule: str  # halt (max drawdown), daily_block, liquidation, ...
+    bar_ms: int
+    symbol: str = ""  # "" for the whole account
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmergencyStop(Event):
+    kind: ClassVar[str] = "emergency_stop"
+    key: ClassVar[tuple[str, ...]] = ("bar_ms",)
+    bar_ms: int  # the last bar stepped when it was raised
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedStale(Event):
+    kind: ClassVar[str] = "feed_stale"
+    key: ClassVar[tuple[str, ...]] = ("symbol", "since_ms")
+    symbol: str
+    since_ms: int  # when the feed was judged stale
+    last_bar_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeedRecovered(Event):
+    kind: ClassVar[str] = "feed_recovered"
+    key: ClassVar[tuple[str, ...]] = ("symbol", "stale_since_ms")
+    symbol: str
+    stale_since_ms: int
+    recovered_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reconciliation(Event):
+    kind: ClassVar[str] = "reconciliation"
+    key: ClassVar[tuple[str, ...]] = ("at_ms",)
+    at_ms: int
+    ok: bool
+    differences: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Event):
+    kind: ClassVar[str] = "heartbeat"
+    key: ClassVar[tuple[str, ...]] = ("session_id", "seq")
+    session_id: str
+    seq: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerformanceSnapshot(Event):
+    kind: ClassVar[str] = "performance"
+    key: ClassVar[tuple[str, ...]] = ("bar_ms",)
+    bar_ms: int
+    equity: float
+    cash: float
+    drawdown: float
+    stats: dict[str, float | None] = field(default_factory=dict)  # the core's streaming statistics
+
+
+#: every event class by its kind
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (
+        SessionStarted, SessionStopped, Bar, Signal, OrderCreated, OrderSubmitted, OrderUpdated,
+        OrderCancelled, OrderRejected, Fill, PositionOpened, PositionChanged, PositionClosed,
+        RiskLimitFired, EmergencyStop, FeedStale, FeedRecovered, Reconciliation, Heartbeat,
+        PerformanceSnapshot)
+}
+#: kinds a trim of the Redis stream must never drop before every group acknowledged them
+CRITICAL_KINDS: frozenset[str] = frozenset(
+    {"order_created", "order_submitted", "order_updated", "order_cancelled", "order_rejected", "fill"})
+
+
+# --- JSON -------------------------------------------------------------------------------------
+
+try:  # orjson comes with ccxt on common platforms: several times faster than json
+    import orjson
+
+    def _dumps(obj: Any) -> str:
+        return orjson.dumps(obj).decode()
+
+    _loads: Callable[[str | bytes], Any] = orjson.loads
+except ImportError:  # pragma: no cover - platforms without orjson wheels
+    def _dumps(obj: Any) -> str:
+        return json.dumps(obj, separators=(",", ":"))
+
+    _loads = json.loads
+
+
+def _finite(value: Any) -> bool:
+    """False if ``value`` is or holds (in dicts and lists) a NaN or an infinity."""
+    kind = type(value)
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(_finite(v) for v in value.values())
+    if kind is list:
+        return all(_finite(v) for v in value)
+    return True
+
+
+def to_dict(event: Event) -> dict[str, Any]:
+    """The wire form (see the module docstring)."""
+    return {"v": event.version, "kind": event.kind, "id": event.id, "runner": event.runner,
+            "ts_ms": event.ts_ms, "data": event.data()}
+
+
+def encode(event: Event) -> str:
+    """One line of JSON; NaN and infinities are refused (JSON has no such numbers)."""
+    obj = to_dict(event)
+    if not _finite(obj["data"]):
+        bad = [k for k, v in obj["data"].items() if not _finite(v)]
+        raise ValueError(f"event {event.id!r}: field {bad[0]!r} holds NaN or an infinity, which JSON "
+                         "cannot carry (use None)")
+    return _dumps(obj)
+
+
+def decode(text: str | bytes) -> Event:
+    """An event from its JSON; ``ValueError`` for anything malformed and
+    :class:`EventVersionError` for a schema version this TradPal does not read."""
+    try:
+        obj = _loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"an event must be a JSON object: {exc}") from None
+    return from_dict(obj)
+
+
+def entry_text(encoded: Sequence[str]) -> str:
+    """Several encoded events as one stream entry: the event itself if alone, else a JSON array."""
+    return encoded[0] if len(encoded) == 1 else "[" + ",".join(encoded) + "]"
+
+
+def parse_entry(text: str | bytes) -> list[Any]:
+    """The events of a stream entry, still as dicts (decode each with :func:`from_dict`);
+    ``ValueError`` if it is not JSON, an object or an array."""
+    try:
+        obj = _loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"an event must be a JSON object: {exc}") from None
+    if isinstance(obj, dict):
+        return [obj]
+    if isinstance(obj, list):
+        return obj
+    raise ValueError(f"a stream entry must be a JSON object or array, got {type(obj).__name__}")
+
+
+def from_dict(obj: Any) -> Event:
+    """An event from its wire form (a dict); see :func:`decode`."""
+    if not isinstance(obj, dict):
+        raise ValueError(f"an event must be a JSON object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    cls = EVENT_TYPES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}; known: {', '.join(sorted(EVENT_TYPES))}")
+    version = obj.get("v")
+    if version != cls.version:
+        raise EventVersionError(
+            f"event {obj.get('id')!r} of kind {kind!r} has schema version {version!r}; this "
+            f"TradPal reads version {cls.version}" +
+            (" (written by a newer TradPal: upgrade the consumer)"
+             if isinstance(version, int) and version > cls.version else ""))
+    data = obj.get("data")
+    if not isinstance(data, dict):
+        raise ValueError(f"event {obj.get('id')!r}: 'data' must be an object")
+    try:
+        event = cls(runner=obj["runner"], ts_ms=obj["ts_ms"], **data)
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"event {obj.get('id')!r} of kind {kind!r} does not fit its schema: {exc}") from None
+    if "id" in obj and obj["id"] != event.id:
+        raise ValueError(f"event id {obj['id']!r} does not match its content (expected {event.id!r})")
+    return event
+
+
+# --- the core's step output -> events ----------------------------------------------------------
+
+_ORDER_KIND: dict[str, type[OrderEvent]] = {
+    "created": OrderCreated, "submitted": OrderSubmitted, "partially_filled": OrderUpdated,
+    "filled": OrderUpdated, "expired": OrderUpdated, "cancelled": OrderCancelled,
+    "rejected": OrderRejected,
+}
+_RISK_RULE = {enums.EVENT_HALT: "halt", enums.EVENT_DAILY_BLOCK: "daily_block",
+              enums.EVENT_LIQUIDATION: "liquidation"}
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def from_step(events: np.ndarray, fills: np.ndarray, *, runner: str, tag: str, run_id: str,
+              symbols: Sequence[str], bar_ms: Callable[[int], int], ts_ms: int) -> list[Event]:
+    """Bus events for one step of ``BarStepper``: its ``events`` (``event_dt``) then its
+    ``fills`` (``fill_dt``), in that order.
+
+    ``tag`` and ``run_id`` make the client order ids (``framework.orders.client_order_id``;
+    the stepper's are ``orders.strategy_tag(strategy)`` and ``stepper.run_id``); ``symbols``
+    names the columns; ``bar_ms(bar_index)`` is that bar's open time in epoch ms. A paper fill
+    has no exchange trade id: it gets ``<client_order_id>@<bar>#<n>`` (n counts the order's
+    fills in this step), the same on a replay of the bar.
+    """
+    if events.dtype != enums.event_dt or fills.dtype != enums.fill_dt:
+        raise TypeError("events must be event_dt records and fills fill_dt records "
+                        "(what BarStepper.step() returns)")
+    out: list[Event] = []
+    for e in events:
+        kind, col = int(e["kind"]), int(e["col"])
+        symbol = symbols[col] if col >= 0 else ""
+        at = bar_ms(int(e["bar"]))
+        if kind in (enums.EVENT_ORDER, enums.EVENT_AMENDED):
+            status = enums.STATUS_NAMES[e["status"]]
+            cls = OrderUpdated if kind == enums.EVENT_AMENDED else _ORDER_KIND[status]
+            out.append(cls(
+                runner=runner, ts_ms=ts_ms, client_order_id=orders.client_order_id(tag, run_id, col, e["order_id"]),
+                symbol=symbol, side="buy" if e["side"] > 0 else "sell",
+                order_type=enums.ORDER_TYPE_NAMES[e["order_type"]], status=status, bar_ms=at,
+                qty=_num(e["qty"]), notional=_num(e["notional"]), price=_num(e["price"]),
+                trigger=_num(e["trigger"]), filled_qty=float(e["filled_qty"]), avg_price=_num(e["avg_price"]),
+                reason=enums.REASON_NAMES[e["reason"]], reject_reason=enums.REJECT_NAMES[e["reject"]]))
+        elif kind == enums.EVENT_EMERGENCY:
+            out.append(EmergencyStop(runner=runner, ts_ms=ts_ms, bar_ms=at))
+        else:
+            out.append(RiskLimitFired(runner=runner, ts_ms=ts_ms, rule=_RISK_RULE[kind], bar_ms=at, symbol=symbol))
+    seen: dict[str, int] = {}
+    for f in fills:
+        col = int(f["col"])
+        coid = orders.client_order_id(tag, run_id, col, f["order_id"])
+        n = seen[coid] = seen.get(coid, 0) + 1
+        out.append(Fill(
+            runner=runner, ts_ms=ts_ms, symbol=symbols[col], trade_id=f"{coid}@{int(f['bar'])}#{n}",
+            client_order_id=coid, side="buy" if f["side"] > 0 else "sell", qty=float(f["qty"]),
+            price=float(f["price"]), fee=float(f["fees"]),
+            fee_currency="base" if f["fee_ccy"] == enums.FEE_BASE else "quote", fill_ms=bar_ms(int(f["bar"]))))
+    return out
+
+
+def describe(event: Event) -> str:
+    """One human-readable line (``tradpal events tail``)."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromtimestamp(event.ts_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    parts = []
+    for k, v in event.data().items():
+        if v is None or v == "" or v == [] or v == {}:
+            continue
+        parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
+    return f"{when} {event.runner} {event.kind:<17} " + " ".join(parts)
+
