@@ -342,7 +342,6 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch):
         ("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fastest=1,2"): "has no parameter 'fastest'",
         (*sw, "--param", "fast=7"): "fast given in both --param and --grid",
         (*sw, "--top", "0"): "--top must be at least 1, got 0",
-        (*sw, "--data", "ETH_USDT-1d"): "sweep runs one instrument, got 2 --data",
         (*bt, "--data", "ETH_USDT-1h"): "--data BTC_USDT-1d and --data ETH_USDT-1h have different timestamps",
     }
     through_script = {0, 6, 7}  # an argparse error, a --sort error, a date error
