@@ -320,9 +320,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     both = sorted(set(fixed) & set(grid))
     if both:
         raise ValueError(f"{', '.join(both)} given in both --param and --grid; give it in one")
-    frames = _load_data(args)
-    if len(frames) != 1:
-        raise ValueError(f"sweep runs one instrument, got {len(frames)} --data; sweep each on its own")
+    frames = _load_data(args)  # each instrument is swept on its own bars
     started = time.perf_counter()
     table = sweep(cls, frames, {**{k: [v] for k, v in fixed.items()}, **grid},
                   policy=args.policy, calendar=args.calendar, **settings_from_pairs(args.set))
@@ -337,7 +335,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _write_table(table, Path(args.out))
     shown = table if args.top is not None else table.head(20)
     kept = f"the best {len(table)} of {ran}" if len(table) < ran else f"{ran}"
-    print(f"{cls.label()} on {args.data[0]}: {kept} combination(s) by {args.sort}, best first; "
+    print(f"{cls.label()} on {', '.join(frames)}: {kept} combination(s) by {args.sort}, best first; "
           f"ran in {elapsed:.2f} s")
     print(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if len(shown) < len(table):
@@ -389,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--data, a bundled dataset or a CSV/Parquet file (default: buy-and-hold of --data)")
     p.set_defaults(func=cmd_backtest)
 
-    p = sub.add_parser("sweep", help="backtest every combination of a parameter grid")
+    p = sub.add_parser("sweep", help="backtest every combination of a parameter grid (on each --data)")
     _add_run_options(p)
     p.add_argument("--grid", action="append", required=True, metavar="NAME=RANGE",
                    help="values to try: start:stop:step (stop included), e.g. fast=5:50:5, or a "

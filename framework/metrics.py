@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from framework import metrics_nb as nb
+from framework import trades_nb
 from framework.enums import trade_dt
 
 YEAR = pd.Timedelta(days=365)
@@ -221,10 +222,13 @@ def trade_stats(trades: np.ndarray, index: pd.DatetimeIndex) -> dict[str, object
     wins = pnl[pnl > 0]
     losses = pnl[pnl < 0]
     durations = index[trades["exit_bar"]] - index[trades["entry_bar"]]
+    # summed in trade order by the fold a sweep uses, so its table equals these to the bit
+    res = trades_nb.trade_finalize_nb(trades_nb.trade_totals_1d_nb(
+        pnl, np.asarray(trades["ret"], dtype=np.float64)))
     return {
-        "win_rate": len(wins) / n,
-        "profit_factor": float(nb.safe_ratio_nb(wins.sum(), -losses.sum())),
-        "expectancy": float(pnl.mean()),
+        "win_rate": float(res[trades_nb.TR_WIN_RATE]),
+        "profit_factor": float(res[trades_nb.TR_PROFIT_FACTOR]),
+        "expectancy": float(res[trades_nb.TR_EXPECTANCY]),
         "total_trades": n,
         "avg_trade_duration": durations.mean(),
         "largest_win": float(wins.max()) if len(wins) else math.nan,

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 from numba.core import config as numba_config
 
-from framework import enums, indicators_nb, metrics_nb, orders, sim_nb
+from framework import enums, indicators_nb, metrics_nb, orders, sim_nb, trades_nb
 from framework._kernel_cache import tradpal_cache_root
 from framework.data import check_bar
 
@@ -40,6 +40,7 @@ from numba import njit, prange
 from framework.enums import ACTION_NONE, INTENT_ACTION, INTENT_LIMIT, INTENT_ORDER_TYPE, INTENT_PRICE
 from framework.enums import INTENT_SIZE, ORDER_MARKET, G_EQUITY, C_POS, event_dt, fill_dt
 from framework.metrics_nb import N_STATS_STATE, stats_init_nb, stats_update_nb
+from framework.trades_nb import N_TRADE_STATE, trade_end_nb, trade_fill_nb
 from framework.sim_nb import EVENTS_PER_COLUMN_BAR, EVENTS_PER_GROUP_BAR, FILLS_PER_COLUMN_BAR
 from framework.sim_nb import NS_PER_DAY, fill_nb, init_state_nb, order_nb
 {import_line}
@@ -166,27 +167,29 @@ def backtest_nb(o, h, l, c, v, ts, sp, simp, group_start):
 
 
 @njit(cache=CACHE, _nrt=False)
-def _sweep_bars_nb(o, h, l, c, v, ts, states, sp, intents, g, cs, atr_s, vol_s, p, buf, ebuf, nrec, stats):
+def _sweep_bars_nb(o, h, l, c, v, ts, states, sp, intents, g, cs, atr_s, vol_s, p, buf, ebuf, nrec,
+                   stats, trades):
     """All bars of one single-column run, each close folded into a statistics state (see
-    ``framework.metrics_nb``) instead of an equity series; returns the number of fills."""
-    n_fills = 0
+    ``framework.metrics_nb``) and each fill into a trade state (``framework.trades_nb``)
+    instead of an equity series and fill records."""
     for t in range(c.shape[0]):
         bar_nb(t, t, 0, ts[t] // NS_PER_DAY, o, h, l, c, v, states, sp, intents, g, cs,
                atr_s, vol_s, p, buf, ebuf, nrec)
-        n_fills += nrec[0]
+        for i in range(nrec[0]):  # most bars fill nothing
+            trade_fill_nb(trades, buf[i])
         stats_update_nb(stats, g[G_EQUITY], cs[0, C_POS] != 0.0)
-    return n_fills
+    trade_end_nb(trades, c[c.shape[0] - 1, 0])  # an open position is a trade at the last close
 
 
 @njit(cache=CACHE, parallel=True)
 def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar):
     """Every row of ``sp`` (strategy parameters) with the same row of ``simp`` is its own
     single-column backtest over the same (bars, 1) prices, run in parallel over rows. Returns
-    (rows, N_STATS_STATE) statistics states and the fills of each row: memory grows with bars
-    plus rows, never bars x rows."""
+    (rows, N_STATS_STATE) statistics states and (rows, N_TRADE_STATE) trade states: memory
+    grows with bars plus rows, never bars x rows."""
     n_rows = sp.shape[0]
     out = np.empty((n_rows, N_STATS_STATE))
-    n_fills = np.empty(n_rows, dtype=np.int64)
+    out_trades = np.zeros((n_rows, N_TRADE_STATE))
     for r in prange(n_rows):
         row = sp[r:r + 1]
         states = init_states_nb(row)
@@ -196,10 +199,10 @@ def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar):
         ebuf = np.empty(EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR, dtype=event_dt)
         nrec = np.zeros(2, dtype=np.int64)
         stats = stats_init_nb(rf_bar)
-        n_fills[r] = _sweep_bars_nb(o, h, l, c, v, ts, states, row, intents, g, cs, atr_s, vol_s,
-                                    simp[r], buf, ebuf, nrec, stats)
+        _sweep_bars_nb(o, h, l, c, v, ts, states, row, intents, g, cs, atr_s, vol_s, simp[r], buf,
+                       ebuf, nrec, stats, out_trades[r])
         out[r] = stats
-    return out, n_fills
+    return out, out_trades
 '''
 
 
@@ -233,7 +236,7 @@ def _state_arity(strategy_cls: type) -> int:
     return len(state)
 
 
-_DEPENDENCIES = (enums, indicators_nb, metrics_nb, sim_nb)
+_DEPENDENCIES = (enums, indicators_nb, metrics_nb, sim_nb, trades_nb)
 
 
 def kernel_cache_dir() -> Path:

@@ -154,14 +154,14 @@ def walk_forward(
                               calendar=settings.pop("calendar", "auto"))
     if len(frames) != 1:
         raise ValueError(f"walk_forward runs one instrument, got {len(frames)} ({', '.join(frames)})")
-    frame = next(iter(frames.values()))
+    name, frame = next(iter(frames.items()))
     index = frame.index
 
     rows, sweeps, segments, exposures = [], [], [], []
     level, n_trades, result = None, 0, None
     for train_start, train_end, warmup_start, test_start, test_end in splits(
             len(index), train=train, test=test, warmup=warmup, anchored=anchored):
-        table = sweep(cls(**base) if base else cls, frame, grid, start=index[train_start],
+        table = sweep(cls(**base) if base else cls, {name: frame}, grid, start=index[train_start],
                       end=index[train_end], **settings)
         best = _best_row(table[metric], lower=metric in LOWER_IS_BETTER)
         params = {k: table.at[best, k] for k in grid}

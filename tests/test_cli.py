@@ -306,6 +306,21 @@ def test_sweep_sorts_by_a_metric_and_saves_the_best(tmp_path):
     np.testing.assert_array_equal(saved["ann_volatility"], want["ann_volatility"])
 
 
+def test_sweep_takes_several_data_and_shows_the_trade_statistics(tmp_path):
+    out = run_cli("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--data", "ETH_USDT-1d", "--grid", "fast=5,10",
+                  "--param", "slow=40", "--sort", "profit_factor", "--out", str(tmp_path / "both.csv"))
+    assert out.returncode == 0, out.stderr
+    assert "sma_cross on BTC_USDT-1d, ETH_USDT-1d: 4 combination(s) by profit_factor" in out.stdout
+    header = out.stdout.splitlines()[1].split()
+    assert header[:3] == ["instrument", "fast", "slow"] and {"win_rate", "profit_factor", "total_trades"} <= set(header)
+    want = sweep("sma_cross", ["BTC_USDT-1d", "ETH_USDT-1d"], {"fast": [5, 10], "slow": [40]})
+    want = want.sort_values("profit_factor", ascending=False, kind="stable").reset_index(drop=True)
+    saved = pd.read_csv(tmp_path / "both.csv")
+    assert saved[["instrument", "fast"]].values.tolist() == want[["instrument", "fast"]].values.tolist()
+    for key in ("win_rate", "profit_factor", "total_trades"):
+        np.testing.assert_array_equal(saved[key], want[key])
+
+
 def test_grid_values():
     from framework.cli import _grid_values
     from strategies.bollinger_reversion import BollingerReversion
@@ -342,7 +357,6 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch):
         ("sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fastest=1,2"): "has no parameter 'fastest'",
         (*sw, "--param", "fast=7"): "fast given in both --param and --grid",
         (*sw, "--top", "0"): "--top must be at least 1, got 0",
-        (*sw, "--data", "ETH_USDT-1d"): "sweep runs one instrument, got 2 --data",
         (*bt, "--data", "ETH_USDT-1h"): "--data BTC_USDT-1d and --data ETH_USDT-1h have different timestamps",
     }
     through_script = {0, 6, 7}  # an argparse error, a --sort error, a date error

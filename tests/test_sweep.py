@@ -3,6 +3,7 @@
 import logging
 import re
 
+import pandas as pd
 import pytest
 
 from framework.backtest import Backtest
@@ -10,9 +11,12 @@ from framework.sweep import sweep
 from framework.synthetic import generate_ohlcv
 from strategies.donchian_breakout import DonchianBreakout
 from strategies.sma_cross import SmaCross
+from tests.scripted import Scripted
+from tests.test_parity import EXIT, LIMIT, LONG, SHORT, STOP, scripted_data
 
 STATS = ["total_return", "cagr", "ann_volatility", "sharpe", "sortino", "calmar", "max_drawdown",
-         "max_drawdown_duration", "exposure_time", "total_trades"]
+         "max_drawdown_duration", "exposure_time", "total_trades", "win_rate", "profit_factor",
+         "expectancy"]
 
 
 def same(a, b):
@@ -20,11 +24,20 @@ def same(a, b):
 
 
 def assert_rows_match_backtests(table, cls, data, settings):
+    """Each row's statistics equal a Backtest's of its parameters on its instrument; its trade
+    statistics equal what its trades give, counted by hand here."""
     for _, row in table.iterrows():
         params = {k: type(cls.param_spec()[k].default)(row[k]) for k in cls.param_spec()}
-        stats = Backtest(cls(**params), data, **settings).run().stats
+        source = data[row["instrument"]] if isinstance(data, dict) else data
+        result = Backtest(cls(**params), source, **settings).run()
         for key in STATS:
-            assert same(row[key], stats[key]), (params, key, row[key], stats[key])
+            assert same(row[key], result.stats[key]), (params, key, row[key], result.stats[key])
+        pnl = result.trades["pnl"].to_numpy()
+        assert row["total_trades"] == len(pnl)
+        if len(pnl):
+            assert row["win_rate"] == (pnl > 0).sum() / len(pnl)
+            assert row["profit_factor"] == pytest.approx(pnl[pnl > 0].sum() / -pnl[pnl < 0].sum(), rel=1e-12)
+            assert row["avg_trade_return"] == pytest.approx(result.trades["return"].mean(), rel=1e-12)
 
 
 def test_sma_grid_equals_one_backtest_per_combination_and_skips_invalid_pairs(caplog):
@@ -71,12 +84,66 @@ def test_bad_grids_name_the_problem(grid, message):
         sweep("sma_cross", data, grid)
 
 
-def test_sweep_takes_one_instrument():
-    data = generate_ohlcv(200, 2, freq="1h", seed=1, names=["A", "B"])
-    with pytest.raises(ValueError, match="sweep runs one instrument, got 2 .A, B."):
+def test_several_instruments_each_on_its_own_bars():
+    """A mapping, a list of bundled names and a (field, symbol) frame: every combination on
+    every instrument, instrument by instrument, each row equal to a Backtest on that one."""
+    a = generate_ohlcv(1500, freq="1h", seed=21)
+    b = generate_ohlcv(1100, freq="1h", seed=22, start="2021-03-01")  # other bars, other length
+    grid = {"fast": [5, 10], "slow": [30]}
+    table = sweep("sma_cross", {"A": a, "B": b}, grid, fees=0.001, chunk=1)
+    assert table[["instrument", "fast"]].values.tolist() == [["A", 5], ["A", 10], ["B", 5], ["B", 10]]
+    assert (table["total_trades"] > 5).all()
+    assert_rows_match_backtests(table, SmaCross, {"A": a, "B": b}, {"fees": 0.001})
+
+    both = generate_ohlcv(800, 2, freq="1h", seed=1, names=["X", "Y"])  # (field, symbol) columns
+    table = sweep("sma_cross", both, grid)
+    assert table["instrument"].tolist() == ["X", "X", "Y", "Y"]
+    assert_rows_match_backtests(table, SmaCross, {"X": both["X"], "Y": both["Y"]}, {})
+
+    table = sweep("sma_cross", ["BTC_USDT-1d", "ETH_USDT-1d"], grid, start="2022-01-01")
+    one = sweep("sma_cross", "ETH_USDT-1d", grid, start="2022-01-01")
+    assert one["instrument"].tolist() == ["ETH_USDT-1d"] * 2
+    pd.testing.assert_frame_equal(table.iloc[2:].reset_index(drop=True), one)
+
+
+@pytest.mark.parametrize(
+    "data, error, message",
+    [
+        ([], ValueError, "data is an empty list"),
+        ({}, ValueError, "data is an empty mapping"),
+        (["BTC_USDT-1d", "data/BTC_USDT-1d.csv"], ValueError, "two sources for instrument 'BTC_USDT-1d'"),
+        ([generate_ohlcv(50, seed=1)], TypeError, "give DataFrames as a mapping {instrument: frame}"),
+    ],
+)
+def test_bad_instrument_lists_name_the_problem(data, error, message):
+    with pytest.raises(error, match=re.escape(message)):
         sweep("sma_cross", data, {"fast": [5]})
+
+
+def test_bad_chunk_and_client_are_refused():
+    data = generate_ohlcv(200, freq="1h", seed=1)
     with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
-        sweep("sma_cross", data["A"], {"fast": [5]}, chunk=0)
+        sweep("sma_cross", data, {"fast": [5]}, chunk=0)
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        sweep("sma_cross", data, {"fast": [5]}, client="tcp://127.0.0.1:8786")
+
+
+def test_trade_statistics_equal_the_backtest_trades_with_limits_stops_reversals_and_fees():
+    """Limit and stop entries, reversals (a long signal while short), stop-loss and
+    take-profit exits, fees and slippage, a position open at the end: every row's trade count,
+    win rate, profit factor and expectancy equal those of its Backtest's trades, bit for bit."""
+    codes = ([0, EXIT, LIMIT + LONG, LIMIT + SHORT, STOP + LONG, STOP + SHORT, LONG, SHORT],
+             [0.7, 0.04, 0.05, 0.05, 0.05, 0.05, 0.03, 0.03])
+    data = scripted_data(2500, 1, seed=31, codes=codes)
+    data.iloc[-3:, data.columns.get_loc("volume")] = [LONG, 0, 0]  # open at the end
+    settings = dict(fees=0.002, slippage=0.0005, allow_short=True, sl_pct=0.02, tp_pct=0.03, size=0.5)
+    table = sweep(Scripted, data, {"order_type": [0, 1, 2], "gap": [0.0, 0.003]}, **settings)
+    assert_rows_match_backtests(table, Scripted, data, settings)
+    result = Backtest(Scripted(order_type=1, gap=0.003), data, **settings).run()
+    reasons = set(result.trades["exit_reason"])
+    assert {"stop_loss", "take_profit", "open_at_end"} <= reasons, reasons  # the cases happened
+    assert (result.trades["pnl"] > 0).any() and (result.trades["pnl"] < 0).any()
+    assert len(result.trades) > 50
 
 
 def test_ann_factor_and_risk_free_reach_every_combination():
