@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from framework import enums, metrics, orders, runner, sim_nb
+from framework import enums, metrics, orders, runner, sim_nb, trades_nb
 from framework.data import OHLCV_COLUMNS, Calendar, Policy, load_ohlcv, validate_ohlcv
 from framework.settings import SimSettings
 from framework.strategy import Strategy
@@ -495,7 +495,7 @@ class BacktestResult:
     @cached_property
     def trade_records(self) -> np.ndarray:
         """``trade_dt`` records; a position open at the end is a trade marked ``open_at_end``."""
-        return sim_nb.trades_from_fills_nb(
+        return trades_nb.trades_from_fills_nb(
             self.fill_records, len(self.columns), len(self.index) - 1, np.ascontiguousarray(self.close[-1])
         )
 

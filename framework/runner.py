@@ -546,7 +546,7 @@ class BarStepper:
         valued at ``last_close`` (default: the last bar's close)."""
         close = self.cs[:, enums.C_LAST_CLOSE] if last_close is None else np.asarray(last_close, dtype=np.float64)
         close = np.where(np.isnan(close), 0.0, close)
-        return sim_nb.trades_from_fills_nb(self.fills, self.cs.shape[0], max(self.t - 1, 0), close)
+        return trades_nb.trades_from_fills_nb(self.fills, self.cs.shape[0], max(self.t - 1, 0), close)
 
     @property
     def realized_pnl(self) -> np.ndarray:

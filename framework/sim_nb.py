@@ -131,7 +131,6 @@ from framework.enums import (
     P_VOL_WINDOW,
     REASON_DAILY_LOSS,
     REASON_EMERGENCY,
-    REASON_END,
     REASON_LIQUIDATION,
     REASON_MAX_DRAWDOWN,
     REASON_SIGNAL,
@@ -161,7 +160,6 @@ from framework.enums import (
     STATUS_FILLED,
     STATUS_PARTIALLY_FILLED,
     STATUS_REJECTED,
-    trade_dt,
 )
 from framework.indicators_nb import (
     atr_init_nb,
@@ -1111,99 +1109,3 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
         cash[t] = c
         pos[t] = q
     return cash, pos
-
-
-@njit(cache=True)
-def trades_from_fills_nb(fills, n_cols, last_bar, last_close):
-    """Round trips per column from the fills (``trade_dt``): a trade opens when the position
-    leaves zero and closes when it returns to zero; entries in parts average into its entry
-    price, partial exits into its exit price. A fill that reverses the position closes one
-    trade and opens the next (its fee split by quantity). A position still open after the last
-    bar becomes a trade marked ``REASON_END``, valued at ``last_close[col]`` without exit fees.
-    """
-    out = np.empty(fills.shape[0] + n_cols, dtype=trade_dt)
-    m = 0
-    c = np.zeros(1)
-    q = np.zeros(n_cols)
-    opened = np.zeros(n_cols)  # quantity opened in the current trade
-    entry = np.zeros(n_cols)  # its average entry price
-    entry_fees = np.zeros(n_cols)
-    closed = np.zeros(n_cols)  # quantity closed so far
-    exit_avg = np.zeros(n_cols)
-    exit_fees = np.zeros(n_cols)
-    gross = np.zeros(n_cols)  # price pnl of the closed quantity
-    first_bar = np.zeros(n_cols, dtype=np.int64)
-    n_fills = np.zeros(n_cols, dtype=np.int64)
-    for i in range(fills.shape[0]):
-        f = fills[i]
-        col = f["col"]
-        before = q[col]
-        _replay_book(c, q, 0, col, f)
-        after = q[col]
-        base = f["fee_ccy"] == FEE_BASE
-        fee = f["fees"] * f["price"] if base else f["fees"]
-        # the quantity the position moved by (a fee in the base currency comes out of it)
-        qty = f["qty"] if not base else (f["qty"] - f["fees"] if f["side"] > 0 else f["qty"] + f["fees"])
-        signed = qty if f["side"] > 0 else -qty
-        # the part of this fill that reduces the open position, and the part that opens one
-        reducing = 0.0 if before == 0.0 or before * signed > 0.0 else min(qty, abs(before))
-        opening = qty - reducing
-        if reducing > 0.0:
-            share = reducing / qty
-            d = 1.0 if before > 0.0 else -1.0
-            gross[col] += d * (f["price"] - entry[col]) * reducing
-            exit_avg[col] = f["price"] if closed[col] == 0.0 else (
-                (closed[col] * exit_avg[col] + reducing * f["price"]) / (closed[col] + reducing))
-            closed[col] += reducing
-            exit_fees[col] += fee if opening == 0.0 else fee * share
-            n_fills[col] += 1
-            if after == 0.0 or (after > 0.0) != (before > 0.0):
-                r = out[m]
-                r["col"] = col
-                r["direction"] = int(d)
-                r["qty"] = opened[col]
-                r["entry_bar"] = first_bar[col]
-                r["entry_price"] = entry[col]
-                r["entry_fees"] = entry_fees[col]
-                r["exit_bar"] = f["bar"]
-                r["exit_price"] = exit_avg[col]
-                r["exit_fees"] = exit_fees[col]
-                r["pnl"] = gross[col] - entry_fees[col] - exit_fees[col]
-                r["ret"] = r["pnl"] / (opened[col] * entry[col])
-                r["exit_reason"] = f["reason"]
-                r["n_fills"] = n_fills[col]
-                m += 1
-                opened[col] = 0.0
-                closed[col] = 0.0
-                gross[col] = 0.0
-                entry_fees[col] = 0.0
-                exit_fees[col] = 0.0
-                n_fills[col] = 0
-        if opening > 0.0 and after != 0.0:
-            if opened[col] == 0.0:
-                entry[col] = f["price"]
-                first_bar[col] = f["bar"]
-            else:
-                entry[col] = (opened[col] * entry[col] + opening * f["price"]) / (opened[col] + opening)
-            opened[col] += opening
-            entry_fees[col] += fee if reducing == 0.0 else fee * (opening / qty)
-            n_fills[col] += 1
-    for col in range(n_cols):
-        if q[col] != 0.0:
-            d = 1.0 if q[col] > 0.0 else -1.0
-            r = out[m]
-            r["col"] = col
-            r["direction"] = int(d)
-            r["qty"] = opened[col]
-            r["entry_bar"] = first_bar[col]
-            r["entry_price"] = entry[col]
-            r["entry_fees"] = entry_fees[col]
-            r["exit_bar"] = last_bar
-            r["exit_price"] = last_close[col]
-            r["exit_fees"] = exit_fees[col]
-            r["pnl"] = gross[col] + d * (last_close[col] - entry[col]) * abs(q[col]) - entry_fees[col] - exit_fees[col]
-            r["ret"] = r["pnl"] / (opened[col] * entry[col])
-            r["exit_reason"] = REASON_END
-            r["n_fills"] = n_fills[col]
-            m += 1
-    return out[:m]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from framework import enums, sim_nb
+from framework import enums, sim_nb, trades_nb
 from framework.backtest import Backtest
 from framework.orders import TRANSITIONS, check_transitions, client_order_id, final_orders
 from framework.runner import BarStepper
@@ -139,8 +139,8 @@ def test_partial_fills_book_like_the_whole_fill(data):
     np.testing.assert_allclose(cash_b, cash_a, rtol=1e-9, atol=1e-9)  # all in: cash near 0
     np.testing.assert_allclose(pos_b, pos_a, atol=1e-9 * np.abs(pos_a).max())
     close = np.ascontiguousarray(result.close[-1])
-    ta = sim_nb.trades_from_fills_nb(whole, 1, n - 1, close)
-    tb = sim_nb.trades_from_fills_nb(split, 1, n - 1, close)
+    ta = trades_nb.trades_from_fills_nb(whole, 1, n - 1, close)
+    tb = trades_nb.trades_from_fills_nb(split, 1, n - 1, close)
     assert len(ta) == len(tb) > 3
     for field in ("entry_price", "exit_price", "qty", "pnl", "entry_fees", "exit_fees"):
         np.testing.assert_allclose(tb[field], ta[field], rtol=1e-9, atol=1e-9, err_msg=field)

@@ -1,5 +1,5 @@
 """The streaming trade fold (framework.trades_nb) against the Backtest's trade records
-(framework.sim_nb.trades_from_fills_nb) on random fill streams: partial entries and exits,
+(framework.trades_nb.trades_from_fills_nb) on random fill streams: partial entries and exits,
 reversals, fees in the quote or the base currency, a position open at the end."""
 
 import math
@@ -9,7 +9,7 @@ import pytest
 
 from framework import trades_nb as tn
 from framework.enums import FEE_BASE, FEE_QUOTE, fill_dt
-from framework.sim_nb import trades_from_fills_nb
+from framework.trades_nb import trades_from_fills_nb
 
 
 def random_fills(rng: np.random.Generator, n: int) -> np.ndarray:
