@@ -418,6 +418,11 @@ SIM_SETTINGS = st.fixed_dictionaries(
         "max_exposure": _maybe(st.sampled_from([0.5, 1.0])),
         "max_positions": _maybe(st.integers(1, 2)),
         "maintenance_margin": _maybe(st.sampled_from([0.0, 0.5, 0.9])),
+        # exchange precision: quantities on a step, prices on a tick, minimum sizes
+        "qty_step": _maybe(st.sampled_from([0.001, 0.1])),
+        "price_tick": _maybe(st.sampled_from([0.01, 0.5])),
+        "min_qty": _maybe(st.sampled_from([0.01, 0.5])),
+        "min_notional": _maybe(st.sampled_from([10.0, 500.0])),
     }
 )
 SIZES = {"fraction": 0.4, "cash": 2_000.0, "risk": 0.01, "vol_target": 0.5}
