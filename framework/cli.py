@@ -421,6 +421,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     from framework.data import timeframe_to_ms
     from framework.download import DownloadError
     from framework.exchange import create_exchange
+    from framework.orders import check_run_id
     from framework.settings import SimSettings
     from live.feed import open_feed
     from live.runner import LiveRunner, PaperBroker
@@ -443,6 +444,10 @@ def cmd_paper(args: argparse.Namespace) -> int:
     for option, path, suffix in (("--fills-out", args.fills_out, ".csv"), ("--summary-out", args.summary_out, ".json")):
         if path and Path(path).suffix.lower() != suffix:
             raise ValueError(f"{option} {path}: the file name must end in {suffix}")
+    try:
+        check_run_id(args.run_id)
+    except ValueError as e:
+        raise ValueError(str(e).replace("run_id", "--run-id")) from None
     settings = SimSettings.build(strategy.sim_defaults, **settings_from_pairs(args.set))
     try:
         exchange = create_exchange(args.exchange, url=args.exchange_url)
@@ -455,15 +460,12 @@ def cmd_paper(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         feed.close()
         raise ValueError(f"--state: {e}") from None
+    runner = LiveRunner(strategy, PaperBroker(), feed, settings, store, warmup_bars=args.warmup,
+                        run_id=args.run_id, poll_s=args.poll)
+    import signal
+
+    previous = runner.install_signal_handlers()
     try:
-        runner = LiveRunner(strategy, PaperBroker(), feed, settings, store, warmup_bars=args.warmup,
-                            run_id=args.run_id, poll_s=args.poll)
-    except ValueError as e:
-        feed.close()
-        store.close()
-        raise ValueError(str(e).replace("run_id", "--run-id")) from None
-    try:
-        runner.install_signal_handlers()
         runner.start()
         runner.run(max_bars=args.max_bars)
         summary = runner.summary()
@@ -480,6 +482,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
         return 1
     finally:
         runner.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"{strategy!r} paper on {', '.join(symbols)} {args.timeframe}: {summary['live_bars']} live bars "
           f"({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
           f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}")

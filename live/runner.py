@@ -217,10 +217,11 @@ class LiveRunner:
         """Stop after the bar being stepped (safe to call from a signal handler)."""
         self._stop_reason = reason
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT stop the runner cleanly after the current step (main thread only)."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
+    def install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM and SIGINT stop the runner cleanly after the current step (main thread only).
+        Returns the handlers replaced, for ``signal.signal`` to put back."""
+        return {sig: signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def close(self) -> None:
         """Release the feed's connections and the store (with its runner lock)."""
