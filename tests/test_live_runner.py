@@ -59,7 +59,7 @@ def paper_args(strategy: str, ex: LocalExchange, k: int, state: Path, *extra: st
 
 
 def expected_backtest(strategy, k: int, summary: dict) -> Backtest:
-    return Backtest(strategy, frames(k), start=summary["first_bar"], end=summary["last_bar"],
+    return Backtest(strategy, frames(k, rows=2_000), start=summary["first_bar"], end=summary["last_bar"],
                     trade_from=summary["trade_from"], run_id="p1", cash_sharing=k > 1)
 
 
