@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from framework import cli
+from framework import cli, enums
 from framework.backtest import Backtest
 from framework.data import load_ohlcv
 from framework.local_exchange import LocalExchange
@@ -402,3 +402,33 @@ def test_a_restart_with_other_parameters_is_refused(tmp_path, capsys):
         code = cli.main(paper_args("sma_cross", ex, 1, tmp_path, "--param", "fast=5", "--max-bars", "3"))
     assert code == 2
     assert "another run" in capsys.readouterr().err
+
+
+def test_clear_emergency_stop_only_when_halted_by_it_and_flat():
+    """``BarStepper.clear_emergency_stop`` (what ``runner reset`` does): refused while a
+    position is open or when no emergency stop was raised; afterwards orders are placed again."""
+    strategy = STRATEGIES["sma_cross"](fast=2, slow=3)
+    bars = frames(1)["BTC/USDT"]
+    stepper = BarStepper(strategy, SimSettings().vector(8760.0))
+    with pytest.raises(ValueError, match="not halted by an emergency stop"):
+        stepper.clear_emergency_stop()
+    rows = iter(bars.itertuples())
+
+    def step() -> None:
+        r = next(rows)
+        stepper.step(r.Index.value // 86_400_000_000_000, r.open, r.high, r.low, r.close, np.nan)
+
+    while not stepper.positions.any():
+        step()
+    stepper.emergency_stop()
+    with pytest.raises(ValueError, match="positions are still open"):
+        stepper.clear_emergency_stop()
+    step()  # the exit fills at this bar's open
+    assert not stepper.positions.any() and stepper.halted
+    n_orders = len(stepper.orders)
+    stepper.clear_emergency_stop()
+    assert not stepper.halted
+    for _ in range(30):
+        step()
+    placed = stepper.orders[n_orders:]
+    assert len(placed) > 0 and (placed["status"] != enums.STATUS_REJECTED).any()  # not all refused
