@@ -432,3 +432,60 @@ def test_clear_emergency_stop_only_when_halted_by_it_and_flat():
         step()
     placed = stepper.orders[n_orders:]
     assert len(placed) > 0 and (placed["status"] != enums.STATUS_REJECTED).any()  # not all refused
+
+
+class ScriptedFeed:
+    """A feed that hands out a script of batches and events (the runner's side of the feed's
+    contract, without an exchange): history is the first ``W`` bars of ``data``."""
+
+    def __init__(self, data: dict[str, pd.DataFrame], items: list) -> None:
+        self.data, self.symbols, self.timeframe = data, tuple(data), "1h"
+        self.items, self.started = iter(items), None
+
+    def history(self, symbol: str, limit: int | None = None, since_ms=None, until_ms=None) -> pd.DataFrame:
+        return self.data[symbol].iloc[:W].assign(volume=np.nan)
+
+    def start_from(self, since_ms: int) -> None:
+        self.started = since_ms
+
+    def next_bars(self, timeout_s=None):
+        return next(self.items, None)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_without_a_symbol_is_skipped_as_an_inner_aligned_backtest_skips_it(tmp_path):
+    """A batch with a symbol missing is not stepped (logged and recorded), a stale notice is
+    recorded: the run equals the backtest of the data without that bar time."""
+    from live.feed import BarBatch, FeedEvent
+    from live.runner import LiveRunner, PaperBroker
+
+    data = frames(2)
+    index = data["BTC/USDT"].index
+    gap = W + 40
+    items: list = []
+    for i in range(W, W + L):
+        rows = np.array([[*data[s].iloc[i][["open", "high", "low", "close"]], np.nan] for s in SYMBOLS])
+        missing = frozenset()
+        if i == gap:
+            items.append(FeedEvent("stale", 0, ("ETH/USDT",), "ETH/USDT stale"))
+            rows[1] = np.nan
+            missing = frozenset({"ETH/USDT"})
+        items.append(BarBatch(int(index[i].value // 1_000_000), 3_600_000, SYMBOLS, rows, missing))
+    strategy = STRATEGIES["donchian_breakout"]()
+    feed = ScriptedFeed(data, items)
+    runner = LiveRunner(strategy, PaperBroker(), feed, SimSettings.build(strategy.sim_defaults),
+                        StateStore(tmp_path), warmup_bars=W, run_id="p1")
+    try:
+        assert runner.run(max_bars=L - 1) == L - 1
+        records = runner.stepper.fills.copy()
+        kinds = [e.kind for e in runner.store.events()]
+    finally:
+        runner.close()
+    assert feed.started == int(index[W].value // 1_000_000)
+    assert "feed_stale" in kinds and kinds.count("bar_skipped") == 1
+    inner = {s: f.iloc[:W + L].drop(index[gap]) for s, f in data.items()}
+    result = Backtest(strategy, inner, calendar="sessions", trade_from=index[W], run_id="p1",
+                      cash_sharing=True).run()
+    assert len(records) > 0 and np.array_equal(records, result.fill_records)
