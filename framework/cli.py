@@ -7,6 +7,9 @@
                      [--out FILE.csv|.json|.parquet] [--json]
     tradpal sweep STRATEGY --data PATH_OR_NAME --grid name=start:stop:step|v1,v2 [--grid ...]
                   [--sort METRIC] [--top N] [--out FILE.csv|.json|.parquet] (+ the options above)
+    tradpal paper STRATEGY --exchange ID --symbol BTC/USDT [--symbol ...] --timeframe 1h
+                  --state DIR [--exchange-url URL] [--max-bars N] [--fills-out CSV] [--summary-out JSON]
+    tradpal runner status | stop | reset --state DIR
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
 STRATEGY is a bundled name, ``path/to/file.py:ClassName`` or a name from the folders of
@@ -28,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from framework import data_cli, report
+from framework import data_cli
 from framework.settings import settings_from_pairs
 from live import api_cli, events_cli
 
@@ -235,6 +238,29 @@ def write_backtest(result, out: str) -> list[Path]:
     return written
 
 
+def backtest_fills(result):
+    """A backtest's fills with the columns of the fills CSV (``live.runner.FILL_COLUMNS``): the
+    ``symbol`` column holds the instrument names (dataset names or file stems)."""
+    import pandas as pd
+
+    f = result.fills
+    return pd.DataFrame({
+        "timestamp": [t.isoformat() for t in f["time"]], "symbol": f["instrument"], "side": f["side"],
+        "qty": f["qty"], "price": f["price"], "fee": f["fee"], "client_order_id": f["client_order_id"],
+        "order_type": f["order_type"], "reason": f["reason"]})
+
+
+def write_fills_csv(frame, path: str) -> Path:
+    """``--fills-out``: every fill, one row each, columns ``timestamp,symbol,side,qty,price,fee,
+    client_order_id,order_type,reason`` (times ISO 8601 UTC, floats exact)."""
+    target = Path(path)
+    if target.suffix.lower() != ".csv":
+        raise ValueError(f"--fills-out {path}: the file name must end in .csv")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(target, index=False)
+    return target
+
+
 def cmd_backtest(args: argparse.Namespace) -> int:
     from framework.backtest import Backtest
 
@@ -243,13 +269,25 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     settings = settings_from_pairs(args.set)
     if args.out:
         _out_format(args.out)  # a bad --out fails before the run, not after it
+    if args.fills_out and Path(args.fills_out).suffix.lower() != ".csv":
+        raise ValueError(f"--fills-out {args.fills_out}: the file name must end in .csv")
+    trade_from = _utc_time("--trade-from", args.trade_from)
     frames = _load_data(args)
     started = time.perf_counter()
-    bt = Backtest(strategy, frames, policy=args.policy, calendar=args.calendar, **settings)
-    bt.benchmark = report.benchmark_option(args.benchmark, bt)
+    try:
+        bt = Backtest(strategy, frames, policy=args.policy, calendar=args.calendar,
+                      trade_from=trade_from, run_id=args.run_id, **settings)
+    except ValueError as e:  # in this interface's words: the options, not the keywords
+        raise ValueError(str(e).replace("trade_from", "--trade-from").replace("run_id", "--run-id")) from None
+    if args.benchmark is not None:
+        from framework import report  # the plotting stack: imported only where it may be used
+
+        bt.benchmark = report.benchmark_option(args.benchmark, bt)
     result = bt.run()
     elapsed = time.perf_counter() - started
     written = write_backtest(result, args.out) if args.out else []
+    if args.fills_out:
+        written.append(write_fills_csv(backtest_fills(result), args.fills_out))
     if args.json:  # stdout is the JSON object and nothing else
         print(json.dumps(_stats_json(result), indent=1))
         return 0
@@ -370,6 +408,177 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="how to judge gaps in the data (default: guess from the data)")
 
 
+# --- paper trading and the runner's control commands --------------------------------------
+
+
+def _check_symbol(symbol: str) -> str:
+    base, sep, quote = symbol.partition("/")
+    if not sep or not base or not quote:
+        raise ValueError(f"--symbol {symbol!r}: give a unified symbol BASE/QUOTE, e.g. BTC/USDT")
+    return symbol
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    import logging
+
+    from framework.data import timeframe_to_ms
+    from framework.download import DownloadError
+    from framework.exchange import create_exchange
+    from framework.orders import check_run_id
+    from framework.settings import SimSettings
+    from live.feed import open_feed
+    from live.runner import LiveRunner, PaperBroker
+    from live.store import RunnerLockedError, StateStore
+
+    cls = _strategy_class(args)
+    strategy = cls.from_strings(args.param or [])
+    symbols = [_check_symbol(s) for s in args.symbol]
+    if len(set(symbols)) != len(symbols):
+        raise ValueError(f"--symbol: {symbols} repeats a symbol; give each once")
+    try:
+        timeframe_to_ms(args.timeframe)
+    except ValueError as e:
+        raise ValueError(f"--timeframe {args.timeframe!r}: {e}") from None
+    for option, value, low in (("--max-bars", args.max_bars, 0), ("--warmup", args.warmup, 1)):
+        if value is not None and value < low:
+            raise ValueError(f"{option} must be a whole number >= {low}, got {value}")
+    if args.poll <= 0:
+        raise ValueError(f"--poll must be a number of seconds > 0, got {args.poll}")
+    for option, path, suffix in (("--fills-out", args.fills_out, ".csv"), ("--summary-out", args.summary_out, ".json")):
+        if path and Path(path).suffix.lower() != suffix:
+            raise ValueError(f"{option} {path}: the file name must end in {suffix}")
+    try:
+        check_run_id(args.run_id)
+    except ValueError as e:
+        raise ValueError(str(e).replace("run_id", "--run-id")) from None
+    settings = SimSettings.build(strategy.sim_defaults, **settings_from_pairs(args.set))
+    try:
+        exchange = create_exchange(args.exchange, url=args.exchange_url)
+    except ValueError as e:
+        raise ValueError(f"--exchange: {e}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    feed = open_feed(exchange, symbols, args.timeframe, mode=args.feed, url=args.exchange_url)
+    try:
+        store = StateStore(args.state)
+    except (OSError, ValueError) as e:
+        feed.close()
+        raise ValueError(f"--state: {e}") from None
+    runner = LiveRunner(strategy, PaperBroker(), feed, settings, store, warmup_bars=args.warmup,
+                        run_id=args.run_id, poll_s=args.poll)
+    import signal
+
+    previous = runner.install_signal_handlers()
+    try:
+        runner.start()
+        runner.run(max_bars=args.max_bars)
+        summary = runner.summary()
+        if args.fills_out:
+            write_fills_csv(runner.fills_frame(), args.fills_out)
+        if args.summary_out:
+            Path(args.summary_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.summary_out).write_text(json.dumps(summary, indent=1) + "\n")
+    except RunnerLockedError as e:
+        print(f"tradpal: error: --state: {e}", file=sys.stderr)
+        return 1
+    except (DownloadError, OSError) as e:
+        print(f"tradpal: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    finally:
+        runner.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"{strategy!r} paper on {', '.join(symbols)} {args.timeframe}: {summary['live_bars']} live bars "
+          f"({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
+          f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}")
+    return 0
+
+
+def _control_store(args: argparse.Namespace):
+    from live.store import StateStore
+
+    try:
+        return StateStore(args.state, create=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--state: {e}") from None
+
+
+def cmd_runner_status(args: argparse.Namespace) -> int:
+    with _control_store(args) as store:
+        print(json.dumps(store.status(), indent=1))
+    return 0
+
+
+def cmd_runner_request(args: argparse.Namespace) -> int:
+    """``runner stop`` / ``runner reset``: post the request; wait for a running runner's answer."""
+    kind = {"stop": "emergency_stop", "reset": "reset"}[args.runner_command]
+    if args.wait < 0:
+        raise ValueError(f"--wait must be a number of seconds >= 0, got {args.wait}")
+    with _control_store(args) as store:
+        rid = store.request(kind, by="tradpal runner " + args.runner_command)
+        pid = store.runner_pid()
+        if pid is None:
+            print(f"posted {kind} request {rid}; no runner is running on {args.state}: the next "
+                  "start handles it before trading")
+            return 0
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            req = store.get_request(rid)
+            if req is not None and req.handled_ms is not None:
+                print(json.dumps({"request": rid, "kind": kind, "result": req.result}))
+                ok = isinstance(req.result, dict) and req.result.get("ok", False)
+                return 0 if ok else 1
+            time.sleep(0.1)
+        print(f"posted {kind} request {rid}; the runner (pid {pid}) has not handled it within "
+              f"{args.wait:g} s: see `tradpal runner status --state {args.state}`")
+        return 0
+
+
+def register_live(sub) -> None:
+    """``paper`` and ``runner status | stop | reset``."""
+    p = sub.add_parser("paper", help="paper-trade a strategy on an exchange's live candles")
+    p.add_argument("strategy", nargs="?", metavar="STRATEGY",
+                   help="a strategy name (see `tradpal strategies`) or path/to/file.py:ClassName")
+    p.add_argument("--strategy", dest="strategy_option", metavar="FILE.py:CLASS",
+                   help="your own Strategy subclass from a file (instead of STRATEGY)")
+    p.add_argument("--exchange", required=True, help="ccxt exchange id, e.g. binance")
+    p.add_argument("--symbol", action="append", required=True, metavar="BASE/QUOTE",
+                   help="unified symbol, e.g. BTC/USDT; repeat for several (one shared cash pool)")
+    p.add_argument("--timeframe", required=True, help="candle length, e.g. 1h")
+    p.add_argument("--exchange-url", metavar="URL",
+                   help="send API requests here, e.g. the local exchange http://127.0.0.1:8765")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter (repeatable)")
+    p.add_argument("--set", action="append", metavar="SETTING=VALUE", help="simulator setting (repeatable)")
+    p.add_argument("--state", required=True, metavar="DIR",
+                   help="the run's state directory; the same command with it resumes the run")
+    p.add_argument("--max-bars", type=int, metavar="N",
+                   help="stop once the run has N live bars in all (counted across restarts)")
+    p.add_argument("--warmup", type=int, default=500, metavar="N",
+                   help="closed bars of history stepped without trading before the first live bar (default 500)")
+    p.add_argument("--run-id", default="paper", metavar="ID",
+                   help="the run's part of every client order id (default paper)")
+    p.add_argument("--feed", choices=("rest", "ws", "auto"), default="rest",
+                   help="candles by REST polling (default), websocket, or websocket where ccxt.pro has it")
+    p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
+                   help="longest wait for a bar before control requests are looked at (default 0.5)")
+    p.add_argument("--fills-out", metavar="FILE.csv", help="at the end, every fill of the run as CSV")
+    p.add_argument("--summary-out", metavar="FILE.json",
+                   help="at the end, the run's summary: first_bar, trade_from, last_bar, fills, equity, ...")
+    p.set_defaults(func=cmd_paper)
+
+    p = sub.add_parser("runner", help="status, emergency stop or reset of a runner's state directory")
+    rsub = p.add_subparsers(dest="runner_command", required=True)
+    q = rsub.add_parser("status", help="the runner's state as JSON")
+    q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
+    q.set_defaults(func=cmd_runner_status)
+    for name, text in (("stop", "emergency stop: cancel orders, exit every position, halt (survives restarts)"),
+                       ("reset", "lift an emergency stop once flat")):
+        q = rsub.add_parser(name, help=text)
+        q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
+        q.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait for a running runner's answer (default 10)")
+        q.set_defaults(func=cmd_runner_request)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -385,6 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the stats (strategy and benchmark) as one JSON object, nothing else")
     p.add_argument("--benchmark", metavar="B", help="compare with buy-and-hold of B: an instrument of "
                    "--data, a bundled dataset or a CSV/Parquet file (default: buy-and-hold of --data)")
+    p.add_argument("--trade-from", metavar="TIME", help="first bar whose close may place orders "
+                   "(ISO, UTC); the bars before only warm up, as a live runner's warm-up")
+    p.add_argument("--run-id", default="backtest", metavar="ID",
+                   help="the run's part of every client order id (default backtest)")
+    p.add_argument("--fills-out", metavar="FILE.csv", help="save every fill as CSV: timestamp,"
+                   "symbol,side,qty,price,fee,client_order_id,order_type,reason")
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("sweep", help="backtest every combination of a parameter grid (on each --data)")
@@ -398,14 +613,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="save the table: FILE.csv, FILE.json or FILE.parquet")
     p.set_defaults(func=cmd_sweep)
 
+    from framework import report  # the plotting stack: imported only where it may be used
+
+    register_live(sub)  # paper, runner status | stop | reset
     data_cli.register(sub)  # data fetch, data check, exchange serve
     report.register(sub)  # report STRATEGY --data ... --out report.html
     api_cli.register(sub)  # api token, api serve, audit verify
     events_cli.register(sub)  # events tail, events journal
     return parser
 
+_LIVE_COMMANDS = ("paper", "runner")
+
+
+def _live_parser() -> argparse.ArgumentParser:
+    """The parser of ``paper`` and ``runner`` alone: a runner restarted after a crash starts
+    without importing the report's plotting stack (seconds of start-up)."""
+    parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
+    register_live(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = _live_parser() if argv and argv[0] in _LIVE_COMMANDS else build_parser()
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)

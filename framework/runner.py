@@ -473,6 +473,18 @@ class BarStepper:
         sim_nb.emergency_stop_nb(self.g, self.cs, 0, self._event_buf, self._nrec)
         return self._append(self._events, self._event_buf, 1)
 
+    def clear_emergency_stop(self) -> None:
+        """Lift the halt of an emergency stop (an operator's explicit reset, once flat): orders
+        are placed again from the next close. Raises ``ValueError`` unless the run was halted
+        by the emergency stop and every position is closed; a max-drawdown halt stays for good."""
+        if self.g[enums.G_EMERGENCY] == 0.0:
+            raise ValueError("the run is not halted by an emergency stop; nothing to reset"
+                             + (" (a max-drawdown halt is final)" if self.halted else ""))
+        if (self.cs[:, enums.C_POS] != 0.0).any():
+            raise ValueError("positions are still open; reset once the emergency exit has filled")
+        self.g[enums.G_EMERGENCY] = 0.0
+        self.g[enums.G_HALTED] = 0.0
+
     def book_fill(self, col: int, order_id: int, side: int, qty: float, price: float, fee: float,
                   fee_currency: str = "quote", *, order_type: int = enums.ORDER_MARKET,
                   reason: int = enums.REASON_SIGNAL) -> np.ndarray:
