@@ -377,7 +377,7 @@ def test_fuzz_the_api_over_its_own_openapi_schema(tmp_path):
     assert len(operations) == len(ROUTES)
     assert all({"401", "403"} <= set(op["responses"]) for _, _, op in operations)
     tokens = [token(r) for r in ROLE_RANK]
-    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
                                | st.text(max_size=20),
                                lambda inner: st.lists(inner, max_size=3)
                                | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=6)
