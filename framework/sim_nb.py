@@ -334,10 +334,9 @@ def book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy):
 
 
 @bar_njit
-def _book_fill(g, cs, j, t, oid, side, qty, price, order_type, reason, p, fills, nrec, col0):
-    """A paper fill: booked with the simulator's fee and appended to ``fills``."""
-    fees = qty * price * p[P_FEES]
-    book_fill_nb(g, cs, j, side, qty, price, fees, FEE_QUOTE)
+def _record_fill(g, cs, j, t, oid, side, qty, price, fee, fee_ccy, order_type, reason, fills, nrec, col0):
+    """Book one fill (``book_fill_nb``) and append its ``fill_dt`` record to ``fills``."""
+    book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy)
     f = fills[nrec[0]]
     f["order_id"] = int(oid)
     f["col"] = col0 + j
@@ -345,11 +344,18 @@ def _book_fill(g, cs, j, t, oid, side, qty, price, order_type, reason, p, fills,
     f["side"] = side
     f["qty"] = qty
     f["price"] = price
-    f["fees"] = fees
-    f["fee_ccy"] = FEE_QUOTE
+    f["fees"] = fee
+    f["fee_ccy"] = fee_ccy
     f["order_type"] = order_type
     f["reason"] = reason
     nrec[0] += 1
+
+
+@bar_njit
+def _book_fill(g, cs, j, t, oid, side, qty, price, order_type, reason, p, fills, nrec, col0):
+    """A paper fill: booked with the simulator's fee."""
+    _record_fill(g, cs, j, t, oid, side, qty, price, qty * price * p[P_FEES], FEE_QUOTE, order_type,
+                 reason, fills, nrec, col0)
 
 
 @bar_njit
@@ -734,19 +740,7 @@ def broker_fill_nb(g, cs, j, t, day, oid, qty, price, fee, fee_ccy, done, p, fil
     else:
         order_type = int(cs[j, C_PEND_TYPE])
         reason = int(cs[j, C_PEND_REASON])
-    book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy)
-    f = fills[nrec[0]]
-    f["order_id"] = int(oid)
-    f["col"] = col0 + j
-    f["bar"] = t
-    f["side"] = side
-    f["qty"] = qty
-    f["price"] = price
-    f["fees"] = fee
-    f["fee_ccy"] = fee_ccy
-    f["order_type"] = order_type
-    f["reason"] = reason
-    nrec[0] += 1
+    _record_fill(g, cs, j, t, oid, side, qty, price, fee, fee_ccy, order_type, reason, fills, nrec, col0)
     after = cs[j, C_POS]
     cs[j, C_POS] = pos  # the events report the position the order acted on
     if stop or target:

@@ -67,43 +67,34 @@ def _consumer_name(given: str | None) -> str:
     return given or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
+def _tail(args: argparse.Namespace) -> int:
     from live.bus import StreamConsumer, redis_client, stream_key
     from live.events import describe
 
-    try:
-        spent = _budget(args.max_events)
-        client = redis_client(args.redis_url, timeout_s=5.0)
-        runners = _runners(client, args.runner)
-        if args.group is None:
-            if not runners:
-                print("no runner streams yet; pass --runner NAME to wait for one", file=sys.stderr)
-                return 1
-            last = {stream_key(r): "0" if args.from_start else "$" for r in runners}
-            while True:
-                for stream, messages in client.xread(last, block=1000, count=100) or []:
-                    for mid, fields in messages:
-                        last[stream] = mid
-                        for line in _lines(fields):
-                            print(line, flush=True)
-                            if spent(1):
-                                return 0
-        if args.runner is None:
-            print("--group needs --runner NAME", file=sys.stderr)
-            return 2
-        consumer = StreamConsumer(args.redis_url, args.runner, args.group, _consumer_name(args.consumer),
-                                  start_id="0" if args.from_start else "$")
-        while not spent(consumer.poll(lambda event: print(describe(event), flush=True), count=100)):
-            pass
-        return 0
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    spent = _budget(args.max_events)
+    client = redis_client(args.redis_url, timeout_s=5.0)
+    runners = _runners(client, args.runner)
+    if args.group is None:
+        if not runners:
+            print("no runner streams yet; pass --runner NAME to wait for one", file=sys.stderr)
+            return 1
+        last = {stream_key(r): "0" if args.from_start else "$" for r in runners}
+        while True:
+            for stream, messages in client.xread(last, block=1000, count=100) or []:
+                for mid, fields in messages:
+                    last[stream] = mid
+                    for line in _lines(fields):
+                        print(line, flush=True)
+                        if spent(1):
+                            return 0
+    if args.runner is None:
+        print("--group needs --runner NAME", file=sys.stderr)
         return 2
-    except redis.RedisError as exc:
-        print(f"error: Redis: {type(exc).__name__}: {_no_url(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    consumer = StreamConsumer(args.redis_url, args.runner, args.group, _consumer_name(args.consumer),
+                              start_id="0" if args.from_start else "$")
+    while not spent(consumer.poll(lambda event: print(describe(event), flush=True), count=100)):
+        pass
+    return 0
 
 
 def _lines(fields: dict[str, str]) -> list[str]:
@@ -128,7 +119,7 @@ def _no_url(exc: Exception) -> str:
     return str(exc).split("@")[-1]
 
 
-def cmd_journal(args: argparse.Namespace) -> int:
+def _journal(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from live.bus import ParquetJournal, ProcessedIds, StreamConsumer
@@ -136,21 +127,33 @@ def cmd_journal(args: argparse.Namespace) -> int:
     if args.runner is None:
         print("error: journal needs --runner NAME", file=sys.stderr)
         return 2
-    try:
-        spent = _budget(args.max_events)
-        journal = ParquetJournal(args.out)
-        processed = ProcessedIds(Path(args.out) / "processed.sqlite")
-        consumer = StreamConsumer(args.redis_url, args.runner, args.group, _consumer_name(args.consumer),
-                                  processed=processed, claim_idle_ms=10_000)
-        while not spent(consumer.poll(journal.handle, count=1000, on_batch=journal.write)):
-            pass
-        print(f"{consumer.handled} events written to {journal.files} files in {args.out}", file=sys.stderr)
-        return 0
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except redis.RedisError as exc:
-        print(f"error: Redis: {type(exc).__name__}: {_no_url(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+    spent = _budget(args.max_events)
+    journal = ParquetJournal(args.out)
+    processed = ProcessedIds(Path(args.out) / "processed.sqlite")
+    consumer = StreamConsumer(args.redis_url, args.runner, args.group, _consumer_name(args.consumer),
+                              processed=processed, claim_idle_ms=10_000)
+    while not spent(consumer.poll(journal.handle, count=1000, on_batch=journal.write)):
+        pass
+    print(f"{consumer.handled} events written to {journal.files} files in {args.out}", file=sys.stderr)
+    return 0
+
+
+def _with_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command's errors as exit codes: bad input 2, Redis trouble 1 (the URL's password never
+    shown), Ctrl-C a clean stop."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except redis.RedisError as exc:
+            print(f"error: Redis: {type(exc).__name__}: {_no_url(exc)}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+    return run
+
+
+cmd_tail = _with_errors(_tail)
+cmd_journal = _with_errors(_journal)
