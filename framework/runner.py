@@ -493,18 +493,9 @@ class BarStepper:
         cash, position, average entry price and realised pnl change, and the fill is recorded
         against ``order_id``. ``side`` is +1 (buy) or -1 (sell); ``fee_currency`` "quote" (paid
         from cash) or "base" (taken from the quantity). Returns the fill record."""
-        if fee_currency not in ("quote", "base"):
-            raise ValueError(f"fee_currency must be 'quote' or 'base', got {fee_currency!r}")
         if side not in (1, -1):
             raise ValueError(f"side must be +1 (buy) or -1 (sell), got {side!r}")
-        if not (np.isfinite(qty) and qty > 0 and np.isfinite(price) and price > 0 and np.isfinite(fee) and fee >= 0):
-            raise ValueError(
-                f"a fill needs qty > 0, price > 0 and fee >= 0 (finite), got qty={qty!r}, "
-                f"price={price!r}, fee={fee!r}"
-            )
-        if not 0 <= col < self.cs.shape[0]:
-            raise ValueError(f"col must be a column index in 0..{self.cs.shape[0] - 1}, got {col!r}")
-        ccy = enums.FEE_BASE if fee_currency == "base" else enums.FEE_QUOTE
+        ccy = self._check_fill(col, qty, price, fee, fee_currency)
         sim_nb.book_fill_nb(self.g, self.cs, col, side, float(qty), float(price), float(fee), ccy)
         rec = np.zeros(1, dtype=enums.fill_dt)
         rec[0] = (order_id, col, max(self.t - 1, 0), side, qty, price, fee, ccy, order_type, reason)
@@ -532,16 +523,7 @@ class BarStepper:
         if not self.broker_fills:
             raise ValueError("apply_fill needs a stepper made with broker_fills=True (the paper "
                              "matcher fills this one's orders)")
-        if fee_currency not in ("quote", "base"):
-            raise ValueError(f"fee_currency must be 'quote' or 'base', got {fee_currency!r}")
-        if not (np.isfinite(qty) and qty > 0 and np.isfinite(price) and price > 0 and np.isfinite(fee) and fee >= 0):
-            raise ValueError(
-                f"a fill needs qty > 0, price > 0 and fee >= 0 (finite), got qty={qty!r}, "
-                f"price={price!r}, fee={fee!r}"
-            )
-        if not 0 <= col < self.cs.shape[0]:
-            raise ValueError(f"col must be a column index in 0..{self.cs.shape[0] - 1}, got {col!r}")
-        ccy = enums.FEE_BASE if fee_currency == "base" else enums.FEE_QUOTE
+        ccy = self._check_fill(col, qty, price, fee, fee_currency)
         self._nrec[:] = 0
         found = sim_nb.broker_fill_nb(self.g, self.cs, col, self.t, int(day), float(order_id), float(qty), float(price),
                                       float(fee), ccy, bool(done), self.p, self._fill_buf, self._event_buf,
@@ -552,6 +534,19 @@ class BarStepper:
                 "or the position's stop or take-profit); nothing was booked"
             )
         return StepOutput(self._append(self._fills, self._fill_buf, 0), self._append(self._events, self._event_buf, 1))
+
+    def _check_fill(self, col: int, qty: float, price: float, fee: float, fee_currency: str) -> int:
+        """``ValueError`` naming the keyword for a fill's bad numbers; its FEE_* currency code."""
+        if fee_currency not in ("quote", "base"):
+            raise ValueError(f"fee_currency must be 'quote' or 'base', got {fee_currency!r}")
+        if not (np.isfinite(qty) and qty > 0 and np.isfinite(price) and price > 0 and np.isfinite(fee) and fee >= 0):
+            raise ValueError(
+                f"a fill needs qty > 0, price > 0 and fee >= 0 (finite), got qty={qty!r}, "
+                f"price={price!r}, fee={fee!r}"
+            )
+        if not 0 <= col < self.cs.shape[0]:
+            raise ValueError(f"col must be a column index in 0..{self.cs.shape[0] - 1}, got {col!r}")
+        return enums.FEE_BASE if fee_currency == "base" else enums.FEE_QUOTE
 
     def trades(self, last_close: np.ndarray | None = None) -> np.ndarray:
         """Round trips built from the fills so far (``trade_dt``); a position still open is
