@@ -123,8 +123,8 @@ MUTANTS: dict[str, Mutant] = {
         Mutant(
             name="fees_halved",
             bug="half the configured fee is booked",
-            patches=(Patch("framework/sim_nb.py", r"fees = qty \* price \* p\[P_FEES\]",
-                           "fees = qty * price * p[P_FEES] * 0.5"),),
+            patches=(Patch("framework/sim_nb.py", r"qty \* price \* p\[P_FEES\], FEE_QUOTE",
+                           "qty * price * p[P_FEES] * 0.5, FEE_QUOTE"),),
             tests=("tests/test_reference_sim.py", "tests/test_sim.py"),
         ),
         Mutant(
