@@ -84,6 +84,7 @@ REJECT_DAILY_LOSS = 9  # the daily loss limit blocks entries until the next UTC 
 REJECT_NOT_SIZEABLE = 10  # ATR or volatility not warmed up yet, or zero
 REJECT_REPLACED = 11  # cancelled: a risk limit replaced it by an exit
 REJECT_POSITION_CLOSED = 12  # cancelled: its position closed (the other side of a stop/target)
+REJECT_ENTRIES_BLOCKED = 13  # a live runner blocks entries (paused, or its feed is stale)
 REJECT_NAMES = (
     "",
     "no_cash",
@@ -98,6 +99,7 @@ REJECT_NAMES = (
     "not_sizeable",
     "replaced_by_exit",
     "position_closed",
+    "entries_blocked",
 )
 
 # --- step events: what a step reports besides fills ---------------------------------------------
@@ -163,7 +165,8 @@ G_DAY_BLOCKED = 7  # 1 after a daily-loss breach: no entries until the next day
 G_EMERGENCY = 8  # 1 once the emergency stop was raised (sim_nb.emergency_stop_nb; halted too)
 G_BAR = 9  # index of the last processed bar
 G_NEXT_ORDER_ID = 10  # sequence number of the group's next order
-N_GROUP_STATE = 11
+G_ENTRIES_BLOCKED = 11  # 1 while a live runner blocks entries (exits are still managed)
+N_GROUP_STATE = 12
 
 # --- column state (one float64 row per column) -------------------------------------------------
 C_POS = 0  # signed quantity

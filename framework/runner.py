@@ -330,7 +330,7 @@ def utc_ns(index) -> np.ndarray:
 #: Version of the ``BarStepper.snapshot`` layout. Bump it whenever the meaning of a state slot
 #: (``framework.enums`` G_*/C_*, an indicator's state layout) or the set of saved arrays
 #: changes, so that an old snapshot is refused rather than misread.
-SNAPSHOT_SCHEMA = 4  # 4: broker-fill mode (P_BROKER_FILLS, C_PEND_FILLED); 3: orders as records
+SNAPSHOT_SCHEMA = 5  # 5: G_ENTRIES_BLOCKED; 4: broker-fill mode (P_BROKER_FILLS, C_PEND_FILLED); 3: orders as records
 _SNAPSHOT_FORMAT = "tradpal.BarStepper"
 _SIM_PARAM_NAMES = {v: k[2:].lower() for k, v in vars(enums).items() if k.startswith("P_")}
 
@@ -484,6 +484,18 @@ class BarStepper:
             raise ValueError("positions are still open; reset once the emergency exit has filled")
         self.g[enums.G_EMERGENCY] = 0.0
         self.g[enums.G_HALTED] = 0.0
+
+    @property
+    def entries_blocked(self) -> bool:
+        """True while :meth:`block_entries` blocks new entries."""
+        return bool(self.g[enums.G_ENTRIES_BLOCKED] != 0.0)
+
+    def block_entries(self, blocked: bool) -> None:
+        """Block (or allow again) new entries from the next close on; exits, stops and targets
+        are still managed. A blocked entry is rejected with reason ``entries_blocked``. The live
+        runner blocks entries while it is paused or its feed is stale; the flag is part of the
+        state, so it survives snapshot/restore."""
+        self.g[enums.G_ENTRIES_BLOCKED] = 1.0 if blocked else 0.0
 
     def book_fill(self, col: int, order_id: int, side: int, qty: float, price: float, fee: float,
                   fee_currency: str = "quote", *, order_type: int = enums.ORDER_MARKET,

@@ -82,6 +82,7 @@ from framework.enums import (
     G_DAY_BLOCKED,
     G_DAY_START_EQUITY,
     G_EMERGENCY,
+    G_ENTRIES_BLOCKED,
     G_EQUITY,
     G_HALTED,
     G_NEXT_ORDER_ID,
@@ -139,6 +140,7 @@ from framework.enums import (
     REASON_TRAILING_STOP,
     REJECT_COOLDOWN,
     REJECT_DAILY_LOSS,
+    REJECT_ENTRIES_BLOCKED,
     REJECT_HALTED,
     REJECT_MAX_POSITIONS,
     REJECT_MAX_TRADES_DAY,
@@ -1046,6 +1048,8 @@ def order_nb(t, col0, intents, g, cs, p, ev, nrec):
             reject = REJECT_HALTED
         elif g[G_DAY_BLOCKED] != 0.0:
             reject = REJECT_DAILY_LOSS
+        elif g[G_ENTRIES_BLOCKED] != 0.0:
+            reject = REJECT_ENTRIES_BLOCKED
         elif int(cs[j, C_PEND_ACTION]) != ACTION_NONE:
             reject = REJECT_REPLACED  # a risk limit queued this column's exit at this close
         elif t < cs[j, C_COOLDOWN_UNTIL]:

@@ -326,3 +326,33 @@ def test_step_returns_its_events_and_the_stepper_keeps_every_order():
     assert list(s.orders["status"]) == [enums.STATUS_FILLED] * 2
     assert_records_equal(s.events, bt.run().event_records)
     assert isinstance(bt.run().orders, pd.DataFrame)
+
+
+# --- entries blocked (a live runner's pause or stale feed) -------------------------------------
+
+def test_blocked_entries_are_rejected_exits_still_fill_and_the_block_survives_a_snapshot():
+    """Long at bar 0 fills at bar 1's open; entries are then blocked: the exit signal still
+    fills, a new long is rejected with ``entries_blocked``; the block is in the snapshot; once
+    lifted, the next long fills again."""
+    p = SimSettings(init_cash=1000.0, fees=0.0).vector(365.0)
+    s = BarStepper(Scripted(), p)
+    s.step(0, 100, 101, 99, 100, LONG)
+    s.step(1, 100, 101, 99, 100, 0)
+    assert s.positions[0] > 0.0
+    s.block_entries(True)
+    assert s.entries_blocked
+    s.step(2, 100, 101, 99, 100, EXIT)
+    s.step(3, 100, 101, 99, 100, LONG)  # the exit fills at this open; the long is refused
+    assert s.positions[0] == 0.0
+    out = s.step(4, 100, 101, 99, 100, 0)
+    assert s.positions[0] == 0.0 and len(out.fills) == 0
+    rejected = [o for o in s.orders if o["status"] == enums.STATUS_REJECTED]
+    assert [enums.REJECT_NAMES[o["reject"]] for o in rejected] == ["entries_blocked"]
+
+    restored = BarStepper(Scripted(), p)
+    restored.restore(s.snapshot())
+    assert restored.entries_blocked
+    restored.block_entries(False)
+    restored.step(5, 100, 101, 99, 100, LONG)
+    restored.step(6, 100, 101, 99, 100, 0)
+    assert restored.positions[0] > 0.0
