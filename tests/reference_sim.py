@@ -1,6 +1,6 @@
-"""A plain-Python reference of the README's fill rules ("Settings", "Fill semantics", risk limits).
+"""A plain-Python reference of the documented fill rules (README "Settings", docs/simulator.md).
 
-Written from the README, not from ``framework/sim_nb.py``: slow, one bar and one column at a
+Written from the documentation, not from ``framework/sim_nb.py``: slow, one bar and one column at a
 time, every rule where it reads in the README, so that a long random run of the real simulator
 can be compared with it fill by fill. Where the README leaves a choice open the choice made is
 marked ``README:`` below (and listed in the report that added this file).
