@@ -472,13 +472,16 @@ class LiveRunner:
 
     def _request(self, e: np.ndarray, coid: str, d: dict[str, Any]) -> OrderRequest:
         """The :class:`OrderRequest` of a new order's event (``d``: the event as a dict)."""
-        col = int(e["col"])
-        exit_ = int(e["reason"]) in _EXIT_REASONS
+        col, oid = int(e["col"]), float(e["order_id"])
+        st = self.stepper
+        assert st is not None
+        cs = st.cs[col]
+        # an exit: a risk or stop exit, a signal's exit, or the closing half of a reversal
+        exit_ = (int(e["reason"]) in _EXIT_REASONS or oid == cs[enums.C_PEND_CLOSE_ID]
+                 or (oid == cs[enums.C_PEND_ID] and cs[enums.C_PEND_ACTION] == enums.ACTION_EXIT))
         qty, ref = d["qty"], None
         if self.broker_mode:
-            st = self.stepper
-            assert st is not None
-            ref = _num(st.cs[col, enums.C_LAST_CLOSE])
+            ref = _num(cs[enums.C_LAST_CLOSE])
             if qty is not None:  # an exchange's base amounts have 8 decimals; a float sum may miss by 1e-17
                 qty = round(qty, 12)
         return OrderRequest(coid, self.symbols[col], d["side"], d["order_type"], qty, d["price"], d["trigger"],

@@ -27,18 +27,24 @@ from framework.exchange import RetryPolicy, create_exchange
 from framework.local_exchange import LocalExchange, ccxt_client
 from framework.settings import SimSettings
 from live.ccxt_broker import CcxtBroker
-from live.feed import CandleFeed
+from live.feed import CandleFeed, FeedEvent
 from live.runner import LiveRunner
 from live.store import StateStore
 from strategies import STRATEGIES
 from tests.exchange_fixtures import API_KEY, SECRET
-from tests.test_live_runner import frames
 
 ROOT = Path(__file__).resolve().parents[1]
 W, L = 60, 40  # warm-up bars, live bars
 FEE = 0.001
 FAST = dict(fast=2, slow=3)  # crosses often: many orders in few bars
 RETRY = RetryPolicy(max_retries=3, base_delay_s=0.01, factor=2.0, max_delay_s=0.05, jitter="none")
+
+
+def frames(k: int, rows: int) -> dict[str, pd.DataFrame]:
+    """Hourly bars of ``k`` symbols (imported here: a runner subprocess needs no data files)."""
+    from tests.test_live_runner import frames as hourly
+
+    return hourly(k, rows=rows)
 
 
 def exchange(data: dict[str, pd.DataFrame]) -> LocalExchange:
@@ -272,3 +278,175 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
         ex.stop()
     assert len(ids) == len(set(ids))  # no client order id twice on the exchange
     assert outcome(state) == reference
+
+
+# --- reconcile, rejections, stale feed, approvals ------------------------------------------------------
+
+
+def kinds_of(store: StateStore) -> list[str]:
+    return [e.kind for e in store.events()]
+
+
+def test_restart_adopts_its_own_orders_flags_external_ones_and_halts_on_a_balance_difference(tmp_path):
+    ex = exchange(small_data())
+    try:
+        runner = fast_runner(ex.url, tmp_path)
+        drive(ex, runner, 8)
+        runner.close()
+        n_fills = len(outcome(tmp_path)[0])
+        raw = ccxt_client(ex.url, api_key=API_KEY, secret=SECRET)
+        price = raw.fetch_ticker(SYMBOL)["last"]
+        for cid in ("manual-1", "smacross.b1.0.999"):  # someone else's; this run's, unrecorded
+            raw.create_order(SYMBOL, "limit", "buy", 0.001, round(price * 0.5, 2), {"clientOrderId": cid})
+        ex.engine.account(API_KEY).bal("USDT")[0] += 100.0  # a deposit the run knows nothing of
+        runner = fast_runner(ex.url, tmp_path)
+        runner.start()
+        store = runner.store
+        kinds = kinds_of(store)
+        assert "order_adopted" in kinds and "order_external" in kinds and "balance_mismatch" in kinds
+        assert store.order("smacross.b1.0.999").status == "submitted"
+        assert store.order("manual-1") is None
+        (external,) = [e.payload for e in store.events() if e.kind == "order_external"]
+        assert external["client_order_id"] == "manual-1" and external["policy"] == "report"
+        assert store.get_flag("balance_hold")["USDT"]["exchange"] == pytest.approx(
+            store.get_flag("balance_hold")["USDT"]["expected"] + 100.0)
+        assert runner.stepper.entries_blocked
+        rid = store.request("confirm_balance")
+        runner.handle_requests()
+        assert store.get_request(rid).result == {"ok": True, "balance_hold": False}
+        assert not runner.stepper.entries_blocked and store.get_flag("balance_hold") is None
+        assert len(store.fills()) == n_fills  # nothing was missed, nothing booked twice
+        runner.close()
+        # the policy "cancel": the foreign order is cancelled at the next start; the balance holds
+        runner = fast_runner(ex.url, tmp_path, external_orders="cancel")
+        runner.start()
+        assert kinds_of(runner.store).count("balance_mismatch") == 1
+        assert not runner.stepper.entries_blocked and len(runner.store.fills()) == n_fills
+        runner.close()
+        open_ids = [o["clientOrderId"] for o in raw.fetch_open_orders(SYMBOL)]
+    finally:
+        ex.stop()
+    assert "manual-1" not in open_ids
+
+
+def test_insufficient_funds_and_lost_orders_are_final_with_the_reason(tmp_path):
+    ex = exchange(small_data())
+    post = dict(path="/api/v3/order", method="POST")
+    try:
+        runner = fast_runner(ex.url, tmp_path)
+        runner.start()
+        usdt = ex.engine.account(API_KEY).bal("USDT")
+        kept = usdt[0]
+        usdt[0] = 1.0  # the next entry cannot be paid
+        i = 0
+        while not runner.store.orders("rejected"):
+            drive(ex, runner, i + 1)
+            i += 1
+        (rejected,) = runner.store.orders("rejected")
+        assert "insufficient balance" in rejected.reason and not runner.store.fills()
+        event = next(e.payload for e in runner.store.events() if e.kind == "order_rejected")
+        assert event["balance"]["USDT"] == 1.0  # refreshed from the exchange
+        usdt[0] = kept
+        ex.faults.drop_connection(count=None, **post)  # the exchange never gets an order
+        while not runner.store.orders("lost"):
+            drive(ex, runner, i + 1)
+            i += 1
+        ex.faults.clear()
+        (lost,) = runner.store.orders("lost")
+        alert = next(e.payload for e in runner.store.events() if e.kind == "order_lost")
+        assert alert["alert"] is True and alert["client_order_id"] == lost.client_order_id
+        assert lost.client_order_id not in client_ids(ex)
+        drive(ex, runner, i + 6)  # trading goes on: later orders fill
+        assert runner.store.fills() and runner.store.order(rejected.client_order_id).status == "rejected"
+        runner.close()
+    finally:
+        ex.stop()
+
+
+def test_partial_fills_are_booked_as_they_are(tmp_path):
+    ex = exchange(small_data())
+    ex.faults.partial_fills(0.5)  # every market order fills half and expires
+    try:
+        runner = fast_runner(ex.url, tmp_path)
+        drive(ex, runner, 12)
+        summary = runner.summary()
+        fills = runner.store.fills()
+        orders = {o.client_order_id: o for o in runner.store.orders()}
+        runner.close()
+        held = make_broker(ex.url).balance()["BTC"].total
+        trades = sum(len(t) for t in ex.engine.trades.values())
+    finally:
+        ex.stop()
+    assert len(fills) == trades >= 2
+    first = fills[0]
+    assert first.side == "buy" and orders[first.client_order_id].status == "filled"
+    assert first.qty * first.price == pytest.approx(0.25 * 10_000.0, rel=1e-3)  # half of half the equity
+    assert held == pytest.approx(summary["positions"][SYMBOL], abs=1e-9)
+
+
+def test_a_stale_feed_blocks_entries_and_exits_still_go_out(tmp_path):
+    ex = exchange(small_data())
+    window: list[int] = []  # live bars at which the feed turned stale and fresh
+    try:
+        runner = fast_runner(ex.url, tmp_path)
+        notices: list = []
+        real = runner.feed.next_bars
+        runner.feed.next_bars = lambda timeout_s=None: notices.pop(0) if notices else real(timeout_s=timeout_s)
+
+        def feed_notices(i: int) -> None:
+            # stale while a position is open (its exit must still go out), fresh 12 bars later
+            if not window and i >= 3 and runner.stepper.positions[0] > 0 or len(window) == 1 and i == window[0] + 12:
+                window.append(i)
+                notices.append(FeedEvent("stale" if len(window) == 1 else "fresh", 0, (SYMBOL,), "test"))
+
+        drive(ex, runner, 30, feed_notices)
+        orders = runner.store.orders()
+        t0 = runner.info.trade_from_ms
+        kinds = kinds_of(runner.store)
+        runner.close()
+    finally:
+        ex.stop()
+    assert len(window) == 2 and "feed_stale" in kinds and "feed_fresh" in kinds
+    stale = range(t0 + window[0] * 3_600_000, t0 + window[1] * 3_600_000)
+    blocked = [o for o in orders if o.reason == "entries_blocked"]
+    assert blocked and all(o.created_bar_ms in stale and not o.request.reduce_only and o.status == "rejected"
+                           for o in blocked)
+    assert all(o.client_order_id not in client_ids(ex) for o in blocked)
+    assert not [o for o in orders if o.created_bar_ms in stale and o.status == "filled" and not o.request.reduce_only]
+    assert [o for o in orders if o.created_bar_ms in stale and o.status == "filled" and o.request.reduce_only]
+    assert [o for o in orders if o.created_bar_ms >= stale.stop and o.status == "filled"
+            and not o.request.reduce_only]  # entries again once fresh
+
+
+class ScriptedGate:
+    """Answers per order, in the order asked: a list of answers for each new order (the last
+    one repeats)."""
+
+    def __init__(self, scripts: list[list[str]]) -> None:
+        self.scripts, self.orders, self.asked = list(scripts), {}, []
+
+    def decide(self, order, created_s: float, now_s: float) -> str:
+        if order.client_order_id not in self.orders:
+            self.orders[order.client_order_id] = self.scripts.pop(0) if self.scripts else ["approved"]
+        answers = self.orders[order.client_order_id]
+        self.asked.append((order.client_order_id, answers[0]))
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+
+def test_confirm_orders_gate_sends_only_approved_orders(tmp_path):
+    gate = ScriptedGate([["pending", "approved"], ["rejected"], ["pending"], ["expired"]])
+    ex = exchange(small_data())
+    try:
+        runner = fast_runner(ex.url, tmp_path, order_gate=gate)
+        drive(ex, runner, 25)
+        orders = runner.store.orders()
+        runner.close()
+        sent = client_ids(ex)
+    finally:
+        ex.stop()
+    first, second, third, fourth = (o.client_order_id for o in orders[:4])
+    assert [a for c, a in gate.asked if c == first] == ["pending", "approved"]
+    assert first in sent and orders[0].status == "filled"
+    for o, reason in zip(orders[1:4], ("not_approved", "approval_expired", "approval_expired"), strict=True):
+        assert (o.status, o.reason) == ("rejected", reason) and o.client_order_id not in sent
+    assert any(o.status == "filled" for o in orders[4:])  # approved later orders go out
