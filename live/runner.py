@@ -228,6 +228,7 @@ class LiveRunner:
         self._awaiting: dict[str, tuple[OrderRequest, float]] = {}  # orders waiting for the gate
         self._updates: dict[str, OrderUpdate] = {}  # the broker's last word on each order
         self._runner_final: set[str] = set()  # rejected / lost at the broker or the gate: final
+        self._closes: np.ndarray | None = None  # the last stepped bar's closes (orders' ref_price)
 
     # --- public ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -405,6 +406,7 @@ class LiveRunner:
             return
         if self.broker_mode:
             self._before_close(batch)
+            self._closes = batch.close
         try:
             out = st.step(batch.day, batch.open, batch.high, batch.low, batch.close, batch.volume)
         except ValueError as e:  # the feed checks bars already; the core's check is the last word
@@ -481,7 +483,10 @@ class LiveRunner:
                  or (oid == cs[enums.C_PEND_ID] and cs[enums.C_PEND_ACTION] == enums.ACTION_EXIT))
         qty, ref = d["qty"], None
         if self.broker_mode:
-            ref = _num(cs[enums.C_LAST_CLOSE])
+            ref = None if self._closes is None else float(self._closes[col])
+            level = d["price"] if d["price"] is not None else d["trigger"]
+            if qty is None and d["order_type"] != "market" and level is not None and not np.isnan(e["notional"]):
+                qty = float(e["notional"]) / level  # an exchange sizes only market orders by cost
             if qty is not None:  # an exchange's base amounts have 8 decimals; a float sum may miss by 1e-17
                 qty = round(qty, 12)
         return OrderRequest(coid, self.symbols[col], d["side"], d["order_type"], qty, d["price"], d["trigger"],

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -450,3 +451,79 @@ def test_confirm_orders_gate_sends_only_approved_orders(tmp_path):
     for o, reason in zip(orders[1:4], ("not_approved", "approval_expired", "approval_expired"), strict=True):
         assert (o.status, o.reason) == ("rejected", reason) and o.client_order_id not in sent
     assert any(o.status == "filled" for o in orders[4:])  # approved later orders go out
+
+
+# --- watched stops, a cancel racing a fill (a scripted strategy: its decisions in the volume) ----------
+
+
+def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, **settings):
+    """A Scripted strategy on one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
+    from tests.scripted import Scripted
+
+    data = small_data()
+    volume = np.zeros(len(data[SYMBOL]))
+    for i, code in codes.items():
+        volume[W + i] = code
+    data = {SYMBOL: data[SYMBOL].assign(volume=volume)}
+    strategy = Scripted(gap=gap)
+    ex = exchange(data)
+    runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL])
+    return ex, runner
+
+
+def test_a_watched_stop_that_the_bar_crossed_goes_out_as_a_market_order(tmp_path):
+    ex, runner = scripted_run(tmp_path, {1: 1}, sl_pct=0.002)  # long, with a stop 0.2 % below
+    try:
+        drive(ex, runner, 30)
+        events = [e.payload for e in runner.store.events() if e.kind == "fill"]
+        stop_cid = next(e["client_order_id"] for e in events if e["reason"] == "stop_loss")
+        stored = runner.store.order(stop_cid)
+        level = stored.request.trigger
+        summary = runner.summary()
+        runner.close()
+        held = make_broker(ex.url).balance().get("BTC")
+        sent = [o for o in ex.engine.orders.values() if o.client_id == stop_cid]
+    finally:
+        ex.stop()
+    assert [e["reason"] for e in events] == ["signal", "stop_loss"]
+    assert stored.status == "filled" and stored.request.type == "stop"
+    (order,) = sent  # sent once, as a market order when a bar crossed the level
+    assert order.type == "MARKET" and order.side == "SELL"
+    bars = small_data()[SYMBOL]
+    exit_ms = next(e for e in events if e["reason"] == "stop_loss")["bar"]
+    crossed = bars.loc[: pd.Timestamp(exit_ms) - pd.Timedelta(hours=1)].iloc[-1]  # the bar before the exit's
+    assert crossed["low"] <= level
+    assert summary["positions"][SYMBOL] == 0.0 and (held is None or abs(held.total) < 1e-9)
+
+
+def test_a_cancel_that_races_a_fill_books_the_fill(tmp_path):
+    ex, runner = scripted_run(tmp_path, {1: 11}, gap=0.2)  # a buy limit 20 % below: it rests
+    broker = runner.broker
+    real_cancel = broker.exchange.cancel_order
+    raced: list[str] = []
+
+    def cancel_after_a_fill(*args, **kwargs):
+        with ex.engine.lock:  # the order fills just before the cancel reaches the exchange
+            o = next(o for o in ex.engine.orders.values() if o.is_open)
+            ex.engine._fill(ex.engine.market.by_id[o.symbol], o, o.price, ex.clock.now_ms(), maker=True)
+            raced.append(o.client_id)
+        return real_cancel(*args, **kwargs)
+
+    broker.exchange.cancel_order = cancel_after_a_fill
+    submitted = []
+    real_submit = broker.submit
+    broker.submit = lambda order: submitted.append(order) or real_submit(order)
+    try:
+        drive(ex, runner, 4)
+        fills = runner.store.fills()
+        order = runner.store.order(raced[0])
+        positions = runner.stepper.positions
+        runner.close()
+        held = make_broker(ex.url).balance()["BTC"].total
+    finally:
+        ex.stop()
+    assert len(raced) == 1 and [f.client_order_id for f in fills] == raced
+    assert order.status == "filled" and order.request.type == "limit"
+    assert fills[0].price == pytest.approx(order.request.price, abs=1e-8)  # on the price tick
+    assert submitted[0].ref_price == small_data()[SYMBOL]["close"].iloc[W + 1]  # decided at that close
+    assert positions[0] == pytest.approx(held, abs=1e-9) and held > 0
