@@ -3,6 +3,7 @@
     runner = LiveRunner(strategy, PaperBroker(), feed, settings, store,
                         symbols=["BTC/USDT"], timeframe="1h", warmup_bars=500, run_id="paper1")
     runner.run(max_bars=100)
+    # on an exchange: the same, with CcxtBroker(create_exchange(..., credentials=...))
 
 One :class:`~framework.runner.BarStepper` with one column per symbol and one cash group (cash is
 shared, as in a ``cash_sharing`` backtest; for one symbol it is the plain backtest). A single
@@ -28,8 +29,34 @@ event (stale, fresh, rejected bar, hole) is logged and recorded.
 **Paper.** With :class:`PaperBroker` the fills come out of the step itself (the core's paper
 matcher), so a paper run is the backtest of the bars it saw. Paper does not block entries while
 the feed is stale: a stale symbol's batches are incomplete and skipped, so nothing trades on it.
-A broker that fills orders on an exchange plugs in here once the core books broker fills; this
-module refuses it for now.
+
+**Broker mode.** With an exchange broker (``matches_in_step`` False, e.g.
+:class:`~live.ccxt_broker.CcxtBroker`) the stepper runs with ``broker_fills=True``. At each
+close, before the step: orders still waiting for the gate expire; orders good for the bar that
+closed (market, limit, stop entries) still open at the broker are cancelled; the broker's fills
+are fetched (``fills_since``), de-duplicated by exchange trade id and booked with
+``BarStepper.apply_fill`` (price, quantity, fee and fee currency as the exchange reports them;
+a fee in the base asset comes out of the position), each in one transaction with the snapshot;
+a position's stop or take-profit that the bar crossed is sent as a market order (the runner
+watches them: the core holds their levels, trailing ones included). Then the step; the bar is
+committed (its new orders recorded as ``created``); then every new order goes to
+``broker.submit`` with its deterministic client order id (exits ``reduce_only``, market
+entries sized by notional as ``cost``, ``ref_price`` the close), the broker's answer stored
+(crash point ``runner.after_submit`` between the two), and the fills booked. An order that
+filled while its cancel was on the way is booked like any fill. A rejection (insufficient
+funds, invalid order) is final with the exchange's words (event ``order_rejected`` with the
+refreshed balance); an order the exchange never got is ``lost`` (event ``order_lost``,
+``alert``). A stale feed blocks entries (``BarStepper.block_entries``; exits still managed),
+fresh allows them again. With ``order_gate`` every order waits, unsent, for approval.
+
+**Reconcile** (broker mode, every start): an order recorded but never acknowledged is looked
+up by client order id (adopted if the exchange has it, sent if it was decided at the last
+close and the exchange has not); open orders with this run's id prefix that the store lacks
+are adopted (event ``order_adopted``), others are ``order_external`` (left, or cancelled with
+``external_orders="cancel"``); fills missed while down are booked once; the account's totals
+are compared with the start balance plus the core's positions and cash change: a difference
+beyond rounding is ``balance_mismatch`` and blocks entries (flag ``balance_hold``) until a
+``confirm_balance`` request (or ``reset``).
 
 **Control.** ``emergency_stop``: the core's emergency stop (pending orders cancelled, every
 position exits at the next bar's open, no new orders), committed at once with the flags
