@@ -613,9 +613,16 @@ class LiveRunner:
         self._sync_fills()
 
     def _dispatch(self, records: Sequence[OrderRequest | OrderUpdate]) -> None:
-        """Send the orders a step (or the emergency stop) created, then book their fills.
-        Protective stops and targets are not sent: the runner watches them (``_watch_stops``)."""
+        """Cancel at the broker what the core withdrew, send the orders a step (or the emergency
+        stop) created, then book their fills. Protective stops and targets are not sent: the
+        runner watches them (``_watch_stops``)."""
         refused = {r.client_order_id for r in records if isinstance(r, OrderUpdate) and r.status in FINAL_STATUSES}
+        for r in records:  # the core withdrew an order working at the broker (emergency stop, risk)
+            last = self._updates.get(r.client_order_id)
+            if isinstance(r, OrderUpdate) and r.status == "cancelled" and last is not None \
+                    and last.status not in FINAL_STATUSES:
+                symbol = self.symbols[self._ids(r.client_order_id)[0]]
+                self._note(self.broker.cancel(r.client_order_id, symbol), symbol, "cancel")
         now = self._wall()
         sent = False
         for r in records:

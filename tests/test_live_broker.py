@@ -527,3 +527,41 @@ def test_a_cancel_that_races_a_fill_books_the_fill(tmp_path):
     assert fills[0].price == pytest.approx(order.request.price, abs=1e-8)  # on the price tick
     assert submitted[0].ref_price == small_data()[SYMBOL]["close"].iloc[W + 1]  # decided at that close
     assert positions[0] == pytest.approx(held, abs=1e-9) and held > 0
+
+
+def test_emergency_stop_flattens_at_the_broker_at_once(tmp_path):
+    ex = exchange(small_data())
+    try:
+        runner = fast_runner(ex.url, tmp_path)
+        runner.start()
+        i = 0
+        while not runner.stepper.positions.any():
+            drive(ex, runner, i + 1)
+            i += 1
+        broker = make_broker(ex.url)
+        assert broker.balance()["BTC"].total > 0
+        rid = runner.store.request("emergency_stop")
+        runner.handle_requests()  # within one poll: no bar in between
+        assert runner.store.get_request(rid).result["ok"] is True
+        assert broker.balance()["BTC"].total == pytest.approx(0.0, abs=1e-9)
+        assert not runner.stepper.positions.any() and runner.store.get_flag("halted") is True
+        n_orders = len(ex.engine.orders)
+        drive(ex, runner, i + 10)  # halted: the strategy's entries are refused, nothing is sent
+        assert len(ex.engine.orders) == n_orders
+        runner.close()
+    finally:
+        ex.stop()
+
+
+def test_emergency_stop_cancels_a_resting_order_at_the_broker(tmp_path):
+    ex, runner = scripted_run(tmp_path, {1: 11}, gap=0.2)  # a buy limit 20 % below: it rests
+    try:
+        drive(ex, runner, 2)
+        (resting,) = [o for o in ex.engine.orders.values() if o.is_open]
+        runner.store.request("emergency_stop")
+        runner.handle_requests()
+        order = runner.store.order(resting.client_id)
+        runner.close()
+    finally:
+        ex.stop()
+    assert resting.status == "CANCELED" and order.status == "cancelled"
