@@ -189,6 +189,25 @@ class CcxtBroker:
                             what=f"fetch_open_orders {symbol or '(all symbols)'}")
         return [self._update(o.get("clientOrderId") or str(o["id"]), o) for o in orders]
 
+    def open_order_requests(self, symbol: str) -> list[tuple[OrderRequest, OrderUpdate]]:
+        """Open orders on ``symbol`` as the request each one is (side, type, quantity, prices)
+        and its state: what a runner needs to adopt an order it has no record of."""
+        orders = self._read(self.exchange.fetch_open_orders, symbol, what=f"fetch_open_orders {symbol}")
+        out = []
+        for o in orders:
+            cid = o.get("clientOrderId") or str(o["id"])
+            kind = str(o.get("type") or "limit").lower()
+            trigger = o.get("triggerPrice") or o.get("stopPrice")
+            otype = kind if kind in ("market", "limit") else ("take_profit" if "take" in kind else "stop")
+            if otype == "stop" and "limit" in kind:
+                otype = "stop_limit"
+            price = o.get("price") if otype in ("limit", "stop_limit") else None
+            out.append((OrderRequest(cid, symbol, o["side"], otype, float(o.get("amount") or 0.0) or None,
+                                     None if price is None else float(price),
+                                     None if trigger is None else float(trigger)),
+                        self._update(cid, o)))
+        return out
+
     def balance(self) -> dict[str, AssetBalance]:
         """Free, locked and total amount of every asset the exchange lists for the account."""
         raw = self._read(self.exchange.fetch_balance, what="fetch_balance")

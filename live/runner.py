@@ -3,6 +3,7 @@
     runner = LiveRunner(strategy, PaperBroker(), feed, settings, store,
                         symbols=["BTC/USDT"], timeframe="1h", warmup_bars=500, run_id="paper1")
     runner.run(max_bars=100)
+    # on an exchange: the same, with CcxtBroker(create_exchange(..., credentials=...))
 
 One :class:`~framework.runner.BarStepper` with one column per symbol and one cash group (cash is
 shared, as in a ``cash_sharing`` backtest; for one symbol it is the plain backtest). A single
@@ -28,8 +29,34 @@ event (stale, fresh, rejected bar, hole) is logged and recorded.
 **Paper.** With :class:`PaperBroker` the fills come out of the step itself (the core's paper
 matcher), so a paper run is the backtest of the bars it saw. Paper does not block entries while
 the feed is stale: a stale symbol's batches are incomplete and skipped, so nothing trades on it.
-A broker that fills orders on an exchange plugs in here once the core books broker fills; this
-module refuses it for now.
+
+**Broker mode.** With an exchange broker (``matches_in_step`` False, e.g.
+:class:`~live.ccxt_broker.CcxtBroker`) the stepper runs with ``broker_fills=True``. At each
+close, before the step: orders still waiting for the gate expire; orders good for the bar that
+closed (market, limit, stop entries) still open at the broker are cancelled; the broker's fills
+are fetched (``fills_since``), de-duplicated by exchange trade id and booked with
+``BarStepper.apply_fill`` (price, quantity, fee and fee currency as the exchange reports them;
+a fee in the base asset comes out of the position), each in one transaction with the snapshot;
+a position's stop or take-profit that the bar crossed is sent as a market order (the runner
+watches them: the core holds their levels, trailing ones included). Then the step; the bar is
+committed (its new orders recorded as ``created``); then every new order goes to
+``broker.submit`` with its deterministic client order id (exits ``reduce_only``, market
+entries sized by notional as ``cost``, ``ref_price`` the close), the broker's answer stored
+(crash point ``runner.after_submit`` between the two), and the fills booked. An order that
+filled while its cancel was on the way is booked like any fill. A rejection (insufficient
+funds, invalid order) is final with the exchange's words (event ``order_rejected`` with the
+refreshed balance); an order the exchange never got is ``lost`` (event ``order_lost``,
+``alert``). A stale feed blocks entries (``BarStepper.block_entries``; exits still managed),
+fresh allows them again. With ``order_gate`` every order waits, unsent, for approval.
+
+**Reconcile** (broker mode, every start): an order recorded but never acknowledged is looked
+up by client order id (adopted if the exchange has it, sent if it was decided at the last
+close and the exchange has not); open orders with this run's id prefix that the store lacks
+are adopted (event ``order_adopted``), others are ``order_external`` (left, or cancelled with
+``external_orders="cancel"``); fills missed while down are booked once; the account's totals
+are compared with the start balance plus the core's positions and cash change: a difference
+beyond rounding is ``balance_mismatch`` and blocks entries (flag ``balance_hold``) until a
+``confirm_balance`` request (or ``reset``).
 
 **Control.** ``emergency_stop``: the core's emergency stop (pending orders cancelled, every
 position exits at the next bar's open, no new orders), committed at once with the flags
@@ -41,19 +68,20 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
-from framework import enums, metrics, orders
+from framework import enums, metrics, orders, sim_nb
 from framework.data import timeframe_to_ms
 from framework.runner import BarStepper
 from framework.settings import SimSettings
 from framework.strategy import Strategy
-from live.broker import BrokerFill, OrderRequest, OrderUpdate
+from live.broker import FINAL_STATUSES, BrokerFill, OrderRequest, OrderUpdate
 from live.feed import BarBatch, CandleFeed, FeedEvent
 from live.store import ControlRequest, StateStore, crash_point
 
@@ -62,16 +90,37 @@ log = logging.getLogger("tradpal.live.runner")
 #: Crash points of the runner (``TRADPAL_CRASH_AT``, see ``live.store.crash_point``):
 #: after the warm-up was stepped and before it is committed; after a bar was stepped and before
 #: anything of it is stored; after its fills were stored and before the bar is committed.
-CRASH_POINTS: tuple[str, ...] = ("runner.after_warmup", "runner.after_step", "runner.after_fills")
+#: Broker mode: after the exchange acknowledged an order and before the store records it.
+CRASH_POINTS: tuple[str, ...] = ("runner.after_warmup", "runner.after_step", "runner.after_fills",
+                                 "runner.after_submit")
+
+#: What broker mode does with an open order on the exchange that is not this run's.
+EXTERNAL_POLICIES = ("report", "cancel")
 
 #: Columns of the fills CSV (``tradpal paper --fills-out``, ``tradpal backtest --fills-out``).
 FILL_COLUMNS = ("timestamp", "symbol", "side", "qty", "price", "fee", "client_order_id",
                 "order_type", "reason")
 
 _RUN_FLAG = "run"  # flag holding what the run was started with (checked on a restart)
+_BALANCE_FLAG = "balance_start"  # broker mode: the account's totals the balance check starts from
+_HOLD_FLAG = "balance_hold"  # broker mode: entries blocked until a balance difference is confirmed
+_ONE_BAR_TYPES = ("market", "limit", "stop", "stop_limit")  # good for one bar unless protective
 _EXIT_REASONS = {enums.REASON_STOP_LOSS, enums.REASON_TAKE_PROFIT, enums.REASON_TRAILING_STOP,
                  enums.REASON_MAX_DRAWDOWN, enums.REASON_DAILY_LOSS, enums.REASON_EMERGENCY,
                  enums.REASON_LIQUIDATION}
+
+
+GateDecision = Literal["approved", "rejected", "pending", "expired"]
+
+
+class OrderGate(Protocol):
+    """``--confirm-orders``: the runner asks before sending each order, and again between polls
+    while the answer is ``"pending"``. ``created_s`` is when the order was decided and ``now_s``
+    the time now (both seconds since the epoch). A ``"rejected"`` or ``"expired"`` order is never
+    sent: it is recorded as rejected with the reason ``not_approved`` / ``approval_expired``.
+    An order still pending at the next close expires (the core expires it there too)."""
+
+    def decide(self, order: OrderRequest, created_s: float, now_s: float) -> GateDecision: ...
 
 
 class PaperBroker:
@@ -123,7 +172,9 @@ class LiveRunner:
 
     Args:
         strategy: a ``Strategy`` instance (the very object a backtest runs).
-        broker: :class:`PaperBroker` (the only mode for now).
+        broker: :class:`PaperBroker` (paper: the core's matcher fills), or an exchange broker
+            (``matches_in_step`` False, e.g. :class:`~live.ccxt_broker.CcxtBroker`): broker mode,
+            see "Broker mode" in the module docstring.
         feed: a :class:`~live.feed.CandleFeed` (or websocket feed) of ``symbols`` on ``timeframe``,
             not polled yet.
         settings: the simulator settings (``SimSettings.build(strategy.sim_defaults, ...)`` as a
@@ -137,19 +188,36 @@ class LiveRunner:
             per 365-day year, as a backtest derives it from hourly bars (8760).
         poll_s: longest wait for the feed before looking at control requests and signals again.
         on_event: callbacks receiving every event (a dict with ``kind``) once it is committed.
+        external_orders: broker mode: what to do with an open order on the exchange whose client
+            id is not this run's: ``"report"`` (leave it, event ``order_external``) or
+            ``"cancel"`` (cancel it, with the event).
+        order_gate: broker mode (``--confirm-orders``): an object with ``decide(order, created_s,
+            now_s)`` returning ``"approved"``, ``"rejected"``, ``"pending"`` or ``"expired"``;
+            every order waits, unsent, until approved (see :class:`OrderGate`).
+        wall_clock: seconds since the epoch, for the gate's ``created_s`` / ``now_s``.
     """
 
     def __init__(self, strategy: Strategy, broker: Any, feed: CandleFeed, settings: SimSettings,
                  store: StateStore, *, symbols: Sequence[str] | None = None,
                  timeframe: str | None = None, warmup_bars: int = 500, run_id: str = "paper",
                  ann_factor: float | None = None, poll_s: float = 0.5,
-                 on_event: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
+                 on_event: Sequence[Callable[[dict[str, Any]], None]] = (),
+                 external_orders: str = "report", order_gate: OrderGate | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a Strategy instance, got {type(strategy).__name__}")
-        if not getattr(broker, "matches_in_step", False):
-            raise NotImplementedError(
-                f"broker {broker!r}: only the paper broker (live.runner.PaperBroker) runs for now; "
-                "exchange brokers need the core's broker-fill mode")
+        #: True for a broker that fills on an exchange (``matches_in_step`` False): broker mode
+        self.broker_mode = not getattr(broker, "matches_in_step", False)
+        if self.broker_mode:
+            missing = [m for m in ("submit", "cancel", "fetch_order", "fills_since", "open_orders", "balance")
+                       if not callable(getattr(broker, m, None))]
+            if missing:
+                raise TypeError(f"broker {broker!r} is neither the paper broker nor an exchange broker "
+                                f"(it lacks {', '.join(missing)}; see live.broker.Broker)")
+        if external_orders not in EXTERNAL_POLICIES:
+            raise ValueError(f"external_orders must be one of {', '.join(EXTERNAL_POLICIES)}, got {external_orders!r}")
+        if order_gate is not None and not callable(getattr(order_gate, "decide", None)):
+            raise TypeError(f"order_gate must have a decide(order, created_s, now_s) method, got {order_gate!r}")
         if not isinstance(settings, SimSettings):
             raise TypeError(f"settings must be a SimSettings, got {type(settings).__name__}")
         self.symbols = tuple(feed.symbols if symbols is None else symbols)
@@ -179,6 +247,15 @@ class LiveRunner:
         self._fill_counts: dict[tuple[int, int], int] = {}  # fills per order so far
         self._quote = [s.split("/")[1].split(":")[0] if "/" in s else "quote" for s in self.symbols]
         self._base = [s.split("/")[0] for s in self.symbols]
+        # broker mode
+        self.external_orders, self.order_gate, self._wall = external_orders, order_gate, wall_clock
+        self._paused = False  # entries blocked by an operator's pause (handled elsewhere)
+        self._stale = False  # entries blocked while the feed is stale (broker mode)
+        self._balance_hold = False  # entries blocked until a balance difference is confirmed
+        self._awaiting: dict[str, tuple[OrderRequest, float]] = {}  # orders waiting for the gate
+        self._updates: dict[str, OrderUpdate] = {}  # the broker's last word on each order
+        self._runner_final: set[str] = set()  # rejected / lost at the broker or the gate: final
+        self._closes: np.ndarray | None = None  # the last stepped bar's closes (orders' ref_price)
 
     # --- public ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +268,8 @@ class LiveRunner:
             self._restore(RunInfo.from_json(stored), snap)
         else:
             self._warm_up()
+        if self.broker_mode:
+            self._reconcile()
         self.handle_requests()
 
     def run(self, max_bars: int | None = None) -> int:
@@ -208,6 +287,8 @@ class LiveRunner:
                 self.on_bar(item)
             elif isinstance(item, FeedEvent):
                 self._feed_event(item)
+            if self._awaiting:
+                self._ask_gate()
             self.handle_requests()
         if self._stop_reason is not None:
             log.info("runner stopped: %s", self._stop_reason)
@@ -263,7 +344,7 @@ class LiveRunner:
     # --- start ----------------------------------------------------------------------------------
     def _new_stepper(self, trade_from: int) -> BarStepper:
         return BarStepper(self.strategy, self.settings.vector(self.ann_factor), n_columns=len(self.symbols),
-                          trade_from=trade_from, run_id=self.run_id)
+                          trade_from=trade_from, run_id=self.run_id, broker_fills=self.broker_mode)
 
     def _restore(self, info: RunInfo, snap: tuple[bytes, int]) -> None:
         expected = (self.symbols, self.timeframe, _strategy_id(self.strategy), self.run_id)
@@ -325,8 +406,11 @@ class LiveRunner:
         order_records, event_dicts = self._records(recs, last)
         event_dicts.insert(0, {"kind": "session_started", "warmup_bars": n, "first_bar": iso(int(open_ms[0])),
                                "trade_from": iso(last + self.tf_ms)})
+        flags: dict[str, Any] = {_RUN_FLAG: self.info.as_json()}
+        if self.broker_mode:  # what the account held when the run began (the balance check's base)
+            flags[_BALANCE_FLAG] = self._account_totals()
         self.store.commit_bar(dict.fromkeys(self.symbols, last), stepper.snapshot(), order_records,
-                              event_dicts, summary=self.summary(), flags={_RUN_FLAG: self.info.as_json()})
+                              event_dicts, summary=self.summary(), flags=flags)
         self._publish(event_dicts)
         self.feed.start_from(last + self.tf_ms)
         log.info("warmed up on %d bars, %s .. %s; trading from %s", n, iso(int(open_ms[0])),
@@ -347,6 +431,9 @@ class LiveRunner:
             log.warning("bar %s is not after the last one stepped (%s); ignored", iso(batch.open_ms),
                         iso(self.last_bar_ms))
             return
+        if self.broker_mode:
+            self._before_close(batch)
+            self._closes = batch.close
         try:
             out = st.step(batch.day, batch.open, batch.high, batch.low, batch.close, batch.volume)
         except ValueError as e:  # the feed checks bars already; the core's check is the last word
@@ -361,6 +448,8 @@ class LiveRunner:
         self.store.commit_bar(dict.fromkeys(self.symbols, batch.open_ms), st.snapshot(), order_records,
                               event_dicts, summary=self.summary())
         self._publish([e for e in fill_events if e is not None] + event_dicts)
+        if self.broker_mode:
+            self._dispatch(order_records)
 
     def _book_paper_fill(self, rec: np.ndarray, bar_ms: int) -> dict[str, Any] | None:
         """Store one fill of the paper matcher (already booked in the core by the step); returns
@@ -404,16 +493,36 @@ class LiveRunner:
                 if kind == enums.EVENT_ORDER:
                     if (col, oid) not in self._order_keys:
                         self._order_keys.add((col, oid))
-                        records.append(OrderRequest(
-                            coid, self.symbols[col], d["side"], d["order_type"], d["qty"], d["price"],
-                            d["trigger"], _num(e["notional"]) if d["qty"] is None else None,
-                            int(e["reason"]) in _EXIT_REASONS))
-                    if status != "created":
+                        records.append(self._request(e, coid, d))
+                    if status != "created" and coid not in self._runner_final:
                         records.append(OrderUpdate(coid, status, float(e["filled_qty"]), None, reject))
             dicts.append(d)
         return records, dicts
 
+    def _request(self, e: np.ndarray, coid: str, d: dict[str, Any]) -> OrderRequest:
+        """The :class:`OrderRequest` of a new order's event (``d``: the event as a dict)."""
+        col, oid = int(e["col"]), float(e["order_id"])
+        st = self.stepper
+        assert st is not None
+        cs = st.cs[col]
+        # an exit: a risk or stop exit, a signal's exit, or the closing half of a reversal
+        exit_ = (int(e["reason"]) in _EXIT_REASONS or oid == cs[enums.C_PEND_CLOSE_ID]
+                 or (oid == cs[enums.C_PEND_ID] and cs[enums.C_PEND_ACTION] == enums.ACTION_EXIT))
+        qty, ref = d["qty"], None
+        if self.broker_mode:
+            ref = None if self._closes is None else float(self._closes[col])
+            level = d["price"] if d["price"] is not None else d["trigger"]
+            if qty is None and d["order_type"] != "market" and level is not None and not np.isnan(e["notional"]):
+                qty = float(e["notional"]) / level  # an exchange sizes only market orders by cost
+            if qty is not None:  # an exchange's base amounts have 8 decimals; a float sum may miss by 1e-17
+                qty = round(qty, 12)
+        return OrderRequest(coid, self.symbols[col], d["side"], d["order_type"], qty, d["price"], d["trigger"],
+                            _num(e["notional"]) if qty is None else None, exit_, ref)
+
     def _feed_event(self, event: FeedEvent) -> None:
+        if self.broker_mode and event.kind in ("stale", "fresh"):
+            self._stale = event.kind == "stale"
+            self._update_entry_block()
         log.log(logging.INFO if event.kind == "fresh" else logging.WARNING, "feed: %s", event.message)
         self._record({"kind": f"feed_{event.kind}", "symbols": list(event.symbols), "message": event.message,
                       "bar": iso(event.open_ms)})
@@ -430,6 +539,310 @@ class LiveRunner:
                 except Exception:  # a subscriber's bug must not stop the runner
                     log.exception("on_event callback %r failed on %s", callback, event.get("kind"))
 
+    # --- broker mode ----------------------------------------------------------------------------
+    def _update_entry_block(self) -> None:
+        """Entries are blocked while paused, while the feed is stale or while a balance
+        difference waits for confirmation; exits are managed all along."""
+        st = self.stepper
+        blocked = self._paused or self._stale or self._balance_hold
+        if st is not None and st.entries_blocked != blocked:
+            st.block_entries(blocked)
+            log.warning("entries %s (paused=%s, stale feed=%s, balance hold=%s)",
+                        "blocked" if blocked else "allowed again", self._paused, self._stale, self._balance_hold)
+
+    def _ids(self, client_order_id: str) -> tuple[int, int] | None:
+        """(column, order id) of one of this run's client order ids; None for another's."""
+        st = self.stepper
+        assert st is not None
+        parts = client_order_id.split(".")
+        prefix = f"{orders.strategy_tag(self.strategy)}.{self.run_id}."
+        if len(parts) != 4 or not client_order_id.startswith(prefix) or not (parts[2].isdigit() and parts[3].isdigit()):
+            return None
+        col = int(parts[2])
+        return (col, int(parts[3])) if col < len(self.symbols) else None
+
+    def _forming_day(self) -> int:
+        """UTC day of the bar forming now (the one after the last stepped)."""
+        assert self.last_bar_ms is not None
+        return (self.last_bar_ms + self.tf_ms) // 86_400_000
+
+    def _note(self, update: OrderUpdate, symbol: str, what: str) -> None:
+        """Store the broker's answer about an order (own transaction), with an event for a
+        rejection (and the balance, refreshed) or a lost order (an alert)."""
+        self._updates[update.client_order_id] = update
+        events: list[dict[str, Any]] = []
+        base = {"client_order_id": update.client_order_id, "symbol": symbol, "reason": update.reason}
+        if update.status == "rejected":
+            self._runner_final.add(update.client_order_id)
+            balance = {a: b.total for a, b in self.broker.balance().items() if b.total}
+            events.append({"kind": "order_rejected", **base, "balance": balance})
+            log.warning("%s %s rejected: %s", what, update.client_order_id, update.reason)
+        elif update.status == "lost":
+            self._runner_final.add(update.client_order_id)
+            events.append({"kind": "order_lost", "alert": True, **base})
+            log.error("ALERT: order %s is lost: %s", update.client_order_id, update.reason)
+        elif update.reason:  # outcome unknown: looked up again at the next sync
+            events.append({"kind": "order_unknown", **base})
+        self.store.update_order(update, events=events)
+        self._publish(events)
+
+    def _refuse(self, order: OrderRequest, reason: str) -> None:
+        """An order the gate did not approve: never sent, recorded as rejected."""
+        self._awaiting.pop(order.client_order_id, None)
+        self._note(OrderUpdate(order.client_order_id, "rejected", reason=reason), order.symbol, "order")
+
+    def _send(self, order: OrderRequest, created_s: float) -> None:
+        """Through the gate (if any) to the broker; the broker's answer stored."""
+        if self.order_gate is not None:
+            decision = self.order_gate.decide(order, created_s, self._wall())
+            if decision == "pending":
+                self._awaiting[order.client_order_id] = (order, created_s)
+                return
+            if decision != "approved":
+                self._refuse(order, "not_approved" if decision == "rejected" else "approval_expired")
+                return
+            self._awaiting.pop(order.client_order_id, None)
+        update = self.broker.submit(order)
+        crash_point("runner.after_submit")
+        self._note(update, order.symbol, "order")
+
+    def _ask_gate(self) -> None:
+        """Ask the gate again about the orders waiting for approval; send the approved ones."""
+        for order, created_s in list(self._awaiting.values()):
+            self._send(order, created_s)
+        self._sync_fills()
+
+    def _dispatch(self, records: Sequence[OrderRequest | OrderUpdate]) -> None:
+        """Cancel at the broker what the core withdrew, send the orders a step (or the emergency
+        stop) created, then book their fills. Protective stops and targets are not sent: the
+        runner watches them (``_watch_stops``)."""
+        refused = {r.client_order_id for r in records if isinstance(r, OrderUpdate) and r.status in FINAL_STATUSES}
+        for r in records:  # the core withdrew an order working at the broker (emergency stop, risk)
+            last = self._updates.get(r.client_order_id)
+            if isinstance(r, OrderUpdate) and r.status == "cancelled" and last is not None \
+                    and last.status not in FINAL_STATUSES:
+                symbol = self.symbols[self._ids(r.client_order_id)[0]]
+                self._note(self.broker.cancel(r.client_order_id, symbol), symbol, "cancel")
+        now = self._wall()
+        sent = False
+        for r in records:
+            if isinstance(r, OrderRequest) and r.client_order_id not in refused and not _protective(r):
+                self._send(r, now)
+                sent = True
+        if sent:
+            self._sync_fills()
+
+    def _before_close(self, batch: BarBatch) -> None:
+        """What happens at a close before the step: orders still waiting for approval expire;
+        orders good for the bar that just closed are cancelled at the broker (a fill that
+        raced the cancel is booked below); fills are booked; watched stops that the bar
+        crossed are sent as market orders."""
+        for order, _ in list(self._awaiting.values()):
+            self._refuse(order, "approval_expired")
+        for o in self.store.orders(("submitted", "partially_filled")):
+            if o.request.type in _ONE_BAR_TYPES and not _protective(o.request):
+                self._note(self.broker.cancel(o.client_order_id, o.symbol), o.symbol, "cancel")
+        self._sync_fills(batch.day)
+        if self._watch_stops(batch):
+            self._sync_fills(batch.day)
+
+    def _watch_stops(self, batch: BarBatch) -> bool:
+        """Send a market order for each position's stop or take-profit the closed bar crossed
+        (the core holds their levels, trailing included). Returns True if any was sent."""
+        st = self.stepper
+        assert st is not None
+        sent = False
+        for col, symbol in enumerate(self.symbols):
+            pos = float(st.cs[col, enums.C_POS])
+            if pos == 0.0:
+                continue
+            d = 1.0 if pos > 0 else -1.0
+            level, _ = sim_nb._stop_level(st.cs, col, d)
+            target = float(st.cs[col, enums.C_TP_PRICE])
+            low, high = float(batch.low[col]), float(batch.high[col])
+            hit = None
+            if not np.isnan(st.cs[col, enums.C_SL_ID]) and not np.isnan(level) and (
+                    low <= level if d > 0 else high >= level):
+                hit = int(st.cs[col, enums.C_SL_ID])
+            elif not np.isnan(st.cs[col, enums.C_TP_ID]) and not np.isnan(target) and (
+                    high >= target if d > 0 else low <= target):
+                hit = int(st.cs[col, enums.C_TP_ID])
+            if hit is None:
+                continue
+            cid = st.client_order_id(col, hit)
+            stored = self.store.order(cid)
+            if stored is not None and stored.status != "created":
+                continue  # sent already (before a restart)
+            order = OrderRequest(cid, symbol, "sell" if d > 0 else "buy", "market", round(abs(pos), 12),
+                                 reduce_only=True, ref_price=float(batch.close[col]))
+            log.info("watched %s of %s triggered: market order %s", "stop" if hit == st.cs[col, enums.C_SL_ID]
+                     else "take-profit", symbol, cid)
+            update = self.broker.submit(order)
+            crash_point("runner.after_submit")
+            self._note(update, symbol, "stop order")
+            sent = True
+        return sent
+
+    def _sync_fills(self, day: int | None = None) -> None:
+        """Book the broker's fills not booked yet (by exchange trade id), oldest first, each
+        with the core's snapshot in one transaction. ``day``: UTC day of the bar they belong to
+        (default the bar forming now)."""
+        assert self.info is not None
+        day = self._forming_day() if day is None else day
+        for col, symbol in enumerate(self.symbols):
+            since = self.store.last_fill_ms(symbol)
+            fills = self.broker.fills_since(symbol, self.info.trade_from_ms if since is None else since)
+            known = self.store.known_trade_ids(symbol)
+            new = [f for f in fills if f.trade_id not in known]
+            last = {f.client_order_id: i for i, f in enumerate(new)}
+            for i, fill in enumerate(new):
+                done = False
+                if last[fill.client_order_id] == i:  # the order's latest fill: is the order complete?
+                    update = self._updates.get(fill.client_order_id)
+                    if update is None or update.status not in FINAL_STATUSES:
+                        update = self.broker.fetch_order(fill.client_order_id, symbol)
+                        self._updates[fill.client_order_id] = update
+                    done = update.status in FINAL_STATUSES
+                self._book_broker_fill(fill, col, day, done)
+
+    def _book_broker_fill(self, fill: BrokerFill, col: int, day: int, done: bool) -> None:
+        st = self.stepper
+        assert st is not None and self.last_bar_ms is not None
+        ids = self._ids(fill.client_order_id)
+        event: dict[str, Any] = {"kind": "fill", "trade_id": fill.trade_id, "client_order_id": fill.client_order_id,
+                                 "symbol": fill.symbol, "side": fill.side, "qty": fill.qty, "price": fill.price,
+                                 "fee": fill.fee, "fee_currency": fill.fee_currency, "bar": iso(self.last_bar_ms + self.tf_ms)}
+        if ids is None or ids[0] != col:
+            event["kind"] = "fill_external"
+            log.warning("fill %s of %s is not this run's order %s: recorded, not booked", fill.trade_id,
+                        fill.symbol, fill.client_order_id)
+            if self.store.record_fill(fill, events=[event]):
+                self._publish([event])
+            return
+        if fill.fee == 0.0 or fill.fee_currency in (self._quote[col], ""):
+            fee, ccy = fill.fee, "quote"
+        elif fill.fee_currency == self._base[col]:
+            fee, ccy = fill.fee, "base"
+        else:  # a third currency (BNB): the core cannot value it; the balance check will tell
+            fee, ccy = 0.0, "quote"
+            event["fee_unbooked"] = True
+        try:
+            out = st.apply_fill(col, ids[1], fill.qty, fill.price, fee, ccy, day=day, done=done)
+        except ValueError as e:  # the core no longer has that order working
+            event.update(kind="fill_unbooked", alert=True, message=str(e))
+            log.error("ALERT: fill %s of %s could not be booked: %s", fill.trade_id, fill.client_order_id, e)
+            if self.store.record_fill(fill, events=[event]):
+                self._publish([event])
+            return
+        rec = out.fills[-1]
+        event.update(order_type=enums.ORDER_TYPE_NAMES[rec["order_type"]], reason=enums.REASON_NAMES[rec["reason"]])
+        records, dicts = self._records(out.events, self.last_bar_ms)
+        self.store.record_fill(fill, self.last_bar_ms, snapshot=st.snapshot(), summary=self.summary(),
+                               events=[event, *dicts], orders=records)
+        self._publish([event, *dicts])
+        if any(isinstance(r, OrderRequest) for r in records):
+            self._dispatch(records)
+
+    def _account_totals(self) -> dict[str, float]:
+        """The account's total of each asset the run trades."""
+        balance = self.broker.balance()
+        return {a: (balance[a].total if a in balance else 0.0) for a in sorted({*self._base, *self._quote})}
+
+    def _expected_totals(self, start: dict[str, float]) -> dict[str, float]:
+        """What the account should hold: what it held at the start plus the core's positions
+        and its change of cash (one quote currency is assumed for the cash)."""
+        st = self.stepper
+        assert st is not None
+        expected = dict(start)
+        for col, base in enumerate(self._base):
+            expected[base] = expected.get(base, 0.0) + float(st.cs[col, enums.C_POS])
+        quote = self._quote[0]
+        expected[quote] = expected.get(quote, 0.0) + st.cash - float(st.p[enums.P_INIT_CASH])
+        return expected
+
+    def _reconcile(self) -> None:
+        """Before trading (broker mode): orders recorded but never acknowledged are looked up
+        and sent if still due; the exchange's open orders are matched with the store (this
+        run's unknown ones adopted, others flagged ``external``); fills missed are booked; the
+        balance is checked against the core's positions and cash."""
+        st = self.stepper
+        assert st is not None and self.last_bar_ms is not None and self.info is not None
+        self._runner_final = {o.client_order_id for o in self.store.orders(("rejected", "lost"))}
+        self._balance_hold = self.store.get_flag(_HOLD_FLAG) is not None
+        self._update_entry_block()
+        events: list[dict[str, Any]] = []
+        for o in self.store.orders("created"):
+            if _protective(o.request):
+                continue  # watched by the runner; a triggered one shows up below (open or filled)
+            update = self.broker.fetch_order(o.client_order_id, o.symbol)
+            if update.status != "lost":
+                self._note(update, o.symbol, "order")
+            elif o.created_bar_ms == self.last_bar_ms:  # decided at the last close: still due
+                self._send(o.request, self._wall())
+        for symbol in self.symbols:
+            for request, update in self.broker.open_order_requests(symbol):
+                known = self.store.order(request.client_order_id)
+                if known is not None:
+                    self.store.update_order(update)
+                elif self._ids(request.client_order_id) is not None:
+                    event = {"kind": "order_adopted", "client_order_id": request.client_order_id, "symbol": symbol}
+                    self.store.record_order(request, "created", self.last_bar_ms, extra={"adopted": True},
+                                            events=[event])
+                    self.store.update_order(update)
+                    events.append(event)
+                else:
+                    event = {"kind": "order_external", "client_order_id": request.client_order_id,
+                             "symbol": symbol, "side": request.side, "type": request.type, "qty": request.qty,
+                             "policy": self.external_orders}
+                    if self.external_orders == "cancel":
+                        event["status"] = self.broker.cancel(request.client_order_id, symbol).status
+                    log.warning("external open order %s on %s: %s", request.client_order_id, symbol,
+                                "cancelled" if self.external_orders == "cancel" else "left alone")
+                    self.store.append_events([event])
+                    events.append(event)
+        self._publish(events)
+        self._sync_fills()
+        self._check_balance()
+
+    def _check_balance(self) -> None:
+        """Compare the account with what the core expects; a difference beyond rounding halts
+        entries (flag ``balance_hold``) until ``confirm_balance`` (or ``reset``)."""
+        start = self.store.get_flag(_BALANCE_FLAG)
+        if start is None or self._balance_hold:
+            return
+        actual, expected = self._account_totals(), self._expected_totals(start)
+        diff = {a: {"exchange": actual.get(a, 0.0), "expected": e} for a, e in expected.items()
+                if abs(actual.get(a, 0.0) - e) > 1e-8 + 1e-9 * abs(e)}
+        if not diff:
+            return
+        event = {"kind": "balance_mismatch", "alert": True, "assets": diff,
+                 "message": "the account differs from the run's positions and cash beyond fees: entries "
+                            "halted until confirm_balance (or reset)"}
+        self._balance_hold = True
+        self._update_entry_block()
+        self.store.commit_bar(self.last_bar_ms, self.stepper.snapshot(), (), [event], summary=self.summary(),
+                              flags={_HOLD_FLAG: diff})
+        self._publish([event])
+        log.error("ALERT: balance differs: %s", diff)
+
+    def confirm_balance(self, req: ControlRequest | None = None) -> dict[str, Any]:
+        """Accept the account's balance as it is now (the check starts from it) and allow
+        entries again."""
+        st = self.stepper
+        assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        if not self._balance_hold:
+            return {"ok": False, "error": "no balance difference to confirm"}
+        actual = self._account_totals()
+        zero = self._expected_totals(dict.fromkeys(actual, 0.0))
+        start = {a: actual[a] - zero.get(a, 0.0) for a in actual}
+        self._balance_hold = False
+        self._update_entry_block()
+        event = {"kind": "balance_confirmed", "balance": actual}
+        self.store.commit_bar(self.last_bar_ms, st.snapshot(), (), [event], summary=self.summary(),
+                              flags={_HOLD_FLAG: None, _BALANCE_FLAG: start})
+        self._publish([event])
+        return {"ok": True, "balance_hold": False}
+
     # --- control --------------------------------------------------------------------------------
     def handle_requests(self) -> None:
         """Handle the control requests posted to the store, oldest first."""
@@ -438,6 +851,8 @@ class LiveRunner:
                 result = self.emergency_stop(req)
             elif req.kind == "reset":
                 result = self.reset(req)
+            elif req.kind == "confirm_balance" and self.broker_mode:
+                result = self.confirm_balance(req)
             else:  # order approvals belong to --confirm-orders of the broker mode
                 result = {"ok": False, "error": f"{req.kind} is not handled by a paper runner"}
             self.store.mark_handled(req.id, result)
@@ -456,6 +871,8 @@ class LiveRunner:
         self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), order_records,
                               dicts, summary=self.summary(), flags={"halted": True, "halt_reason": why})
         self._publish(dicts)
+        if self.broker_mode:
+            self._dispatch(order_records)
         log.warning("%s: open orders cancelled, positions exit at the next bar's open, no new orders", why)
         return {"ok": True, "halted": True, "exits": sum(isinstance(r, OrderRequest) for r in order_records)}
 
@@ -463,6 +880,8 @@ class LiveRunner:
         """Lift an emergency stop once flat; refused (with the reason) otherwise."""
         st = self.stepper
         assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        if self._balance_hold and st.g[enums.G_EMERGENCY] == 0.0:  # a reset confirms the balance
+            return self.confirm_balance(req)
         try:
             st.clear_emergency_stop()
         except ValueError as e:
@@ -476,8 +895,14 @@ class LiveRunner:
         return {"ok": True, "halted": False}
 
 
+def _protective(order: OrderRequest) -> bool:
+    """A position's stop or take-profit (watched by the runner in broker mode)."""
+    return order.reduce_only and order.type in ("stop", "take_profit")
+
+
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-__all__ = ["CRASH_POINTS", "FILL_COLUMNS", "LiveRunner", "PaperBroker", "RunInfo", "iso"]
+__all__ = ["CRASH_POINTS", "EXTERNAL_POLICIES", "FILL_COLUMNS", "LiveRunner", "OrderGate", "PaperBroker",
+           "RunInfo", "iso"]

@@ -58,7 +58,7 @@ LOCK_FILE = "runner.lock"
 
 #: Control request kinds another process may post (``StateStore.request``).
 REQUEST_KINDS: frozenset[str] = frozenset({"emergency_stop", "reset", "approve_order", "reject_order",
-                                            "pause", "resume"})
+                                            "pause", "resume", "confirm_balance"})
 ORDER_STATUSES: frozenset[str] = frozenset(get_args(OrderStatus))
 ORDER_TYPES: frozenset[str] = frozenset(get_args(OrderType))
 
@@ -507,10 +507,11 @@ class StateStore:
     def record_fill(self, fill: BrokerFill, bar_ms: int | None = None, *,
                     order: OrderUpdate | None = None, snapshot: bytes | None = None,
                     summary: Mapping[str, Any] | None = None,
-                    events: Iterable[Mapping[str, Any]] = ()) -> bool:
+                    events: Iterable[Mapping[str, Any]] = (),
+                    orders: Iterable[OrderRequest | OrderUpdate] = ()) -> bool:
         """Book one fill in ONE transaction, with the order's new state, the core's snapshot
-        after booking it (``bar_ms`` = the last bar stepped, required with a snapshot) and
-        events. Returns False and writes nothing if this (symbol, trade id) is already booked;
+        after booking it (``bar_ms`` = the last bar stepped, required with a snapshot), events
+        and ``orders`` the fill made or changed (as in :meth:`commit_bar`). Returns False and writes nothing if this (symbol, trade id) is already booked;
         check :meth:`known_trade_ids` before booking a fill into the core."""
         if not isinstance(fill, BrokerFill):
             raise TypeError(f"fill must be a BrokerFill, got {type(fill).__name__}")
@@ -521,6 +522,9 @@ class StateStore:
             raise ValueError("record_fill with a snapshot needs bar_ms, the bar the snapshot follows")
         if order is not None:
             _check_order_record(order)
+        orders = list(orders)
+        for o in orders:
+            _check_order_record(o)
         summary_json = None if summary is None else _dumps(dict(summary), "summary")
         event_rows = self._event_rows(events)
         with self._write("record_fill") as db:
@@ -533,6 +537,11 @@ class StateStore:
                 return False
             if order is not None:
                 self._apply_update(order, None)
+            for o in orders:
+                if isinstance(o, OrderRequest):
+                    self._insert_order(o, "created", booked_ms, None)
+                else:
+                    self._apply_update(o, None)
             if blob is not None:
                 db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
                            (booked_ms, blob, summary_json, self._now_ms()))

@@ -42,7 +42,7 @@ from tests.exchange_fixtures import (  # noqa: F401
 
 ORDER = "/api/v3/order"
 DECIMAL = r"^([0-9]{1,20})(\.[0-9]{1,20})?$"  # Binance's legal range for decimal parameters
-CLIENT_ID = r"^[a-zA-Z0-9-_]{1,36}$"
+CLIENT_ID = r"^[\.A-Z\:/a-z0-9_-]{1,36}$"  # Binance's legal range (the core's ids have dots)
 
 
 def illegal(name: str, legal: str = DECIMAL) -> tuple[int, dict]:

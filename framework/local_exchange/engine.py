@@ -12,7 +12,7 @@ TAKE_PROFIT_LIMIT; time in force GTC, IOC, FOK.
   market variant fills at the stop price (at the open on a gap), the limit variant becomes a
   limit order. Binance rejects a stop that would trigger at once; so does this engine.
 - Fees: ``fee_rate`` of the received asset (base for buys, quote for sells), like Binance
-  without BNB discounts.
+  without BNB discounts, rounded to 8 decimals (an asset's precision).
 - Parameters are checked as Binance checks them, before anything changes: decimal formats
   (-1100), precision (-1111), which parameters each order type takes (-1102, -1106, -1104),
   ``timeInForce`` (-1115), ``newClientOrderId`` (-1100) and the symbol filters PRICE_FILTER,
@@ -41,7 +41,7 @@ TIME_IN_FORCE = ("GTC", "IOC", "FOK")
 RESPONSE_TYPES = ("ACK", "RESULT", "FULL")
 DECIMAL_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")  # Binance's legal ranges
 INTEGER_RE = re.compile(r"^[0-9]{1,20}$")
-CLIENT_ID_RE = re.compile(r"^[a-zA-Z0-9-_]{1,36}$")
+CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's legal range
 ASSET_PRECISION = Decimal("0.00000001")  # 8 decimals for every asset
 # exact arithmetic on legal decimals (up to 20 + 20 digits): a notional, quantity x price, has
 # up to 80 digits, which the default context would round to 28 before the MIN_NOTIONAL check
@@ -290,13 +290,14 @@ class Engine:
             quote[1] -= release
             o.locked -= release
             quote[0] += release - cost
-            commission, fee_asset = qty * self.fee_rate, s.base
+            # Binance books commissions in whole units of 8 decimals, so balances stay on them
+            commission, fee_asset = round(qty * self.fee_rate, 8), s.base
             acct.bal(s.base)[0] += qty - commission
         else:
             base = acct.bal(s.base)
             base[1] -= qty
             o.locked -= qty
-            commission, fee_asset = cost * self.fee_rate, s.quote
+            commission, fee_asset = round(cost * self.fee_rate, 8), s.quote
             acct.bal(s.quote)[0] += cost - commission
         o.executed += qty
         o.cum_quote += cost
