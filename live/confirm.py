@@ -76,6 +76,8 @@ def confirm_live(summary: str, exchange_id: str, *, yes: bool, stdin: IO[str] | 
     out.write(f"Type {phrase!r} to start live trading (anything else cancels): ")
     out.flush()
     answer = stdin.readline()
+    if not stdin.isatty():  # typed input was not echoed: end the prompt's line
+        out.write("\n")
     if not answer:
         raise ValueError(f"no confirmation (end of input): type {phrase!r}, or use --yes with "
                          f"{LIVE_CONFIRM_ENV}=1 for an unattended run; nothing was sent")
