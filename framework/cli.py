@@ -499,7 +499,7 @@ def _live_summary(args: argparse.Namespace, run: TradeRun, balances: dict) -> st
                     | {sym.split("/")[0] for sym in run.symbols})
     held = ", ".join(f"{a} {balances[a].free:g} free / {balances[a].total:g} total"
                      for a in assets if a in balances) or "none of " + ", ".join(assets)
-    sizing = {"fraction": f"{s.size:.0%} of equity (~{s.size * s.init_cash:,.2f} at start)",
+    sizing = {"fraction": f"{s.size * 100:g}% of equity (~{s.size * s.init_cash:,.2f} at start)",
               "cash": f"{s.size:,.2f} per entry"}.get(s.sizing, f"{s.sizing} {s.size:g}")
     cap = run.max_order_notional
     cap_text = "OFF" if cap is None else f"{cap:,.2f} quote per order, exits excepted (--max-order-notional)"
