@@ -592,14 +592,21 @@ def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
 
 
 def _account_balances(run: TradeRun) -> dict:
-    """The account's balances (a signed read: proves the credentials before the question)."""
+    """The account's balances (a signed read: proves the credentials before the question).
+    Refused credentials are a ValueError (exit 2); an exchange that cannot be reached is an
+    ``ExchangeAccessError`` (exit 1). Both messages are masked."""
     import ccxt
+
+    from framework.exchange import ExchangeAccessError
 
     try:
         return run.broker.balance()
     except (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended) as e:
         raise ValueError(f"{run.exchange.id} refused the credentials from {run.credentials.source} "
                          f"({type(e).__name__}: {run.redact(str(e))}); nothing was sent") from None
+    except (ExchangeAccessError, ccxt.BaseError) as e:
+        raise ExchangeAccessError(f"reading the account's balances failed ({type(e).__name__}: "
+                                  f"{run.redact(str(e))}); nothing was sent") from None
 
 
 def _check_state_mode(store, mode: str) -> None:
@@ -607,7 +614,7 @@ def _check_state_mode(store, mode: str) -> None:
     be resumed with real orders, nor a live run's on paper."""
     stored = store.get_flag("mode", "paper" if store.get_flag("run") is not None else None)
     if stored not in (None, mode):
-        raise ValueError(f"--state {store.state_dir} holds a {stored} run; a {mode} run needs its own "
+        raise ValueError(f"{store.state_dir} holds a {stored} run; a {mode} run needs its own "
                          "state directory")
 
 
@@ -616,9 +623,13 @@ def cmd_trade(args: argparse.Namespace) -> int:
     live mode every log line and error passes through the credentials' redaction."""
     import logging
 
-    from framework.exchange import RedactingFilter
+    from framework.exchange import ExchangeAccessError, RedactingFilter
 
-    run = build_run(args)
+    try:
+        run = build_run(args)
+    except ExchangeAccessError as e:  # the exchange could not be reached: not a usage error
+        print(f"tradpal: error: {e}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if run.credentials:
         for handler in logging.getLogger().handlers:

@@ -279,6 +279,20 @@ def test_refused_credentials_are_reported_without_their_values(tmp_path):
     assert PLANTED_KEY not in out.stderr + out.stdout and PLANTED_SECRET not in out.stderr + out.stdout
 
 
+def test_an_unreachable_exchange_stops_the_live_start_with_exit_1(env_keys, tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    args = live_args(type("Ex", (), {"url": url}), tmp_path / "s", "--live")
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tradpal: error: reading the account's balances failed (BrokerError")
+    assert err.endswith("nothing was sent") and err.count("\n") == 0 and SECRET not in err
+    assert not (tmp_path / "s").exists()
+
+
 # --- the order cap at the broker -------------------------------------------------------------
 
 def test_the_order_cap_stops_an_order_before_the_exchange_and_lets_exits_through(exchange):
