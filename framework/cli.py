@@ -9,7 +9,11 @@
                   [--sort METRIC] [--top N] [--out FILE.csv|.json|.parquet] (+ the options above)
     tradpal paper STRATEGY --exchange ID --symbol BTC/USDT [--symbol ...] --timeframe 1h
                   --state DIR [--exchange-url URL] [--max-bars N] [--fills-out CSV] [--summary-out JSON]
+                  [--confirm-orders [prompt|control]] [--approval-timeout SECONDS]
+    tradpal live  (the options of paper) --live [--yes] [--credentials-file PATH]
+                  [--max-order-notional AMOUNT|off] [--daily-loss FRACTION|off]
     tradpal runner status | stop | reset --state DIR
+    tradpal runner approve | reject --state DIR CLIENT_ORDER_ID [--reason TEXT]
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
 STRATEGY is a bundled name, ``path/to/file.py:ClassName`` or a name from the folders of
@@ -26,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -418,18 +423,125 @@ def _check_symbol(symbol: str) -> str:
     return symbol
 
 
-def cmd_paper(args: argparse.Namespace) -> int:
-    import logging
+@dataclass
+class TradeRun:
+    """What ``tradpal paper`` / ``tradpal live`` runs, built and checked by :func:`build_run`
+    before any runner starts: the runner's parts, and for live the credentials (to mask them
+    in every log line and error) and the cap the broker enforces."""
 
-    from framework.data import timeframe_to_ms
-    from framework.download import DownloadError
-    from framework.exchange import create_exchange
-    from framework.orders import check_run_id
+    mode: str  # "paper" or "live"
+    strategy: Any
+    symbols: list[str]
+    settings: Any  # SimSettings
+    exchange: Any  # the ccxt exchange (with credentials in live mode)
+    broker: Any  # PaperBroker or CcxtBroker
+    gate: Any  # live.confirm.OrderGate with --confirm-orders, else None
+    credentials: Any  # framework.exchange.Credentials (empty for paper)
+    max_order_notional: float | None
+
+    def redact(self, text: str) -> str:
+        return self.credentials.redact(text)
+
+
+def _optional_number(option: str, text: str | None, *, low: float, high: float | None = None) -> float | None:
+    """``--max-order-notional 500`` / ``off``: a number in range, or None for off."""
+    if text is None or text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > low and (high is None or value < high)):
+        bounds = f"> {low:g}" + ("" if high is None else f" and < {high:g}")
+        raise ValueError(f"{option} takes a number {bounds}, or off; got {text!r}")
+    return value
+
+
+def _trade_settings(args: argparse.Namespace, strategy):
+    """The run's SimSettings. Live: :data:`live.confirm.LIVE_SETTING_DEFAULTS` (daily loss
+    limit) under the strategy's ``sim_defaults``, ``--set`` and ``--daily-loss``; paper: the
+    backtest's defaults."""
     from framework.settings import SimSettings
-    from live.feed import open_feed
-    from live.runner import LiveRunner, PaperBroker
-    from live.store import RunnerLockedError, StateStore
+    from live.confirm import LIVE_SETTING_DEFAULTS
 
+    overrides = settings_from_pairs(args.set)
+    base = dict(strategy.sim_defaults)
+    if args.command == "live":
+        base = {**LIVE_SETTING_DEFAULTS, **base}
+        if args.daily_loss is not None:
+            if "daily_loss" in overrides:
+                raise ValueError("--daily-loss and --set daily_loss both given; give one")
+            overrides["daily_loss"] = _optional_number("--daily-loss", args.daily_loss, low=0.0, high=1.0)
+    return SimSettings.build(base, **overrides)
+
+
+def _order_gate(args: argparse.Namespace):
+    """``--confirm-orders [auto|prompt|control]``: an OrderGate, or None without the option."""
+    from live.confirm import OrderGate, terminal_ask
+
+    if args.confirm_orders is None:
+        return None
+    if args.approval_timeout <= 0:
+        raise ValueError(f"--approval-timeout must be a number of seconds > 0, got {args.approval_timeout}")
+    how = args.confirm_orders
+    if how == "auto":
+        how = "prompt" if sys.stdin.isatty() else "control"
+    if how == "prompt" and not sys.stdin.isatty():
+        raise ValueError("--confirm-orders=prompt needs a terminal on stdin; use "
+                         "--confirm-orders=control (tradpal runner approve|reject or the control API)")
+    return OrderGate(args.approval_timeout, ask=terminal_ask() if how == "prompt" else None)
+
+
+def _live_summary(args: argparse.Namespace, run: TradeRun, balances: dict) -> str:
+    """What the typed confirmation shows: venue, account, symbols, sizing, caps, approvals."""
+    s = run.settings
+    assets = sorted({sym.split("/")[1].split(":")[0] for sym in run.symbols}
+                    | {sym.split("/")[0] for sym in run.symbols})
+    held = ", ".join(f"{a} {balances[a].free:g} free / {balances[a].total:g} total"
+                     for a in assets if a in balances) or "none of " + ", ".join(assets)
+    sizing = {"fraction": f"{s.size * 100:g}% of equity (~{s.size * s.init_cash:,.2f} at start)",
+              "cash": f"{s.size:,.2f} per entry"}.get(s.sizing, f"{s.sizing} {s.size:g}")
+    cap = run.max_order_notional
+    cap_text = "OFF" if cap is None else f"{cap:,.2f} quote per order, exits excepted (--max-order-notional)"
+    loss_text = ("OFF" if s.daily_loss is None
+                 else f"{s.daily_loss:.1%} of the day's opening equity: flatten, no entries until the next UTC day")
+    approvals = (f"every order waits (--confirm-orders); unapproved after {args.approval_timeout:g} s it expires"
+                 if run.gate is not None else "none: orders are sent as the strategy decides")
+    lines = [
+        "LIVE TRADING: real orders with real money",
+        f"  exchange   {args.exchange}" + (f" at {args.exchange_url}" if args.exchange_url else ""),
+        f"  account    credentials from {run.credentials.source}; balances: {held}",
+        f"  strategy   {run.strategy!r} on {', '.join(run.symbols)} {args.timeframe}",
+        f"  sizing     {sizing}; equity the strategy sizes from: init_cash {s.init_cash:,.2f}",
+        f"  order cap  {cap_text}",
+        f"  daily loss {loss_text}",
+        f"  drawdown   {'off' if s.max_drawdown is None else f'{s.max_drawdown:.1%} (halt)'}",
+        f"  approvals  {approvals}",
+        f"  state      {args.state} (run id {args.run_id})",
+    ]
+    if cap is not None and s.sizing in ("fraction", "cash"):
+        first = s.size * s.init_cash if s.sizing == "fraction" else s.size
+        if first > cap:
+            lines.append(f"  WARNING    entries of ~{first:,.2f} exceed the order cap and will be rejected: "
+                         "lower --set size=..., or raise --max-order-notional")
+    return "\n".join(lines)
+
+
+def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
+    """Check the options of ``tradpal paper`` / ``tradpal live`` and build the run's parts.
+
+    Live: ``--live`` and the ``--yes`` rule first (refused before any request), then the
+    credentials (``--credentials-file`` or the environment), the exchange, a signed balance
+    read that proves the credentials and shows the account, and the typed confirmation (read
+    from ``stdin``, shown on ``out``). Nothing is traded here; the caller starts the runner."""
+    from framework.data import timeframe_to_ms
+    from framework.exchange import Credentials, create_exchange, load_credentials
+    from framework.orders import check_run_id
+    from live.confirm import check_live_flags, confirm_live
+
+    live = args.command == "live"
+    if live:
+        check_live_flags(args.live, args.yes)
     cls = _strategy_class(args)
     strategy = cls.from_strings(args.param or [])
     symbols = [_check_symbol(s) for s in args.symbol]
@@ -451,25 +563,119 @@ def cmd_paper(args: argparse.Namespace) -> int:
         check_run_id(args.run_id)
     except ValueError as e:
         raise ValueError(str(e).replace("run_id", "--run-id")) from None
-    settings = SimSettings.build(strategy.sim_defaults, **settings_from_pairs(args.set))
+    settings = _trade_settings(args, strategy)
+    gate = _order_gate(args)
+    cap = _optional_number("--max-order-notional", args.max_order_notional, low=0.0) if live else None
+    credentials = Credentials()
+    if live:
+        credentials = load_credentials(args.exchange, args.credentials_file)
+        if not credentials.get("apiKey") or not credentials.get("secret"):
+            upper = args.exchange.upper()
+            raise ValueError(f"no API credentials for {args.exchange}: give --credentials-file PATH, or set "
+                             f"TRADPAL_API_KEY and TRADPAL_API_SECRET (or TRADPAL_{upper}_API_KEY and "
+                             f"TRADPAL_{upper}_SECRET); nothing was sent")
     try:
-        exchange = create_exchange(args.exchange, url=args.exchange_url)
+        exchange = create_exchange(args.exchange, url=args.exchange_url, credentials=credentials)
     except ValueError as e:
         raise ValueError(f"--exchange: {e}") from None
+    if not live:
+        from live.runner import PaperBroker
+
+        return TradeRun("paper", strategy, symbols, settings, exchange, PaperBroker(), gate, credentials, None)
+    from live.ccxt_broker import CcxtBroker
+
+    run = TradeRun("live", strategy, symbols, settings, exchange,
+                   CcxtBroker(exchange, max_order_notional=cap), gate, credentials, cap)
+    balances = _account_balances(run)
+    confirm_live(_live_summary(args, run, balances), args.exchange, yes=args.yes, stdin=stdin, out=out)
+    return run
+
+
+def _account_balances(run: TradeRun) -> dict:
+    """The account's balances (a signed read: proves the credentials before the question).
+    Refused credentials are a ValueError (exit 2); an exchange that cannot be reached is an
+    ``ExchangeAccessError`` (exit 1). Both messages are masked."""
+    import ccxt
+
+    from framework.exchange import ExchangeAccessError
+
+    try:
+        return run.broker.balance()
+    except (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended) as e:
+        raise ValueError(f"{run.exchange.id} refused the credentials from {run.credentials.source} "
+                         f"({type(e).__name__}: {run.redact(str(e))}); nothing was sent") from None
+    except (ExchangeAccessError, ccxt.BaseError) as e:
+        raise ExchangeAccessError(f"reading the account's balances failed ({type(e).__name__}: "
+                                  f"{run.redact(str(e))}); nothing was sent") from None
+
+
+def _check_state_mode(store, mode: str) -> None:
+    """A state directory belongs to one mode: a paper run's (simulated) positions must never
+    be resumed with real orders, nor a live run's on paper."""
+    stored = store.get_flag("mode", "paper" if store.get_flag("run") is not None else None)
+    if stored not in (None, mode):
+        raise ValueError(f"{store.state_dir} holds a {stored} run; a {mode} run needs its own "
+                         "state directory")
+
+
+def cmd_trade(args: argparse.Namespace) -> int:
+    """``tradpal paper`` and ``tradpal live``: one run for both (see :func:`build_run`). In
+    live mode every log line and error passes through the credentials' redaction."""
+    import logging
+
+    from framework.exchange import ExchangeAccessError, RedactingFilter
+
+    try:
+        run = build_run(args)
+    except ExchangeAccessError as e:  # the exchange could not be reached: not a usage error
+        print(f"tradpal: error: {e}", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    feed = open_feed(exchange, symbols, args.timeframe, mode=args.feed, url=args.exchange_url)
+    if run.credentials:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(RedactingFilter(run.credentials))
+    try:
+        return _run_trade(args, run)
+    except (ValueError, TypeError, FileNotFoundError) as e:  # main prints these in one line
+        raise ValueError(run.redact(str(e))) from None
+    except Exception:
+        if not run.credentials:
+            raise
+        import traceback  # a live run's unexpected failure: its traceback, secrets masked
+
+        print(run.redact(traceback.format_exc()), file=sys.stderr, end="")
+        return 1
+
+
+def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
+    import signal
+
+    from framework.download import DownloadError
+    from live.feed import open_feed
+    from live.runner import LiveRunner
+    from live.store import RunnerLockedError, StateStore
+
+    feed = open_feed(run.exchange, run.symbols, args.timeframe, mode=args.feed, url=args.exchange_url)
     try:
         store = StateStore(args.state)
+        _check_state_mode(store, run.mode)
     except (OSError, ValueError) as e:
         feed.close()
         raise ValueError(f"--state: {e}") from None
-    runner = LiveRunner(strategy, PaperBroker(), feed, settings, store, warmup_bars=args.warmup,
-                        run_id=args.run_id, poll_s=args.poll)
-    import signal
-
+    try:
+        runner = LiveRunner(run.strategy, run.broker, feed, run.settings, store, warmup_bars=args.warmup,
+                            run_id=args.run_id, poll_s=args.poll,
+                            **({"order_gate": run.gate} if run.gate is not None else {}))
+    except NotImplementedError as e:  # an exchange broker before the runner's broker mode
+        feed.close()
+        store.close()
+        print(f"tradpal: error: {e}", file=sys.stderr)
+        return 1
     previous = runner.install_signal_handlers()
     try:
         runner.start()
+        if store.get_flag("mode") is None:
+            store.set_flag("mode", run.mode)
         runner.run(max_bars=args.max_bars)
         summary = runner.summary()
         if args.fills_out:
@@ -481,14 +687,14 @@ def cmd_paper(args: argparse.Namespace) -> int:
         print(f"tradpal: error: --state: {e}", file=sys.stderr)
         return 1
     except (DownloadError, OSError) as e:
-        print(f"tradpal: error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"tradpal: error: {type(e).__name__}: {run.redact(str(e))}", file=sys.stderr)
         return 1
     finally:
         runner.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    print(f"{strategy!r} paper on {', '.join(symbols)} {args.timeframe}: {summary['live_bars']} live bars "
-          f"({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
+    print(f"{run.strategy!r} {run.mode} on {', '.join(run.symbols)} {args.timeframe}: {summary['live_bars']} "
+          f"live bars ({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
           f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}")
     return 0
 
@@ -508,13 +714,30 @@ def cmd_runner_status(args: argparse.Namespace) -> int:
     return 0
 
 
+_REQUEST_KINDS = {"stop": "emergency_stop", "reset": "reset", "approve": "approve_order",
+                  "reject": "reject_order"}
+
+
 def cmd_runner_request(args: argparse.Namespace) -> int:
-    """``runner stop`` / ``runner reset``: post the request; wait for a running runner's answer."""
-    kind = {"stop": "emergency_stop", "reset": "reset"}[args.runner_command]
+    """``runner stop | reset | approve | reject``: post the request; wait for a running
+    runner's answer. An order is approved or rejected only while it waits (status created)."""
+    kind = _REQUEST_KINDS[args.runner_command]
     if args.wait < 0:
         raise ValueError(f"--wait must be a number of seconds >= 0, got {args.wait}")
     with _control_store(args) as store:
-        rid = store.request(kind, by="tradpal runner " + args.runner_command)
+        extra: dict[str, Any] = {}
+        if kind in ("approve_order", "reject_order"):
+            order = store.order(args.client_order_id)
+            if order is None:
+                raise ValueError(f"CLIENT_ORDER_ID {args.client_order_id!r}: no such order in {args.state} "
+                                 "(see `tradpal runner status`)")
+            if order.status != "created":
+                raise ValueError(f"CLIENT_ORDER_ID {args.client_order_id!r} is {order.status}: only an "
+                                 "order waiting for approval (created) can be approved or rejected")
+            extra = {"client_order_id": args.client_order_id}
+            if args.reason:
+                extra["reason"] = args.reason
+        rid = store.request(kind, by="tradpal runner " + args.runner_command, **extra)
         pid = store.runner_pid()
         if pid is None:
             print(f"posted {kind} request {rid}; no runner is running on {args.state}: the next "
@@ -533,9 +756,8 @@ def cmd_runner_request(args: argparse.Namespace) -> int:
         return 0
 
 
-def register_live(sub) -> None:
-    """``paper`` and ``runner status | stop | reset``."""
-    p = sub.add_parser("paper", help="paper-trade a strategy on an exchange's live candles")
+def _add_trade_options(p: argparse.ArgumentParser, mode: str) -> None:
+    """The options ``paper`` and ``live`` share."""
     p.add_argument("strategy", nargs="?", metavar="STRATEGY",
                    help="a strategy name (see `tradpal strategies`) or path/to/file.py:ClassName")
     p.add_argument("--strategy", dest="strategy_option", metavar="FILE.py:CLASS",
@@ -554,8 +776,8 @@ def register_live(sub) -> None:
                    help="stop once the run has N live bars in all (counted across restarts)")
     p.add_argument("--warmup", type=int, default=500, metavar="N",
                    help="closed bars of history stepped without trading before the first live bar (default 500)")
-    p.add_argument("--run-id", default="paper", metavar="ID",
-                   help="the run's part of every client order id (default paper)")
+    p.add_argument("--run-id", default=mode, metavar="ID",
+                   help=f"the run's part of every client order id (default {mode})")
     p.add_argument("--feed", choices=("rest", "ws", "auto"), default="rest",
                    help="candles by REST polling (default), websocket, or websocket where ccxt.pro has it")
     p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
@@ -563,17 +785,53 @@ def register_live(sub) -> None:
     p.add_argument("--fills-out", metavar="FILE.csv", help="at the end, every fill of the run as CSV")
     p.add_argument("--summary-out", metavar="FILE.json",
                    help="at the end, the run's summary: first_bar, trade_from, last_bar, fills, equity, ...")
-    p.set_defaults(func=cmd_paper)
+    p.add_argument("--confirm-orders", nargs="?", const="auto", choices=("auto", "prompt", "control"),
+                   metavar="prompt|control",
+                   help="every order waits for approval: y/n on the terminal (prompt; the default "
+                   "with a terminal) or `tradpal runner approve|reject` / the control API (control)")
+    p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="an order not approved within this time expires (default 60)")
+    p.set_defaults(func=cmd_trade)
 
-    p = sub.add_parser("runner", help="status, emergency stop or reset of a runner's state directory")
+
+def register_live(sub) -> None:
+    """``paper``, ``live`` and ``runner status | stop | reset | approve | reject``."""
+    from live.confirm import DEFAULT_MAX_ORDER_NOTIONAL, LIVE_CONFIRM_ENV, LIVE_SETTING_DEFAULTS
+
+    p = sub.add_parser("paper", help="paper-trade a strategy on an exchange's live candles")
+    _add_trade_options(p, "paper")
+
+    p = sub.add_parser("live", help="trade a strategy with real orders (needs --live and a typed confirmation)")
+    _add_trade_options(p, "live")
+    p.add_argument("--live", action="store_true",
+                   help="really trade: without it `tradpal live` refuses and sends nothing")
+    p.add_argument("--yes", action="store_true",
+                   help=f"skip the typed confirmation; only with {LIVE_CONFIRM_ENV}=1 in the environment")
+    p.add_argument("--credentials-file", metavar="PATH",
+                   help="API key and secret: JSON or key=value (api_key=, api_secret=), mode 600, "
+                   "outside any git work tree (default: TRADPAL_API_KEY / TRADPAL_API_SECRET)")
+    p.add_argument("--max-order-notional", default=str(DEFAULT_MAX_ORDER_NOTIONAL), metavar="AMOUNT|off",
+                   help="largest order (quote currency) sent, exits excepted "
+                   f"(default {DEFAULT_MAX_ORDER_NOTIONAL:g})")
+    p.add_argument("--daily-loss", metavar="FRACTION|off",
+                   help="flatten and stop entering for the UTC day after this loss (default "
+                   f"{LIVE_SETTING_DEFAULTS['daily_loss']:g}; also --set daily_loss=...)")
+
+    p = sub.add_parser("runner", help="status, emergency stop, reset or order approval of a runner")
     rsub = p.add_subparsers(dest="runner_command", required=True)
     q = rsub.add_parser("status", help="the runner's state as JSON")
     q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
     q.set_defaults(func=cmd_runner_status)
     for name, text in (("stop", "emergency stop: cancel orders, exit every position, halt (survives restarts)"),
-                       ("reset", "lift an emergency stop once flat")):
+                       ("reset", "lift an emergency stop once flat"),
+                       ("approve", "send an order waiting for approval (--confirm-orders)"),
+                       ("reject", "drop an order waiting for approval (--confirm-orders)")):
         q = rsub.add_parser(name, help=text)
         q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
+        if name in ("approve", "reject"):
+            q.add_argument("client_order_id", metavar="CLIENT_ORDER_ID",
+                           help="the order's client order id (see `tradpal runner status`)")
+            q.add_argument("--reason", metavar="TEXT", help="why, kept with the decision")
         q.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",
                        help="how long to wait for a running runner's answer (default 10)")
         q.set_defaults(func=cmd_runner_request)
@@ -615,18 +873,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     from framework import report  # the plotting stack: imported only where it may be used
 
-    register_live(sub)  # paper, runner status | stop | reset
+    register_live(sub)  # paper, live, runner status | stop | reset | approve | reject
     data_cli.register(sub)  # data fetch, data check, exchange serve
     report.register(sub)  # report STRATEGY --data ... --out report.html
     api_cli.register(sub)  # api token, api serve, audit verify
     events_cli.register(sub)  # events tail, events journal
     return parser
 
-_LIVE_COMMANDS = ("paper", "runner")
+_LIVE_COMMANDS = ("paper", "live", "runner")
 
 
 def _live_parser() -> argparse.ArgumentParser:
-    """The parser of ``paper`` and ``runner`` alone: a runner restarted after a crash starts
+    """The parser of ``paper``, ``live`` and ``runner`` alone: a runner restarted after a crash starts
     without importing the report's plotting stack (seconds of start-up)."""
     parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
     register_live(parser.add_subparsers(dest="command", required=True))

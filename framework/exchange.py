@@ -3,9 +3,11 @@ credentials, and retrying requests.
 
 - :func:`create_exchange` builds a ccxt exchange with its rate limiter on, optionally pointed at
   another base URL (:func:`point_exchange_at`, e.g. the local exchange) and with credentials.
-- :func:`load_credentials` reads API keys from the environment (``TRADPAL_<ID>_API_KEY`` /
-  ``TRADPAL_<ID>_SECRET``) or from a JSON file outside the repository
-  (``TRADPAL_CREDENTIALS_FILE``). The result never shows its values in a repr or an error.
+- :func:`load_credentials` reads API keys from a file (``--credentials-file``,
+  ``TRADPAL_CREDENTIALS_FILE``: JSON or ``key=value``, private and outside any git work tree)
+  or the environment (``TRADPAL_<ID>_API_KEY`` / ``TRADPAL_<ID>_SECRET``, ``TRADPAL_API_KEY`` /
+  ``TRADPAL_API_SECRET``). The result never shows its values in a repr or an error;
+  :class:`RedactingFilter` masks them in log records.
 - :class:`RetryPolicy` and :func:`call_with_retries`: ccxt's ``NetworkError`` family
   (``RequestTimeout``, ``RateLimitExceeded``, ``DDoSProtection``, ``ExchangeNotAvailable``, ...)
   is retried with exponential backoff, optionally jittered, and at least as long as the
@@ -17,9 +19,11 @@ credentials, and retrying requests.
 from __future__ import annotations
 
 import json
+import logging
 import numbers
 import os
 import random
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -200,43 +204,145 @@ def point_exchange_at(exchange: ccxt.Exchange, base_url: str) -> ccxt.Exchange:
 
 class Credentials(dict):
     """API credentials ``{"apiKey", "secret"[, "password"]}``: a dict whose repr and str name
-    the fields but never their values, so that logging or an error message cannot leak them."""
+    the fields but never their values, so that logging or an error message cannot leak them.
+    ``source`` says where they were read (a variable's or file's name, never a value)."""
+
+    source: str = ""
 
     def __repr__(self) -> str:
         return f"Credentials({', '.join(f'{k}=***' for k in self)})"
 
     __str__ = __repr__
 
+    def redact(self, text: str) -> str:
+        """``text`` with every credential value replaced by ``***`` (for errors and logs that
+        may quote a request or an exchange's answer)."""
+        for value in sorted((v for v in self.values() if isinstance(v, str) and v), key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
 
-def load_credentials(exchange_id: str) -> Credentials:
-    """API credentials for ``exchange_id`` from the environment
-    (``TRADPAL_<ID>_API_KEY`` / ``TRADPAL_<ID>_SECRET``) or from a JSON file named by
-    ``TRADPAL_CREDENTIALS_FILE`` (``{"binance": {"apiKey": ..., "secret": ...}}``), which must
-    live outside the repository. Returns an empty :class:`Credentials` when none are
-    configured. Errors name the variable or file, never a value read from it."""
-    prefix = f"TRADPAL_{exchange_id.upper()}_"
-    key, secret = os.environ.get(prefix + "API_KEY"), os.environ.get(prefix + "SECRET")
-    if key and secret:
-        return Credentials(apiKey=key, secret=secret)
-    path = os.environ.get("TRADPAL_CREDENTIALS_FILE")
-    if not path:
-        return Credentials()
-    path_r = Path(path).expanduser().resolve()
-    if path_r == REPO_DIR or REPO_DIR in path_r.parents:
-        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path} is inside the repository; keep "
-                         "secrets outside it (e.g. ~/.config/tradpal/credentials.json)")
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that masks the values of ``credentials`` in every record it passes
+    (install it on the handlers of a process that holds live credentials)."""
+
+    def __init__(self, credentials: Credentials) -> None:
+        super().__init__()
+        self.credentials = credentials
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = self.credentials.redact(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+_FILE_KEYS = {"apiKey": "apiKey", "api_key": "apiKey", "secret": "secret", "api_secret": "secret",
+              "password": "password"}
+_FILE_FORMS = ('JSON {"apiKey": ..., "secret": ...} or {"<exchange id>": {"apiKey": ..., '
+               '"secret": ...}}, or lines api_key=... and api_secret=...')
+
+
+def _git_work_tree(path: Path) -> Path | None:
+    """The git work tree ``path`` lies in (the nearest parent with a ``.git``), or None."""
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+def check_secret_file(path: str | Path, name: str) -> Path:
+    """The resolved ``path`` of a file of secrets, once it is known to lie outside the
+    repository and any git work tree (a secret there is one ``git add`` from being committed)
+    and to be readable by its owner only (no group or other permission bits: ``chmod 600``).
+    ``name`` is how errors call it (``--credentials-file``)."""
+    resolved = Path(path).expanduser().resolve()
+    tree = REPO_DIR if resolved == REPO_DIR or REPO_DIR in resolved.parents else _git_work_tree(resolved)
+    if tree is not None:
+        raise ValueError(f"{name} {path} is inside the repository or git work tree {tree}; keep "
+                         "secrets outside it (e.g. ~/.config/tradpal/credentials.json, mode 600)")
     try:
-        data = json.loads(path_r.read_text())
+        mode = stat.S_IMODE(resolved.stat().st_mode)
     except OSError as e:
-        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path} cannot be read: {e.strerror}") from None
-    except ValueError:  # the decoder's message may quote the file: say where, not what
-        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path} is not valid JSON; expected "
-                         '{"<exchange id>": {"apiKey": ..., "secret": ...}}') from None
-    creds = data.get(exchange_id, {}) if isinstance(data, dict) else None
-    if not isinstance(creds, dict):
-        raise ValueError(f"TRADPAL_CREDENTIALS_FILE={path}: expected "
-                         '{"<exchange id>": {"apiKey": ..., "secret": ...}}')
-    return Credentials({k: creds[k] for k in ("apiKey", "secret", "password") if k in creds})
+        raise ValueError(f"{name} {path} cannot be read: {e.strerror}") from None
+    if os.name == "posix" and mode & 0o077:
+        raise ValueError(f"{name} {path} can be read or changed by other users (mode {mode:04o}); "
+                         f"make it private first: chmod 600 {path}")
+    return resolved
+
+
+def _read_credentials_file(path: str, name: str, exchange_id: str) -> Credentials:
+    """Credentials from a JSON or ``key=value`` file; errors name the file and the line or
+    key, never a value read from it."""
+    resolved = check_secret_file(path, name)
+    try:
+        text = resolved.read_text()
+    except OSError as e:
+        raise ValueError(f"{name} {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{name} {path} is not text; expected {_FILE_FORMS}") from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:  # the decoder's message may quote the file: say where, not what
+            raise ValueError(f"{name} {path} is not valid JSON; expected {_FILE_FORMS}") from None
+        if isinstance(data, dict) and exchange_id in data:
+            data = data[exchange_id]
+        elif isinstance(data, dict) and not set(data) & set(_FILE_KEYS):
+            return Credentials()  # keys of other exchanges only
+        if not isinstance(data, dict):
+            raise ValueError(f"{name} {path}: expected {_FILE_FORMS}")
+        pairs = [(key, value, f"key {i + 1}") for i, (key, value) in enumerate(data.items())]
+    else:
+        pairs = []
+        for number, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"{name} {path}: line {number} is not key=value; expected {_FILE_FORMS}")
+            pairs.append((key.strip(), value.strip().strip("'\""), f"line {number}"))
+    creds = Credentials()
+    for key, value, where in pairs:  # an error names the place, not the text: it may be a secret
+        field = _FILE_KEYS.get(key)
+        if field is None or not isinstance(value, str):
+            raise ValueError(f"{name} {path}: {where} has an unknown key or a value that is not "
+                             f"text; the keys are {', '.join(_FILE_KEYS)}")
+        creds[field] = value
+    creds.source = f"{name} {path}"
+    return creds
+
+
+def load_credentials(exchange_id: str, path: str | None = None) -> Credentials:
+    """API credentials for ``exchange_id``, from the first of:
+
+    1. the file ``path`` (``--credentials-file``), JSON (``{"apiKey": ..., "secret": ...}``, or
+       several exchanges ``{"binance": {...}}``) or ``key=value`` lines (``api_key``,
+       ``api_secret``, ``password``);
+    2. the environment: ``TRADPAL_<ID>_API_KEY`` with ``TRADPAL_<ID>_SECRET`` (or
+       ``TRADPAL_<ID>_API_SECRET``), then ``TRADPAL_API_KEY`` with ``TRADPAL_API_SECRET``;
+    3. the file named by ``TRADPAL_CREDENTIALS_FILE``.
+
+    A file must lie outside the repository and any git work tree and be private (mode 600):
+    see :func:`check_secret_file`. Returns an empty :class:`Credentials` when none are
+    configured. Errors name the variable or file, never a value read from it."""
+    if path is not None:
+        return _read_credentials_file(path, "--credentials-file", exchange_id)
+    prefix = f"TRADPAL_{exchange_id.upper()}_"
+    for key_var, secret_vars in ((prefix + "API_KEY", (prefix + "SECRET", prefix + "API_SECRET")),
+                                 ("TRADPAL_API_KEY", ("TRADPAL_API_SECRET",))):
+        key = os.environ.get(key_var)
+        secret_var = next((v for v in secret_vars if os.environ.get(v)), None)
+        if key and secret_var:
+            creds = Credentials(apiKey=key, secret=os.environ[secret_var])
+            creds.source = f"environment {key_var} / {secret_var}"
+            return creds
+    file_path = os.environ.get("TRADPAL_CREDENTIALS_FILE")
+    if not file_path:
+        return Credentials()
+    return _read_credentials_file(file_path, "TRADPAL_CREDENTIALS_FILE", exchange_id)
 
 
 def create_exchange(
@@ -272,5 +378,6 @@ def create_exchange(
     return exchange
 
 
-__all__ = ["RETRYABLE", "Credentials", "ExchangeAccessError", "RetryPolicy", "call_with_retries",
-           "create_exchange", "load_credentials", "point_exchange_at", "retry_after_s"]
+__all__ = ["RETRYABLE", "Credentials", "ExchangeAccessError", "RedactingFilter", "RetryPolicy",
+           "call_with_retries", "check_secret_file", "create_exchange", "load_credentials",
+           "point_exchange_at", "retry_after_s"]

@@ -18,6 +18,9 @@ Guarantees (see :class:`CcxtBroker`):
   precision (ccxt's ``amount_to_precision`` / ``price_to_precision``), then checked against the
   market's minimum amount and minimum cost: an order that fails is rejected with a clear reason
   before anything is sent.
+- **Notional cap.** With ``max_order_notional`` (on by default in ``tradpal live``) an order
+  that opens or adds to a position and is worth more than the cap in the quote currency is
+  rejected before it is sent; exits (``reduce_only``) always pass, so a position can be closed.
 - **Reads and cancels** (order, trades, balance, open orders) are retried with exponential
   backoff and jitter, honouring ``Retry-After``.
 """
@@ -86,6 +89,9 @@ class CcxtBroker:
         clock_skew_ms: allowance for the exchange's clock running ahead of this machine's
             (Binance accepts requests stamped up to 1 s in its future).
         page_limit: trades per ``fetch_my_trades`` page.
+        max_order_notional: largest notional (quote currency: qty x limit, trigger or reference
+            price, or a market order's cost) of an order that is not ``reduce_only``; a larger
+            one, or one whose notional cannot be known, is rejected unsent. None: no cap.
         sleep, clock, rng: how to wait, a monotonic clock in seconds, and the jitter's random
             source (inject them in tests).
     """
@@ -95,6 +101,7 @@ class CcxtBroker:
                                                   max_delay_s=30.0, jitter="full"),
                  not_found_retries: int = 2, order_window_ms: int = 5_000,
                  clock_skew_ms: int = 1_000, page_limit: int = 500,
+                 max_order_notional: float | None = None,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
@@ -103,7 +110,13 @@ class CcxtBroker:
                                  ("clock_skew_ms", clock_skew_ms, 0), ("page_limit", page_limit, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"CcxtBroker: {name} must be a whole number >= {low}, got {value!r}")
+        if max_order_notional is not None and not (
+                isinstance(max_order_notional, (int, float)) and not isinstance(max_order_notional, bool)
+                and 0 < max_order_notional < float("inf")):
+            raise ValueError(f"CcxtBroker: max_order_notional must be a finite number > 0 or None, "
+                             f"got {max_order_notional!r}")
         self.exchange, self.retry = exchange, retry
+        self.max_order_notional = None if max_order_notional is None else float(max_order_notional)
         self.not_found_retries, self.page_limit = not_found_retries, page_limit
         self.order_window_ms, self.clock_skew_ms = order_window_ms, clock_skew_ms
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
@@ -282,6 +295,9 @@ class CcxtBroker:
         if order.qty is None:
             if order.type != "market" or order.cost is None:
                 return "qty is None: only a market order sized by cost may leave it out"
+            over = self._over_cap(order, order.cost)
+            if over:
+                return over
             if min_cost and order.cost < min_cost:
                 return (f"cost {order.cost:g} is below {symbol}'s minimum order cost "
                         f"{min_cost:g} (min notional)")
@@ -303,6 +319,9 @@ class CcxtBroker:
         if amount_limits.get("max") and amount > amount_limits["max"]:
             return f"qty {amount:g} is above {symbol}'s maximum amount {amount_limits['max']:g}"
         reference = price or trigger or order.ref_price
+        over = self._over_cap(order, None if reference is None else amount * reference)
+        if over:
+            return over
         if min_cost and reference and amount * reference < min_cost:
             return (f"notional {amount:g} x {reference:g} = {amount * reference:g} is below "
                     f"{symbol}'s minimum order cost {min_cost:g} (min notional)")
@@ -313,6 +332,19 @@ class CcxtBroker:
             params["takeProfitPrice"] = trigger
         return _Send(lambda: ex.create_order(symbol, kind, order.side, amount, price, params),
                      amount)
+
+    def _over_cap(self, order: OrderRequest, notional: float | None) -> str | None:
+        """Why ``order`` breaks ``max_order_notional`` (None when it does not)."""
+        cap = self.max_order_notional
+        if cap is None or order.reduce_only:
+            return None
+        if notional is None:
+            return (f"max_order_notional {cap:g}: the notional of this {order.type} order is "
+                    "unknown (no price, trigger or ref_price), so it is not sent")
+        if notional > cap:
+            return (f"notional {notional:g} is above max_order_notional {cap:g} "
+                    "(--max-order-notional): not sent")
+        return None
 
     def submit(self, order: OrderRequest) -> OrderUpdate:
         """Place ``order`` once, whatever the network does (see the module's guarantees).

@@ -507,6 +507,7 @@ def test_credentials_from_env_or_a_file_outside_the_repo(tmp_path, monkeypatch):
     monkeypatch.delenv("TRADPAL_BINANCE_API_KEY")
     creds = tmp_path / "creds.json"
     creds.write_text('{"binance": {"apiKey": "fk", "secret": "fs"}}')
+    creds.chmod(0o600)  # a credentials file must be private
     monkeypatch.setenv("TRADPAL_CREDENTIALS_FILE", str(creds))
     assert load_credentials("binance") == {"apiKey": "fk", "secret": "fs"}
     monkeypatch.setenv("TRADPAL_CREDENTIALS_FILE", "data/creds.json")

@@ -88,6 +88,7 @@ def test_a_broken_credentials_file_is_named_without_its_content(tmp_path, monkey
     monkeypatch.delenv("TRADPAL_BINANCE_API_KEY", raising=False)
     path = tmp_path / "creds.json"
     path.write_text('{"binance": {"apiKey": "k", "secret": "the-secret-value"')  # cut short
+    path.chmod(0o600)  # a credentials file must be private
     monkeypatch.setenv("TRADPAL_CREDENTIALS_FILE", str(path))
     with pytest.raises(ValueError, match="is not valid JSON") as info:
         load_credentials("binance")
