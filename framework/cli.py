@@ -9,7 +9,7 @@
                   [--sort METRIC] [--top N] [--out FILE.csv|.json|.parquet] (+ the options above)
     tradpal paper STRATEGY --exchange ID --symbol BTC/USDT [--symbol ...] --timeframe 1h
                   --state DIR [--exchange-url URL] [--max-bars N] [--fills-out CSV] [--summary-out JSON]
-    tradpal runner status | stop | reset --state DIR
+    tradpal runner status | stop | reset | pause | resume --state DIR
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
 STRATEGY is a bundled name, ``path/to/file.py:ClassName`` or a name from the folders of
@@ -428,6 +428,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     from framework.settings import SimSettings
     from live.feed import open_feed
     from live.runner import LiveRunner, PaperBroker
+    from live.service import RunnerServices, ServiceOptions
     from live.store import RunnerLockedError, StateStore
 
     cls = _strategy_class(args)
@@ -451,6 +452,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
         check_run_id(args.run_id)
     except ValueError as e:
         raise ValueError(str(e).replace("run_id", "--run-id")) from None
+    services_options = ServiceOptions.from_args(args)  # a weak API secret stops us here
     settings = SimSettings.build(strategy.sim_defaults, **settings_from_pairs(args.set))
     try:
         exchange = create_exchange(args.exchange, url=args.exchange_url)
@@ -468,8 +470,9 @@ def cmd_paper(args: argparse.Namespace) -> int:
     import signal
 
     previous = runner.install_signal_handlers()
+    services = RunnerServices(runner, services_options)
     try:
-        runner.start()
+        services.start()  # bus, metrics, API; then the runner starts (restore or warm up)
         runner.run(max_bars=args.max_bars)
         summary = runner.summary()
         if args.fills_out:
@@ -484,12 +487,13 @@ def cmd_paper(args: argparse.Namespace) -> int:
         print(f"tradpal: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
+        services.stop(runner._stop_reason or "finished")
         runner.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"{strategy!r} paper on {', '.join(symbols)} {args.timeframe}: {summary['live_bars']} live bars "
           f"({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
-          f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}")
+          f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}{', PAUSED' if summary['paused'] else ''}")
     return 0
 
 
@@ -509,8 +513,8 @@ def cmd_runner_status(args: argparse.Namespace) -> int:
 
 
 def cmd_runner_request(args: argparse.Namespace) -> int:
-    """``runner stop`` / ``runner reset``: post the request; wait for a running runner's answer."""
-    kind = {"stop": "emergency_stop", "reset": "reset"}[args.runner_command]
+    """``runner stop | reset | pause | resume``: post the request; wait for a running runner's answer."""
+    kind = {"stop": "emergency_stop", "reset": "reset", "pause": "pause", "resume": "resume"}[args.runner_command]
     if args.wait < 0:
         raise ValueError(f"--wait must be a number of seconds >= 0, got {args.wait}")
     with _control_store(args) as store:
@@ -534,7 +538,9 @@ def cmd_runner_request(args: argparse.Namespace) -> int:
 
 
 def register_live(sub) -> None:
-    """``paper`` and ``runner status | stop | reset``."""
+    """``paper`` and ``runner status | stop | reset | pause | resume``."""
+    from live.service import add_service_options
+
     p = sub.add_parser("paper", help="paper-trade a strategy on an exchange's live candles")
     p.add_argument("strategy", nargs="?", metavar="STRATEGY",
                    help="a strategy name (see `tradpal strategies`) or path/to/file.py:ClassName")
@@ -563,6 +569,7 @@ def register_live(sub) -> None:
     p.add_argument("--fills-out", metavar="FILE.csv", help="at the end, every fill of the run as CSV")
     p.add_argument("--summary-out", metavar="FILE.json",
                    help="at the end, the run's summary: first_bar, trade_from, last_bar, fills, equity, ...")
+    add_service_options(p)
     p.set_defaults(func=cmd_paper)
 
     p = sub.add_parser("runner", help="status, emergency stop or reset of a runner's state directory")
@@ -571,7 +578,9 @@ def register_live(sub) -> None:
     q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
     q.set_defaults(func=cmd_runner_status)
     for name, text in (("stop", "emergency stop: cancel orders, exit every position, halt (survives restarts)"),
-                       ("reset", "lift an emergency stop once flat")):
+                       ("reset", "lift an emergency stop once flat"),
+                       ("pause", "no new entries (exits and stops still managed) until resumed; survives restarts"),
+                       ("resume", "allow new entries again after a pause")):
         q = rsub.add_parser(name, help=text)
         q.add_argument("--state", required=True, metavar="DIR", help="the runner's state directory")
         q.add_argument("--wait", type=float, default=10.0, metavar="SECONDS",

@@ -257,6 +257,48 @@ class Reconciliation(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ControlEvent(Event):
+    """A control request the runner carried out (``request`` is the store's request id, None
+    when called in process); the subclasses say which."""
+
+    key: ClassVar[tuple[str, ...]] = ("bar_ms", "request")
+    bar_ms: int  # the last bar stepped when it was carried out
+    request: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paused(ControlEvent):
+    """New entries blocked (exits and stops still managed) until :class:`Resumed`."""
+
+    kind: ClassVar[str] = "paused"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resumed(ControlEvent):
+    kind: ClassVar[str] = "resumed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reset(ControlEvent):
+    """An emergency stop lifted."""
+
+    kind: ClassVar[str] = "reset"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice(Event):
+    """Something the runner logged and recorded that has no kind of its own: ``topic``
+    ``bar_skipped`` (a symbol had no bar), ``bar_rejected``, ``feed_rejected``, ``feed_hole``."""
+
+    kind: ClassVar[str] = "notice"
+    key: ClassVar[tuple[str, ...]] = ("topic", "bar_ms", "symbols")
+    topic: str
+    bar_ms: int | None = None
+    symbols: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Heartbeat(Event):
     kind: ClassVar[str] = "heartbeat"
     key: ClassVar[tuple[str, ...]] = ("session_id", "seq")
@@ -280,8 +322,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (
         SessionStarted, SessionStopped, Bar, Signal, OrderCreated, OrderSubmitted, OrderUpdated,
         OrderCancelled, OrderRejected, Fill, PositionOpened, PositionChanged, PositionClosed,
-        RiskLimitFired, EmergencyStop, FeedStale, FeedRecovered, Reconciliation, Heartbeat,
-        PerformanceSnapshot)
+        RiskLimitFired, EmergencyStop, FeedStale, FeedRecovered, Reconciliation, Paused, Resumed,
+        Reset, Notice, Heartbeat, PerformanceSnapshot)
 }
 #: kinds a trim of the Redis stream must never drop before every group acknowledged them
 CRITICAL_KINDS: frozenset[str] = frozenset(
@@ -448,6 +490,62 @@ def from_step(events: np.ndarray, fills: np.ndarray, *, runner: str, tag: str, r
             price=float(f["price"]), fee=float(f["fees"]),
             fee_currency="base" if f["fee_ccy"] == enums.FEE_BASE else "quote", fill_ms=bar_ms(int(f["bar"]))))
     return out
+
+
+def _ms(iso_time: str | None) -> int | None:
+    """Epoch ms of the runner's ISO 8601 UTC times (``live.runner.iso``)."""
+    if iso_time is None:
+        return None
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso_time).timestamp() * 1000)
+
+
+class RunnerEvents:
+    """Turns the event dicts a :class:`live.runner.LiveRunner` commits (``on_commit``) into bus
+    events of ``runner``: orders, fills, risk limits, emergency stop, feed, control. The
+    runner's ``session_started`` of a new run's warm-up is not converted: the service around
+    the runner announces every session (:class:`SessionStarted`) itself. It remembers when each
+    symbol's feed went stale, for :class:`FeedRecovered`."""
+
+    def __init__(self, runner: str) -> None:
+        self.runner = runner
+        self._stale_since: dict[str, int] = {}
+
+    def __call__(self, d: dict[str, Any], ts_ms: int) -> list[Event]:
+        kind, runner = d["kind"], self.runner
+        bar_ms = _ms(d.get("bar"))
+        if kind in ("order", "amended"):
+            cls = OrderUpdated if kind == "amended" else _ORDER_KIND[d["status"]]
+            return [cls(runner=runner, ts_ms=ts_ms, client_order_id=d["client_order_id"], symbol=d["symbol"],
+                        side=d["side"], order_type=d["order_type"], status=d["status"], bar_ms=bar_ms,
+                        qty=d["qty"], price=d["price"], trigger=d["trigger"], filled_qty=d["filled_qty"],
+                        reason=d["reason"], reject_reason=d["reject_reason"] or "")]
+        if kind == "fill":
+            return [Fill(runner=runner, ts_ms=ts_ms, symbol=d["symbol"], trade_id=d["trade_id"],
+                         client_order_id=d["client_order_id"], side=d["side"], qty=d["qty"], price=d["price"],
+                         fee=d["fee"], fee_currency=d["fee_currency"], fill_ms=bar_ms)]
+        if kind in ("halt", "daily_block", "liquidation"):
+            return [RiskLimitFired(runner=runner, ts_ms=ts_ms, rule=kind, bar_ms=bar_ms,
+                                   symbol=d.get("symbol", ""), detail=d.get("reason", ""))]
+        if kind == "emergency_stop":
+            return [EmergencyStop(runner=runner, ts_ms=ts_ms, bar_ms=bar_ms, reason=d.get("reason", ""))]
+        if kind in ("paused", "resumed", "reset"):
+            return [EVENT_TYPES[kind](runner=runner, ts_ms=ts_ms, bar_ms=bar_ms, request=d.get("request"))]
+        if kind == "feed_stale":
+            since = ts_ms if bar_ms is None else bar_ms
+            out: list[Event] = []
+            for symbol in d["symbols"]:
+                self._stale_since.setdefault(symbol, since)
+                out.append(FeedStale(runner=runner, ts_ms=ts_ms, symbol=symbol, since_ms=since, last_bar_ms=bar_ms))
+            return out
+        if kind == "feed_fresh":
+            return [FeedRecovered(runner=runner, ts_ms=ts_ms, symbol=s, stale_since_ms=since, recovered_ms=ts_ms)
+                    for s in d["symbols"] if (since := self._stale_since.pop(s, None)) is not None]
+        if kind == "session_started":
+            return []
+        return [Notice(runner=runner, ts_ms=ts_ms, topic=kind, bar_ms=bar_ms, symbols=list(d.get("symbols", [])),
+                       message=d.get("message", ""))]
 
 
 def describe(event: Event) -> str:

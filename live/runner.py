@@ -31,7 +31,10 @@ the feed is stale: a stale symbol's batches are incomplete and skipped, so nothi
 A broker that fills orders on an exchange plugs in here once the core books broker fills; this
 module refuses it for now.
 
-**Control.** ``emergency_stop``: the core's emergency stop (pending orders cancelled, every
+**Control.** ``pause``: new entries are refused by the core (reason ``entries_blocked``) while
+exits, stops and targets are still managed; ``resume`` lifts it. Committed at once with the
+flag ``paused`` (and the core's block flag in the snapshot), so a pause survives restarts.
+``emergency_stop``: the core's emergency stop (pending orders cancelled, every
 position exits at the next bar's open, no new orders), committed at once with the flags
 ``halted`` / ``halt_reason``; the halt is in the snapshot, so it survives restarts. ``reset``
 lifts it, only after an emergency stop and once flat; otherwise it is refused with the reason.
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +141,13 @@ class LiveRunner:
             per 365-day year, as a backtest derives it from hourly bars (8760).
         poll_s: longest wait for the feed before looking at control requests and signals again.
         on_event: callbacks receiving every event (a dict with ``kind``) once it is committed.
+
+    Hooks for the services around a runner (``live.service``): :attr:`on_commit` callbacks get
+    each committed batch of events at once, ``hook(events, batch)`` with the
+    :class:`~live.feed.BarBatch` stepped (None for control and feed events; then
+    :attr:`bar_to_order_s` is the time from the batch's arrival to its orders committed, ready to
+    send); :attr:`on_poll` callbacks run once per turn of :meth:`run`'s loop (at least every
+    ``poll_s``).
     """
 
     def __init__(self, strategy: Strategy, broker: Any, feed: CandleFeed, settings: SimSettings,
@@ -171,10 +182,15 @@ class LiveRunner:
         self.ann_factor = float(ann_factor)
         self.poll_s = float(poll_s)
         self.on_event: list[Callable[[dict[str, Any]], None]] = list(on_event)
+        self.on_commit: list[Callable[[list[dict[str, Any]], BarBatch | None], None]] = []
+        self.on_poll: list[Callable[[], None]] = []
+        self.bar_to_order_s: float | None = None
         self.stepper: BarStepper | None = None
         self.info: RunInfo | None = None
         self.last_bar_ms: int | None = None
         self._stop_reason: str | None = None
+        self._paused = False  # pause / resume requests (flag "paused")
+        self._stale = False  # the feed is stale (broker mode)
         self._order_keys: set[tuple[int, int]] = set()  # (col, order id) of every order recorded
         self._fill_counts: dict[tuple[int, int], int] = {}  # fills per order so far
         self._quote = [s.split("/")[1].split(":")[0] if "/" in s else "quote" for s in self.symbols]
@@ -191,6 +207,8 @@ class LiveRunner:
             self._restore(RunInfo.from_json(stored), snap)
         else:
             self._warm_up()
+        self._paused = bool(self.store.get_flag("paused"))
+        self._update_entry_block()
         self.handle_requests()
 
     def run(self, max_bars: int | None = None) -> int:
@@ -209,6 +227,8 @@ class LiveRunner:
             elif isinstance(item, FeedEvent):
                 self._feed_event(item)
             self.handle_requests()
+            for hook in self.on_poll:
+                hook()
         if self._stop_reason is not None:
             log.info("runner stopped: %s", self._stop_reason)
         return self.live_bars
@@ -223,6 +243,11 @@ class LiveRunner:
         return {sig: signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
 
+    @property
+    def paused(self) -> bool:
+        """True while a ``pause`` request blocks new entries."""
+        return self._paused
+
     def close(self) -> None:
         """Release the feed's connections and the store (with its runner lock)."""
         self.feed.close()
@@ -236,7 +261,7 @@ class LiveRunner:
     def summary(self) -> dict[str, Any]:
         """The run in numbers: ``first_bar``, ``trade_from``, ``last_bar`` (ISO times of the
         first warm-up bar, first tradable bar, last bar stepped), ``bars``, ``live_bars``,
-        ``fills``, ``orders``, ``equity``, ``cash``, ``positions`` by symbol, ``halted``."""
+        ``fills``, ``orders``, ``equity``, ``cash``, ``positions`` by symbol, ``halted``, ``paused``."""
         st, info = self.stepper, self.info
         assert st is not None and info is not None, "start() the runner first"
         return {
@@ -246,7 +271,7 @@ class LiveRunner:
             "bars": st.t, "live_bars": self.live_bars, "fills": len(st.fills),
             "orders": len(self._order_keys), "equity": st.equity, "cash": st.cash,
             "positions": dict(zip(self.symbols, st.positions.tolist(), strict=True)),
-            "halted": bool(st.halted),
+            "halted": bool(st.halted), "paused": self._paused,
         }
 
     def fills_frame(self) -> pd.DataFrame:
@@ -335,6 +360,7 @@ class LiveRunner:
     # --- the loop -------------------------------------------------------------------------------
     def on_bar(self, batch: BarBatch) -> None:
         """Step one closed batch, persist it, publish its events."""
+        arrived = time.perf_counter()
         st = self.stepper
         assert st is not None, "start() the runner first"
         if batch.missing:
@@ -360,7 +386,8 @@ class LiveRunner:
         order_records, event_dicts = self._records(out.events, batch.open_ms)
         self.store.commit_bar(dict.fromkeys(self.symbols, batch.open_ms), st.snapshot(), order_records,
                               event_dicts, summary=self.summary())
-        self._publish([e for e in fill_events if e is not None] + event_dicts)
+        self.bar_to_order_s = time.perf_counter() - arrived
+        self._publish([e for e in fill_events if e is not None] + event_dicts, batch)
 
     def _book_paper_fill(self, rec: np.ndarray, bar_ms: int) -> dict[str, Any] | None:
         """Store one fill of the paper matcher (already booked in the core by the step); returns
@@ -422,13 +449,18 @@ class LiveRunner:
         self.store.append_events([event])
         self._publish([event])
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
+    def _publish(self, events: list[dict[str, Any]], batch: BarBatch | None = None) -> None:
         for event in events:
             for callback in self.on_event:
                 try:
                     callback(event)
                 except Exception:  # a subscriber's bug must not stop the runner
                     log.exception("on_event callback %r failed on %s", callback, event.get("kind"))
+        for hook in self.on_commit:
+            try:
+                hook(events, batch)
+            except Exception:  # a service's bug must not stop the runner either
+                log.exception("on_commit hook %r failed", hook)
 
     # --- control --------------------------------------------------------------------------------
     def handle_requests(self) -> None:
@@ -438,6 +470,8 @@ class LiveRunner:
                 result = self.emergency_stop(req)
             elif req.kind == "reset":
                 result = self.reset(req)
+            elif req.kind in ("pause", "resume"):
+                result = self.pause(req.kind == "pause", req)
             else:  # order approvals belong to --confirm-orders of the broker mode
                 result = {"ok": False, "error": f"{req.kind} is not handled by a paper runner"}
             self.store.mark_handled(req.id, result)
@@ -458,6 +492,29 @@ class LiveRunner:
         self._publish(dicts)
         log.warning("%s: open orders cancelled, positions exit at the next bar's open, no new orders", why)
         return {"ok": True, "halted": True, "exits": sum(isinstance(r, OrderRequest) for r in order_records)}
+
+    def pause(self, paused: bool, req: ControlRequest | None = None) -> dict[str, Any]:
+        """Pause (block new entries; exits and stops still managed) or resume, committed at once
+        with the flag ``paused``; event ``paused`` / ``resumed``."""
+        st = self.stepper
+        assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        if self._paused == paused:
+            return {"ok": True, "paused": paused, "note": "already " + ("paused" if paused else "running")}
+        self._paused = paused
+        self._update_entry_block()
+        event = {"kind": "paused" if paused else "resumed", "bar": iso(self.last_bar_ms),
+                 "request": None if req is None else req.id}
+        self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), (), [event],
+                              summary=self.summary(), flags={"paused": True if paused else None})
+        self._publish([event])
+        log.warning("%s: %s", event["kind"], "no new entries; exits and stops are still managed"
+                    if paused else "entries allowed again from the next close")
+        return {"ok": True, "paused": paused}
+
+    def _update_entry_block(self) -> None:
+        """The core blocks new entries while paused or while the feed is stale."""
+        assert self.stepper is not None
+        self.stepper.block_entries(self._paused or self._stale)
 
     def reset(self, req: ControlRequest | None = None) -> dict[str, Any]:
         """Lift an emergency stop once flat; refused (with the reason) otherwise."""

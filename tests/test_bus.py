@@ -138,7 +138,7 @@ def test_json_round_trip_and_version_refusal():
     assert {"session_started", "session_stopped", "bar", "signal", "order_created", "order_submitted",
             "order_updated", "order_cancelled", "order_rejected", "fill", "position_opened",
             "position_changed", "position_closed", "risk_limit_fired", "emergency_stop", "feed_stale",
-            "feed_recovered", "reconciliation", "heartbeat", "performance"} == set(EVENT_TYPES)
+            "feed_recovered", "reconciliation", "heartbeat", "performance"} <= set(EVENT_TYPES)
 
 
 def test_in_process_bus_survives_a_broken_subscriber():
