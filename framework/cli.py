@@ -487,7 +487,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
         print(f"tradpal: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     finally:
-        services.stop(runner._stop_reason or "finished")
+        services.stop(runner.stop_reason or "finished")
         runner.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -244,6 +244,11 @@ class LiveRunner:
                 for sig in (signal.SIGTERM, signal.SIGINT)}
 
     @property
+    def stop_reason(self) -> str | None:
+        """Why :meth:`run` stopped (a signal's name, ...), None if it was not asked to."""
+        return self._stop_reason
+
+    @property
     def paused(self) -> bool:
         """True while a ``pause`` request blocks new entries."""
         return self._paused

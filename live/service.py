@@ -114,7 +114,7 @@ class RunnerServices:
     events. ``bus``: an :class:`~live.bus.InProcessBus` already subscribed to (so its
     subscribers see the session start), instead of the one built from ``options``. Attributes
     once started: :attr:`bus`, :attr:`metrics` (None without a port), :attr:`metrics_server`,
-    :attr:`api_server`."""
+    :attr:`api_server`; :attr:`published` counts the events handed to the bus."""
 
     def __init__(self, runner: Any, options: ServiceOptions | None = None, *, mode: str = "paper",
                  bus: InProcessBus | None = None) -> None:
@@ -132,6 +132,8 @@ class RunnerServices:
         self._stats = stats_nb.stats_init_nb(0.0)
         self._beat = 0
         self._next_beat = 0.0
+        self._feed_counts = {"errors": 0, "reconnects": 0}
+        self.published = 0
 
     # --- start / stop ---------------------------------------------------------------------------
     def start(self) -> RunnerServices:
@@ -200,12 +202,13 @@ class RunnerServices:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.stop(self.runner._stop_reason or ("error" if exc[0] else "finished"))
+        self.stop(self.runner.stop_reason or ("error" if exc[0] else "finished"))
 
     # --- the runner's hooks ---------------------------------------------------------------------
     def _publish(self, events: list[ev.Event]) -> None:
         assert self.bus is not None
         self.bus.publish_many(events)
+        self.published += len(events)
         if self.metrics is not None:
             self.metrics.on_events_published(len(events), self.bus.outbox_depth)
 
@@ -284,6 +287,21 @@ class RunnerServices:
             self.bus.flush(max_batches=1)
             if self.metrics is not None:
                 self.metrics.outbox_depth.set(self.bus.outbox_depth)
+        if self.metrics is not None:
+            self._count_feed_errors()
+
+    def _count_feed_errors(self) -> None:
+        """The feed's failed polls (exchange errors) and stream reconnects (retries), as counted
+        by the feed since it was opened."""
+        stats = getattr(self.runner.feed, "stats", None)
+        if not isinstance(stats, dict):
+            return
+        for key, counter in (("errors", self.metrics.exchange_errors.labels("feed_poll")),
+                             ("reconnects", self.metrics.retries.labels("feed_reconnect"))):
+            n = int(stats.get(key, 0))
+            if n > self._feed_counts[key]:
+                counter.inc(n - self._feed_counts[key])
+                self._feed_counts[key] = n
 
 
 #: the session statistics in a performance snapshot (names as ``framework.metrics``)
