@@ -208,8 +208,12 @@ def test_control_api_and_metrics_of_a_running_paper_runner(tmp_path):
     def post(path: str, role: str):
         return httpx.post(base + path, headers={"Authorization": f"Bearer {tok[role]}"}, timeout=5)
 
+    seen_text: list[str] = []  # every response body, for the planted-secret check at the end
+
     def status() -> dict:
-        return get("/status").json()
+        response = get("/status")
+        seen_text.append(response.text)
+        return response.json()
 
     with local_exchange(frames(1), clock="stepped") as ex:
         cmd = [sys.executable, "-m", "framework.cli",
@@ -248,6 +252,8 @@ def test_control_api_and_metrics_of_a_running_paper_runner(tmp_path):
             (position,) = get("/positions").json()
             assert position["qty"] == pytest.approx(summary["positions"][SYMBOLS[0]], rel=1e-12)
             assert get("/performance").json()["summary"] == summary
+            seen_text += [get(p).text for p in ("/orders", "/fills", "/positions", "/performance")]
+            seen_text.append(httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text)
             m = samples(f"http://127.0.0.1:{metrics_port}/metrics")
             assert m[("tradpal_equity", ())] == summary["equity"]
             assert m[("tradpal_fills_total", (("symbol", SYMBOLS[0]),))] == summary["fills"]
@@ -264,10 +270,16 @@ def test_control_api_and_metrics_of_a_running_paper_runner(tmp_path):
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=30)
             assert proc.returncode == 0, err[-2000:]
+            seen_text += [out, err]
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+    # the secret and the tokens are nowhere: not in a response, the output, the metrics, nor any
+    # file of the state directory (store, audit log)
+    stored = b"".join(f.read_bytes() for f in state.rglob("*") if f.is_file())
+    for planted in (secret, *tok.values()):
+        assert not any(planted in text for text in seen_text) and planted.encode() not in stored
     audit = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
     assert [(a["who"], a["action"]) for a in audit][:3] == [("read-user", "pause"), ("trade-user", "pause"),
                                                             ("trade-user", "resume")]
