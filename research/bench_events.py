@@ -160,12 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.consumers.split(",")]
     rows, latency = [], []
     with tempfile.TemporaryDirectory() as d, LocalRedis(Path(d) / "redis", appendfsync=args.appendfsync) as server:
-        for n in counts:
-            rows.append(run_once(server, Path(d), args.events, n, args.batch, args.count, args.dedup,
-                                 args.entry_events))
+        # the runner first: Redis writing a large append-only file slows the runner's fsyncs
         if args.runner_bars > 0:
             for mode in ("off", "in_process", "redis"):
                 latency.append(runner_latency(mode, Path(d), args.runner_bars, server.url))
+        for n in counts:
+            rows.append(run_once(server, Path(d), args.events, n, args.batch, args.count, args.dedup,
+                                 args.entry_events))
     print(f"Redis Streams bus: {args.events:,} fill events, publish calls of {args.batch}, entries of up "
           f"to {args.entry_events} events, consumer reads of {args.count} entries, appendfsync "
           f"{args.appendfsync}, dedup {args.dedup}")
