@@ -472,7 +472,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     previous = runner.install_signal_handlers()
     services = RunnerServices(runner, services_options)
     try:
-        services.start()  # bus, metrics, API; then the runner starts (restore or warm up)
+        services.start()  # the runner starts (restore or warm up), then bus, metrics and API
         runner.run(max_bars=args.max_bars)
         summary = runner.summary()
         if args.fills_out:

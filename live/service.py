@@ -1,7 +1,7 @@
 """The services around a live runner: event bus, Prometheus metrics and the control API.
 
     services = RunnerServices(runner, ServiceOptions(redis_url=..., metrics_port=9108, api_port=8780))
-    services.start()            # bus, endpoints, session_started; starts the runner
+    services.start()            # starts the runner; session_started, bus, endpoints
     runner.run(max_bars=100)
     services.stop("done")       # session_stopped, outbox flushed if Redis answers, endpoints closed
 
@@ -137,18 +137,27 @@ class RunnerServices:
 
     # --- start / stop ---------------------------------------------------------------------------
     def start(self) -> RunnerServices:
-        """Build the bus, serve metrics and API, announce the session, then start the runner
-        (restore or warm up) with its events going to the bus."""
+        """Start the runner (its lock, then restore or warm up) with its events going to the bus
+        behind a ``session_started``, then serve metrics and API. A runner refused its state
+        directory (another runner holds it) publishes and serves nothing."""
         r, o = self.runner, self.options
         if o.redis_url:
             self.bus = RedisStreamsBus(o.redis_url, r.run_id, outbox=Outbox.for_store(r.store))
         else:
             self.bus = self._given_bus or InProcessBus()
-        try:
-            if o.metrics_port is not None:
-                from live.metrics import RunnerMetrics, serve_metrics
+        if o.metrics_port is not None:
+            from live.metrics import RunnerMetrics
 
-                self.metrics = RunnerMetrics()
+            self.metrics = RunnerMetrics()
+        r.on_commit.append(self._on_commit)
+        r.on_poll.append(self._on_poll)
+        try:
+            if r.stepper is None:
+                r.start()
+            self._announce()
+            if self.metrics is not None:
+                from live.metrics import serve_metrics
+
                 self.metrics.sync_from_store(r.store)
                 self.metrics_server = serve_metrics(self.metrics, o.metrics_port)
                 log.info("metrics on http://%s:%d/metrics", self.metrics_server.host, self.metrics_server.port)
@@ -159,20 +168,31 @@ class RunnerServices:
                 app = create_app(r.store.state_dir, secret=o.api_secret, audit_log_path=audit)
                 self.api_server = serve_api(app, host=o.api_host, port=o.api_port)
                 log.info("control API on http://%s:%d (docs at /docs)", self.api_server.host, self.api_server.port)
-        except BaseException:
-            self._close_endpoints()
+        except BaseException as exc:
+            if self.session_id:
+                self.stop(f"failed to start: {type(exc).__name__}")
+            else:
+                self._unhook()
+                self.bus.close()
+                self.bus = None
             raise
-        now = _now_ms()
-        self.session_id = f"{r.run_id}-{now}"
-        self._publish([ev.SessionStarted(runner=r.run_id, ts_ms=now, session_id=self.session_id,
-                                         strategy=repr(r.strategy), symbols=list(r.symbols), mode=self.mode)])
-        r.on_commit.append(self._on_commit)
-        r.on_poll.append(self._on_poll)
-        if r.stepper is None:
-            r.start()
         self._positions = dict(zip(r.symbols, r.stepper.positions.tolist(), strict=True))
         self._next_beat = time.monotonic() + o.heartbeat_s
         return self
+
+    def _announce(self) -> None:
+        """Publish ``session_started`` once, before any other event of the session."""
+        if not self.session_id:
+            r, now = self.runner, _now_ms()
+            self.session_id = f"{r.run_id}-{now}"
+            self._publish([ev.SessionStarted(runner=r.run_id, ts_ms=now, session_id=self.session_id,
+                                             strategy=repr(r.strategy), symbols=list(r.symbols), mode=self.mode)])
+
+    def _unhook(self) -> None:
+        r = self.runner
+        for hooks, hook in ((r.on_commit, self._on_commit), (r.on_poll, self._on_poll)):
+            if hook in hooks:
+                hooks.remove(hook)
 
     def stop(self, reason: str = "") -> None:
         """Announce the end of the session, flush the outbox (if Redis answers), close the
@@ -180,9 +200,7 @@ class RunnerServices:
         r = self.runner
         if self.bus is None:
             return
-        for hooks, hook in ((r.on_commit, self._on_commit), (r.on_poll, self._on_poll)):
-            if hook in hooks:
-                hooks.remove(hook)
+        self._unhook()
         self._publish([ev.SessionStopped(runner=r.run_id, ts_ms=_now_ms(), session_id=self.session_id,
                                          reason=reason)])
         self.bus.flush()
@@ -215,6 +233,7 @@ class RunnerServices:
     def _on_commit(self, dicts: list[dict[str, Any]], batch: BarBatch | None) -> None:
         """A committed batch: its typed events, then (after a bar) positions and performance."""
         r, m = self.runner, self.metrics
+        self._announce()
         ts = _now_ms()
         out = [e for d in dicts for e in self._convert(d, ts)]
         if m is not None:

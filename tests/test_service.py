@@ -26,7 +26,7 @@ from live.feed import CandleFeed
 from live.redis_local import LocalRedis, free_port
 from live.runner import LiveRunner, PaperBroker
 from live.service import RunnerServices, ServiceOptions
-from live.store import StateStore
+from live.store import RunnerLockedError, StateStore
 from strategies import STRATEGIES
 from tests.test_live_runner import ROOT, SYMBOLS, W, frames, local_exchange, paper_args
 
@@ -66,6 +66,15 @@ def test_pause_blocks_entries_manages_exits_survives_restarts_and_metrics_agree(
         services = RunnerServices(runner, ServiceOptions(metrics_port=0), bus=bus).start()
         url = f"http://127.0.0.1:{services.metrics_server.port}/metrics"
         try:
+            # a second runner on the same state directory is refused before it publishes anything
+            second_seen: list = []
+            second_bus = InProcessBus()
+            second_bus.subscribe(second_seen.append)
+            second = make_runner(ex, state)
+            with pytest.raises(RunnerLockedError):
+                RunnerServices(second, bus=second_bus).start()
+            second.close()
+            assert second_seen == [] and second.on_commit == []
             step_until(runner, lambda: runner.summary()["positions"][SYMBOLS[0]] != 0.0)
             n_before = len(runner.store.orders())
             runner.store.request("pause", by="test")
