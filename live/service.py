@@ -252,7 +252,7 @@ class RunnerServices:
                 st = r.stepper
                 now_s = ts / 1000
                 m.observe_step(bar_ms=batch.open_ms, equity=st.equity, cash=st.cash,
-                               positions=self._positions, prices=dict(zip(r.symbols, batch.close.tolist(), strict=True)),
+                               positions=dict(zip(r.symbols, st.positions.tolist(), strict=True)), prices=dict(zip(r.symbols, batch.close.tolist(), strict=True)),
                                bar_to_order_s=r.bar_to_order_s,
                                feed_lag_s=dict.fromkeys(r.symbols, now_s - (batch.open_ms + r.tf_ms) / 1000),
                                halted=st.halted, daily_block=bool(st.g[enums.G_DAY_BLOCKED]))
