@@ -10,9 +10,10 @@
     tradpal paper STRATEGY --exchange ID --symbol BTC/USDT [--symbol ...] --timeframe 1h
                   --state DIR [--exchange-url URL] [--max-bars N] [--fills-out CSV] [--summary-out JSON]
                   [--confirm-orders [prompt|control]] [--approval-timeout SECONDS]
+                  [--redis-url URL] [--metrics-port N] [--api-port N] [--api-host HOST]
     tradpal live  (the options of paper) --live [--yes] [--credentials-file PATH]
                   [--max-order-notional AMOUNT|off] [--daily-loss FRACTION|off]
-    tradpal runner status | stop | reset --state DIR
+    tradpal runner status | stop | reset | pause | resume --state DIR
     tradpal runner approve | reject --state DIR CLIENT_ORDER_ID [--reason TEXT]
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
 
@@ -438,6 +439,7 @@ class TradeRun:
     gate: Any  # live.confirm.OrderGate with --confirm-orders, else None
     credentials: Any  # framework.exchange.Credentials (empty for paper)
     max_order_notional: float | None
+    services: Any  # live.service.ServiceOptions: bus, metrics and control API around the runner
 
     def redact(self, text: str) -> str:
         return self.credentials.redact(text)
@@ -538,6 +540,7 @@ def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
     from framework.exchange import Credentials, create_exchange, load_credentials
     from framework.orders import check_run_id
     from live.confirm import check_live_flags, confirm_live
+    from live.service import ServiceOptions
 
     live = args.command == "live"
     if live:
@@ -563,6 +566,7 @@ def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
         check_run_id(args.run_id)
     except ValueError as e:
         raise ValueError(str(e).replace("run_id", "--run-id")) from None
+    services = ServiceOptions.from_args(args)  # a weak API secret stops us here
     settings = _trade_settings(args, strategy)
     gate = _order_gate(args)
     cap = _optional_number("--max-order-notional", args.max_order_notional, low=0.0) if live else None
@@ -581,11 +585,11 @@ def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
     if not live:
         from live.runner import PaperBroker
 
-        return TradeRun("paper", strategy, symbols, settings, exchange, PaperBroker(), gate, credentials, None)
+        return TradeRun("paper", strategy, symbols, settings, exchange, PaperBroker(), gate, credentials, None, services)
     from live.ccxt_broker import CcxtBroker
 
     run = TradeRun("live", strategy, symbols, settings, exchange,
-                   CcxtBroker(exchange, max_order_notional=cap), gate, credentials, cap)
+                   CcxtBroker(exchange, max_order_notional=cap), gate, credentials, cap, services)
     balances = _account_balances(run)
     confirm_live(_live_summary(args, run, balances), args.exchange, yes=args.yes, stdin=stdin, out=out)
     return run
@@ -653,6 +657,7 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
     from framework.download import DownloadError
     from live.feed import open_feed
     from live.runner import LiveRunner
+    from live.service import RunnerServices
     from live.store import RunnerLockedError, StateStore
 
     feed = open_feed(run.exchange, run.symbols, args.timeframe, mode=args.feed, url=args.exchange_url)
@@ -672,8 +677,9 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
         print(f"tradpal: error: {e}", file=sys.stderr)
         return 1
     previous = runner.install_signal_handlers()
+    services = RunnerServices(runner, run.services)
     try:
-        runner.start()
+        services.start()  # the runner starts (restore or warm up), then bus, metrics and API
         if store.get_flag("mode") is None:
             store.set_flag("mode", run.mode)
         runner.run(max_bars=args.max_bars)
@@ -690,12 +696,14 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
         print(f"tradpal: error: {type(e).__name__}: {run.redact(str(e))}", file=sys.stderr)
         return 1
     finally:
+        services.stop(runner.stop_reason or "finished")
         runner.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"{run.strategy!r} {run.mode} on {', '.join(run.symbols)} {args.timeframe}: {summary['live_bars']} "
           f"live bars ({summary['trade_from']} .. {summary['last_bar']}), {summary['fills']} fills, equity "
-          f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}")
+          f"{summary['equity']:.2f}{', HALTED' if summary['halted'] else ''}"
+          f"{', PAUSED' if summary['paused'] else ''}")
     return 0
 
 
@@ -714,13 +722,13 @@ def cmd_runner_status(args: argparse.Namespace) -> int:
     return 0
 
 
-_REQUEST_KINDS = {"stop": "emergency_stop", "reset": "reset", "approve": "approve_order",
-                  "reject": "reject_order"}
+_REQUEST_KINDS = {"stop": "emergency_stop", "reset": "reset", "pause": "pause", "resume": "resume",
+                  "approve": "approve_order", "reject": "reject_order"}
 
 
 def cmd_runner_request(args: argparse.Namespace) -> int:
-    """``runner stop | reset | approve | reject``: post the request; wait for a running
-    runner's answer. An order is approved or rejected only while it waits (status created)."""
+    """``runner stop | reset | pause | resume | approve | reject``: post the request; wait
+    for a running runner's answer. An order is approved or rejected only while it waits (status created)."""
     kind = _REQUEST_KINDS[args.runner_command]
     if args.wait < 0:
         raise ValueError(f"--wait must be a number of seconds >= 0, got {args.wait}")
@@ -758,6 +766,8 @@ def cmd_runner_request(args: argparse.Namespace) -> int:
 
 def _add_trade_options(p: argparse.ArgumentParser, mode: str) -> None:
     """The options ``paper`` and ``live`` share."""
+    from live.service import add_service_options
+
     p.add_argument("strategy", nargs="?", metavar="STRATEGY",
                    help="a strategy name (see `tradpal strategies`) or path/to/file.py:ClassName")
     p.add_argument("--strategy", dest="strategy_option", metavar="FILE.py:CLASS",
@@ -791,6 +801,7 @@ def _add_trade_options(p: argparse.ArgumentParser, mode: str) -> None:
                    "with a terminal) or `tradpal runner approve|reject` / the control API (control)")
     p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="an order not approved within this time expires (default 60)")
+    add_service_options(p)
     p.set_defaults(func=cmd_trade)
 
 
@@ -824,6 +835,8 @@ def register_live(sub) -> None:
     q.set_defaults(func=cmd_runner_status)
     for name, text in (("stop", "emergency stop: cancel orders, exit every position, halt (survives restarts)"),
                        ("reset", "lift an emergency stop once flat"),
+                       ("pause", "no new entries (exits and stops still managed) until resumed; survives restarts"),
+                       ("resume", "allow new entries again after a pause"),
                        ("approve", "send an order waiting for approval (--confirm-orders)"),
                        ("reject", "drop an order waiting for approval (--confirm-orders)")):
         q = rsub.add_parser(name, help=text)

@@ -164,7 +164,6 @@ def create_app(store_or_state_dir: StateStore | str | os.PathLike[str], *, secre
         with open_store() as store:
             status = store.status()
         status.pop("state_file")  # a server path says nothing a client needs
-        status["paused"] = bool(status["flags"].get("paused", False))
         return status
 
     @app.get("/positions", dependencies=[reader], summary="Net position per symbol from the fills")

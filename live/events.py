@@ -25,7 +25,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, dataclass_transform
 
 import numpy as np
 
@@ -36,9 +36,18 @@ class EventVersionError(ValueError):
     """An event written with a schema version this TradPal does not read."""
 
 
+@dataclass_transform(kw_only_default=True, frozen_default=True)
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """Base of every event: who emitted it and when (wall clock, epoch ms)."""
+    """Base of every event: who emitted it and when (wall clock, epoch ms).
+
+    A kind is a subclass naming its ``kind`` and ``key`` in the class statement, then its
+    fields; it becomes a frozen, keyword-only dataclass::
+
+        class Fill(Event, kind="fill", key=("symbol", "trade_id")):
+            symbol: str
+            ...
+    """
 
     kind: ClassVar[str] = ""
     version: ClassVar[int] = 1
@@ -47,6 +56,14 @@ class Event:
 
     runner: str
     ts_ms: int
+
+    def __init_subclass__(cls, kind: str = "", key: tuple[str, ...] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind:
+            cls.kind = kind
+        if key is not None:
+            cls.key = key
+        dataclass(frozen=True, kw_only=True)(cls)
 
     @functools.cached_property
     def id(self) -> str:
@@ -71,30 +88,21 @@ def _key_part(value: Any) -> str:
 
 # --- session ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
-class SessionStarted(Event):
-    kind: ClassVar[str] = "session_started"
-    key: ClassVar[tuple[str, ...]] = ("session_id",)
+class SessionStarted(Event, kind="session_started", key=("session_id",)):
     session_id: str
     strategy: str = ""
     symbols: list[str] = field(default_factory=list)
     mode: str = ""  # paper / live
 
 
-@dataclass(frozen=True, kw_only=True)
-class SessionStopped(Event):
-    kind: ClassVar[str] = "session_stopped"
-    key: ClassVar[tuple[str, ...]] = ("session_id",)
+class SessionStopped(Event, kind="session_stopped", key=("session_id",)):
     session_id: str
     reason: str = ""
 
 
 # --- market and strategy ----------------------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
-class Bar(Event):
-    kind: ClassVar[str] = "bar"
-    key: ClassVar[tuple[str, ...]] = ("symbol", "bar_ms")
+class Bar(Event, kind="bar", key=("symbol", "bar_ms")):
     symbol: str
     bar_ms: int  # open time
     open: float
@@ -104,10 +112,7 @@ class Bar(Event):
     volume: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class Signal(Event):
-    kind: ClassVar[str] = "signal"
-    key: ClassVar[tuple[str, ...]] = ("symbol", "bar_ms")
+class Signal(Event, kind="signal", key=("symbol", "bar_ms")):
     symbol: str
     bar_ms: int
     action: str  # long / short / exit
@@ -117,11 +122,9 @@ class Signal(Event):
 
 # --- orders -----------------------------------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
-class OrderEvent(Event):
+class OrderEvent(Event, key=("client_order_id", "status", "filled_qty", "bar_ms")):
     """An order's state after a change; the subclasses say which change."""
 
-    key: ClassVar[tuple[str, ...]] = ("client_order_id", "status", "filled_qty", "bar_ms")
     client_order_id: str
     symbol: str
     side: str
@@ -138,37 +141,27 @@ class OrderEvent(Event):
     reject_reason: str = ""  # why rejected / cancelled
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderCreated(OrderEvent):
-    kind: ClassVar[str] = "order_created"
+class OrderCreated(OrderEvent, kind="order_created"):
+    """Decided at a close, not yet at a broker."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderSubmitted(OrderEvent):
-    kind: ClassVar[str] = "order_submitted"
+class OrderSubmitted(OrderEvent, kind="order_submitted"):
+    """Working at the broker."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderUpdated(OrderEvent):
+class OrderUpdated(OrderEvent, kind="order_updated"):
     """Partially filled, filled, expired, or a working stop's trigger moved."""
 
-    kind: ClassVar[str] = "order_updated"
+
+class OrderCancelled(OrderEvent, kind="order_cancelled"):
+    """Withdrawn (a risk limit, the emergency stop, its position closing)."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderCancelled(OrderEvent):
-    kind: ClassVar[str] = "order_cancelled"
+class OrderRejected(OrderEvent, kind="order_rejected"):
+    """Refused, with ``reject_reason``."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderRejected(OrderEvent):
-    kind: ClassVar[str] = "order_rejected"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Fill(Event):
-    kind: ClassVar[str] = "fill"
-    key: ClassVar[tuple[str, ...]] = ("symbol", "trade_id")
+class Fill(Event, kind="fill", key=("symbol", "trade_id")):
     symbol: str
     trade_id: str  # the exchange's (or the paper matcher's) id: unique per symbol
     client_order_id: str
@@ -182,11 +175,9 @@ class Fill(Event):
 
 # --- positions --------------------------------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
-class PositionEvent(Event):
+class PositionEvent(Event, key=("symbol", "trade_id")):
     """A position after the fill ``trade_id`` changed it."""
 
-    key: ClassVar[tuple[str, ...]] = ("symbol", "trade_id")
     symbol: str
     trade_id: str
     qty: float  # signed
@@ -194,80 +185,86 @@ class PositionEvent(Event):
     realized_pnl: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class PositionOpened(PositionEvent):
-    kind: ClassVar[str] = "position_opened"
+class PositionOpened(PositionEvent, kind="position_opened"):
+    """From flat to a position."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class PositionChanged(PositionEvent):
-    kind: ClassVar[str] = "position_changed"
+class PositionChanged(PositionEvent, kind="position_changed"):
+    """Added to, reduced or reversed."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class PositionClosed(PositionEvent):
-    kind: ClassVar[str] = "position_closed"
+class PositionClosed(PositionEvent, kind="position_closed"):
+    """Back to flat."""
 
 
 # --- risk, feed, reconciliation, health -------------------------------------------------------
 
-@dataclass(frozen=True, kw_only=True)
-class RiskLimitFired(Event):
-    kind: ClassVar[str] = "risk_limit_fired"
-    key: ClassVar[tuple[str, ...]] = ("rule", "bar_ms", "symbol")
+class RiskLimitFired(Event, kind="risk_limit_fired", key=("rule", "bar_ms", "symbol")):
     rule: str  # halt (max drawdown), daily_block, liquidation, ...
     bar_ms: int
     symbol: str = ""  # "" for the whole account
     detail: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class EmergencyStop(Event):
-    kind: ClassVar[str] = "emergency_stop"
-    key: ClassVar[tuple[str, ...]] = ("bar_ms",)
+class EmergencyStop(Event, kind="emergency_stop", key=("bar_ms",)):
     bar_ms: int  # the last bar stepped when it was raised
     reason: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class FeedStale(Event):
-    kind: ClassVar[str] = "feed_stale"
-    key: ClassVar[tuple[str, ...]] = ("symbol", "since_ms")
+class FeedStale(Event, kind="feed_stale", key=("symbol", "since_ms")):
     symbol: str
     since_ms: int  # when the feed was judged stale
     last_bar_ms: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class FeedRecovered(Event):
-    kind: ClassVar[str] = "feed_recovered"
-    key: ClassVar[tuple[str, ...]] = ("symbol", "stale_since_ms")
+class FeedRecovered(Event, kind="feed_recovered", key=("symbol", "stale_since_ms")):
     symbol: str
     stale_since_ms: int
     recovered_ms: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reconciliation(Event):
-    kind: ClassVar[str] = "reconciliation"
-    key: ClassVar[tuple[str, ...]] = ("at_ms",)
+class Reconciliation(Event, kind="reconciliation", key=("at_ms",)):
     at_ms: int
     ok: bool
     differences: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Heartbeat(Event):
-    kind: ClassVar[str] = "heartbeat"
-    key: ClassVar[tuple[str, ...]] = ("session_id", "seq")
+class ControlEvent(Event, key=("bar_ms", "request")):
+    """A control request the runner carried out (``request`` is the store's request id, None
+    when called in process); the subclasses say which."""
+
+    bar_ms: int  # the last bar stepped when it was carried out
+    request: int | None = None
+
+
+class Paused(ControlEvent, kind="paused"):
+    """New entries blocked (exits and stops still managed) until :class:`Resumed`."""
+
+
+class Resumed(ControlEvent, kind="resumed"):
+    """Entries allowed again after :class:`Paused`."""
+
+
+class Reset(ControlEvent, kind="reset"):
+    """An emergency stop lifted."""
+
+
+class Notice(Event, kind="notice", key=("topic", "bar_ms", "symbols")):
+    """Something the runner logged and recorded that has no kind of its own: ``topic``
+    ``bar_skipped`` (a symbol had no bar), ``bar_rejected``, ``feed_rejected``, ``feed_hole``."""
+
+    topic: str
+    bar_ms: int | None = None
+    symbols: list[str] = field(default_factory=list)
+    message: str = ""
+
+
+class Heartbeat(Event, kind="heartbeat", key=("session_id", "seq")):
     session_id: str
     seq: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class PerformanceSnapshot(Event):
-    kind: ClassVar[str] = "performance"
-    key: ClassVar[tuple[str, ...]] = ("bar_ms",)
+class PerformanceSnapshot(Event, kind="performance", key=("bar_ms",)):
     bar_ms: int
     equity: float
     cash: float
@@ -280,8 +277,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (
         SessionStarted, SessionStopped, Bar, Signal, OrderCreated, OrderSubmitted, OrderUpdated,
         OrderCancelled, OrderRejected, Fill, PositionOpened, PositionChanged, PositionClosed,
-        RiskLimitFired, EmergencyStop, FeedStale, FeedRecovered, Reconciliation, Heartbeat,
-        PerformanceSnapshot)
+        RiskLimitFired, EmergencyStop, FeedStale, FeedRecovered, Reconciliation, Paused, Resumed,
+        Reset, Notice, Heartbeat, PerformanceSnapshot)
 }
 #: kinds a trim of the Redis stream must never drop before every group acknowledged them
 CRITICAL_KINDS: frozenset[str] = frozenset(
@@ -448,6 +445,62 @@ def from_step(events: np.ndarray, fills: np.ndarray, *, runner: str, tag: str, r
             price=float(f["price"]), fee=float(f["fees"]),
             fee_currency="base" if f["fee_ccy"] == enums.FEE_BASE else "quote", fill_ms=bar_ms(int(f["bar"]))))
     return out
+
+
+def _ms(iso_time: str | None) -> int | None:
+    """Epoch ms of the runner's ISO 8601 UTC times (``live.runner.iso``)."""
+    if iso_time is None:
+        return None
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso_time).timestamp() * 1000)
+
+
+class RunnerEvents:
+    """Turns the event dicts a :class:`live.runner.LiveRunner` commits (``on_commit``) into bus
+    events of ``runner``: orders, fills, risk limits, emergency stop, feed, control. The
+    runner's ``session_started`` of a new run's warm-up is not converted: the service around
+    the runner announces every session (:class:`SessionStarted`) itself. It remembers when each
+    symbol's feed went stale, for :class:`FeedRecovered`."""
+
+    def __init__(self, runner: str) -> None:
+        self.runner = runner
+        self._stale_since: dict[str, int] = {}
+
+    def __call__(self, d: dict[str, Any], ts_ms: int) -> list[Event]:
+        kind, runner = d["kind"], self.runner
+        bar_ms = _ms(d.get("bar"))
+        if kind in ("order", "amended"):
+            cls = OrderUpdated if kind == "amended" else _ORDER_KIND[d["status"]]
+            return [cls(runner=runner, ts_ms=ts_ms, client_order_id=d["client_order_id"], symbol=d["symbol"],
+                        side=d["side"], order_type=d["order_type"], status=d["status"], bar_ms=bar_ms,
+                        qty=d["qty"], price=d["price"], trigger=d["trigger"], filled_qty=d["filled_qty"],
+                        reason=d["reason"], reject_reason=d["reject_reason"] or "")]
+        if kind == "fill":
+            return [Fill(runner=runner, ts_ms=ts_ms, symbol=d["symbol"], trade_id=d["trade_id"],
+                         client_order_id=d["client_order_id"], side=d["side"], qty=d["qty"], price=d["price"],
+                         fee=d["fee"], fee_currency=d["fee_currency"], fill_ms=bar_ms)]
+        if kind in ("halt", "daily_block", "liquidation"):
+            return [RiskLimitFired(runner=runner, ts_ms=ts_ms, rule=kind, bar_ms=bar_ms,
+                                   symbol=d.get("symbol", ""), detail=d.get("reason", ""))]
+        if kind == "emergency_stop":
+            return [EmergencyStop(runner=runner, ts_ms=ts_ms, bar_ms=bar_ms, reason=d.get("reason", ""))]
+        if kind in ("paused", "resumed", "reset"):
+            return [EVENT_TYPES[kind](runner=runner, ts_ms=ts_ms, bar_ms=bar_ms, request=d.get("request"))]
+        if kind == "feed_stale":
+            since = ts_ms if bar_ms is None else bar_ms
+            out: list[Event] = []
+            for symbol in d["symbols"]:
+                self._stale_since.setdefault(symbol, since)
+                out.append(FeedStale(runner=runner, ts_ms=ts_ms, symbol=symbol, since_ms=since, last_bar_ms=bar_ms))
+            return out
+        if kind == "feed_fresh":
+            return [FeedRecovered(runner=runner, ts_ms=ts_ms, symbol=s, stale_since_ms=since, recovered_ms=ts_ms)
+                    for s in d["symbols"] if (since := self._stale_since.pop(s, None)) is not None]
+        if kind == "session_started":
+            return []
+        return [Notice(runner=runner, ts_ms=ts_ms, topic=kind, bar_ms=bar_ms, symbols=list(d.get("symbols", [])),
+                       message=d.get("message", ""))]
 
 
 def describe(event: Event) -> str:

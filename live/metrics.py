@@ -105,12 +105,15 @@ class RunnerMetrics:
         if outbox_depth is not None:
             self.outbox_depth.set(outbox_depth)
 
-    def sync_from_store(self, store: StateStore) -> None:
-        """Set the orders-by-status gauge (every status, zeros included) and the halted and
-        paused flags from the state store."""
+    def sync_orders(self, store: StateStore) -> None:
+        """Set the orders-by-status gauge (every status, zeros included) from the state store."""
         counts = dict(store.connection.execute("SELECT status, COUNT(*) FROM orders GROUP BY status"))
         for status in sorted(ORDER_STATUSES):
             self.orders.labels(status).set(counts.get(status, 0))
+
+    def sync_from_store(self, store: StateStore) -> None:
+        """Set the orders-by-status gauge and the halted and paused flags from the state store."""
+        self.sync_orders(store)
         flags = store.flags()
         self.halted.set(int(bool(flags.get("halted", False))))
         self.paused.set(int(bool(flags.get("paused", False))))

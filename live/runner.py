@@ -58,7 +58,10 @@ are compared with the start balance plus the core's positions and cash change: a
 beyond rounding is ``balance_mismatch`` and blocks entries (flag ``balance_hold``) until a
 ``confirm_balance`` request (or ``reset``).
 
-**Control.** ``emergency_stop``: the core's emergency stop (pending orders cancelled, every
+**Control.** ``pause``: new entries are refused by the core (reason ``entries_blocked``) while
+exits, stops and targets are still managed; ``resume`` lifts it. Committed at once with the
+flag ``paused`` (and the core's block flag in the snapshot), so a pause survives restarts.
+``emergency_stop``: the core's emergency stop (pending orders cancelled, every
 position exits at the next bar's open, no new orders), committed at once with the flags
 ``halted`` / ``halt_reason``; the halt is in the snapshot, so it survives restarts. ``reset``
 lifts it, only after an emergency stop and once flat; otherwise it is refused with the reason.
@@ -118,7 +121,11 @@ class OrderGate(Protocol):
     while the answer is ``"pending"``. ``created_s`` is when the order was decided and ``now_s``
     the time now (both seconds since the epoch). A ``"rejected"`` or ``"expired"`` order is never
     sent: it is recorded as rejected with the reason ``not_approved`` / ``approval_expired``.
-    An order still pending at the next close expires (the core expires it there too)."""
+    An order still pending at the next close expires (the core expires it there too).
+
+    Optional: ``on_request(req)`` gets every control request first and returns the result of
+    the ones it handles (``approve_order`` / ``reject_order``) or None; ``reason(client_order_id)``
+    says why an order was refused (``live.confirm.OrderGate`` has both)."""
 
     def decide(self, order: OrderRequest, created_s: float, now_s: float) -> GateDecision: ...
 
@@ -195,6 +202,13 @@ class LiveRunner:
             now_s)`` returning ``"approved"``, ``"rejected"``, ``"pending"`` or ``"expired"``;
             every order waits, unsent, until approved (see :class:`OrderGate`).
         wall_clock: seconds since the epoch, for the gate's ``created_s`` / ``now_s``.
+
+    Hooks for the services around a runner (``live.service``): :attr:`on_commit` callbacks get
+    each committed batch of events at once, ``hook(events, batch)`` with the
+    :class:`~live.feed.BarBatch` stepped (None for control and feed events; then
+    :attr:`bar_to_order_s` is the time from the batch's arrival to its orders committed, ready to
+    send); :attr:`on_poll` callbacks run once per turn of :meth:`run`'s loop (at least every
+    ``poll_s``).
     """
 
     def __init__(self, strategy: Strategy, broker: Any, feed: CandleFeed, settings: SimSettings,
@@ -239,6 +253,9 @@ class LiveRunner:
         self.ann_factor = float(ann_factor)
         self.poll_s = float(poll_s)
         self.on_event: list[Callable[[dict[str, Any]], None]] = list(on_event)
+        self.on_commit: list[Callable[[list[dict[str, Any]], BarBatch | None], None]] = []
+        self.on_poll: list[Callable[[], None]] = []
+        self.bar_to_order_s: float | None = None
         self.stepper: BarStepper | None = None
         self.info: RunInfo | None = None
         self.last_bar_ms: int | None = None
@@ -249,7 +266,7 @@ class LiveRunner:
         self._base = [s.split("/")[0] for s in self.symbols]
         # broker mode
         self.external_orders, self.order_gate, self._wall = external_orders, order_gate, wall_clock
-        self._paused = False  # entries blocked by an operator's pause (handled elsewhere)
+        self._paused = False  # entries blocked by an operator's pause (flag "paused")
         self._stale = False  # entries blocked while the feed is stale (broker mode)
         self._balance_hold = False  # entries blocked until a balance difference is confirmed
         self._awaiting: dict[str, tuple[OrderRequest, float]] = {}  # orders waiting for the gate
@@ -268,6 +285,8 @@ class LiveRunner:
             self._restore(RunInfo.from_json(stored), snap)
         else:
             self._warm_up()
+        self._paused = bool(self.store.get_flag("paused"))
+        self._update_entry_block()
         if self.broker_mode:
             self._reconcile()
         self.handle_requests()
@@ -290,6 +309,8 @@ class LiveRunner:
             if self._awaiting:
                 self._ask_gate()
             self.handle_requests()
+            for hook in self.on_poll:
+                hook()
         if self._stop_reason is not None:
             log.info("runner stopped: %s", self._stop_reason)
         return self.live_bars
@@ -304,6 +325,16 @@ class LiveRunner:
         return {sig: signal.signal(sig, lambda signum, frame: self.request_stop(signal.Signals(signum).name))
                 for sig in (signal.SIGTERM, signal.SIGINT)}
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why :meth:`run` stopped (a signal's name, ...), None if it was not asked to."""
+        return self._stop_reason
+
+    @property
+    def paused(self) -> bool:
+        """True while a ``pause`` request blocks new entries."""
+        return self._paused
+
     def close(self) -> None:
         """Release the feed's connections and the store (with its runner lock)."""
         self.feed.close()
@@ -317,7 +348,7 @@ class LiveRunner:
     def summary(self) -> dict[str, Any]:
         """The run in numbers: ``first_bar``, ``trade_from``, ``last_bar`` (ISO times of the
         first warm-up bar, first tradable bar, last bar stepped), ``bars``, ``live_bars``,
-        ``fills``, ``orders``, ``equity``, ``cash``, ``positions`` by symbol, ``halted``."""
+        ``fills``, ``orders``, ``equity``, ``cash``, ``positions`` by symbol, ``halted``, ``paused``."""
         st, info = self.stepper, self.info
         assert st is not None and info is not None, "start() the runner first"
         return {
@@ -327,7 +358,7 @@ class LiveRunner:
             "bars": st.t, "live_bars": self.live_bars, "fills": len(st.fills),
             "orders": len(self._order_keys), "equity": st.equity, "cash": st.cash,
             "positions": dict(zip(self.symbols, st.positions.tolist(), strict=True)),
-            "halted": bool(st.halted),
+            "halted": bool(st.halted), "paused": self._paused,
         }
 
     def fills_frame(self) -> pd.DataFrame:
@@ -419,6 +450,7 @@ class LiveRunner:
     # --- the loop -------------------------------------------------------------------------------
     def on_bar(self, batch: BarBatch) -> None:
         """Step one closed batch, persist it, publish its events."""
+        arrived = time.perf_counter()
         st = self.stepper
         assert st is not None, "start() the runner first"
         if batch.missing:
@@ -447,7 +479,8 @@ class LiveRunner:
         order_records, event_dicts = self._records(out.events, batch.open_ms)
         self.store.commit_bar(dict.fromkeys(self.symbols, batch.open_ms), st.snapshot(), order_records,
                               event_dicts, summary=self.summary())
-        self._publish([e for e in fill_events if e is not None] + event_dicts)
+        self.bar_to_order_s = time.perf_counter() - arrived
+        self._publish([e for e in fill_events if e is not None] + event_dicts, batch)
         if self.broker_mode:
             self._dispatch(order_records)
 
@@ -531,13 +564,18 @@ class LiveRunner:
         self.store.append_events([event])
         self._publish([event])
 
-    def _publish(self, events: list[dict[str, Any]]) -> None:
+    def _publish(self, events: list[dict[str, Any]], batch: BarBatch | None = None) -> None:
         for event in events:
             for callback in self.on_event:
                 try:
                     callback(event)
                 except Exception:  # a subscriber's bug must not stop the runner
                     log.exception("on_event callback %r failed on %s", callback, event.get("kind"))
+        for hook in self.on_commit:
+            try:
+                hook(events, batch)
+            except Exception:  # a service's bug must not stop the runner either
+                log.exception("on_commit hook %r failed", hook)
 
     # --- broker mode ----------------------------------------------------------------------------
     def _update_entry_block(self) -> None:
@@ -589,6 +627,8 @@ class LiveRunner:
     def _refuse(self, order: OrderRequest, reason: str) -> None:
         """An order the gate did not approve: never sent, recorded as rejected."""
         self._awaiting.pop(order.client_order_id, None)
+        why = getattr(self.order_gate, "reason", None)
+        reason = (why(order.client_order_id) if why is not None else None) or reason
         self._note(OrderUpdate(order.client_order_id, "rejected", reason=reason), order.symbol, "order")
 
     def _send(self, order: OrderRequest, created_s: float) -> None:
@@ -847,14 +887,22 @@ class LiveRunner:
     def handle_requests(self) -> None:
         """Handle the control requests posted to the store, oldest first."""
         for req in self.store.pending_requests():
+            on_request = getattr(self.order_gate, "on_request", None)
+            gate_result = None if on_request is None else on_request(req)
+            if gate_result is not None:  # approve_order / reject_order (--confirm-orders)
+                self.store.mark_handled(req.id, gate_result)
+                continue
             if req.kind == "emergency_stop":
                 result = self.emergency_stop(req)
             elif req.kind == "reset":
                 result = self.reset(req)
             elif req.kind == "confirm_balance" and self.broker_mode:
                 result = self.confirm_balance(req)
-            else:  # order approvals belong to --confirm-orders of the broker mode
-                result = {"ok": False, "error": f"{req.kind} is not handled by a paper runner"}
+            elif req.kind in ("pause", "resume"):
+                result = self.pause(req.kind == "pause", req)
+            else:  # e.g. an order approval without --confirm-orders
+                result = {"ok": False, "error": f"{req.kind} is not handled by this runner"
+                          + (" (it runs without --confirm-orders)" if req.kind.endswith("_order") else "")}
             self.store.mark_handled(req.id, result)
 
     def emergency_stop(self, req: ControlRequest | None = None) -> dict[str, Any]:
@@ -875,6 +923,24 @@ class LiveRunner:
             self._dispatch(order_records)
         log.warning("%s: open orders cancelled, positions exit at the next bar's open, no new orders", why)
         return {"ok": True, "halted": True, "exits": sum(isinstance(r, OrderRequest) for r in order_records)}
+
+    def pause(self, paused: bool, req: ControlRequest | None = None) -> dict[str, Any]:
+        """Pause (block new entries; exits and stops still managed) or resume, committed at once
+        with the flag ``paused``; event ``paused`` / ``resumed``."""
+        st = self.stepper
+        assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        if self._paused == paused:
+            return {"ok": True, "paused": paused, "note": "already " + ("paused" if paused else "running")}
+        self._paused = paused
+        self._update_entry_block()
+        event = {"kind": "paused" if paused else "resumed", "bar": iso(self.last_bar_ms),
+                 "request": None if req is None else req.id}
+        self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), (), [event],
+                              summary=self.summary(), flags={"paused": True if paused else None})
+        self._publish([event])
+        log.warning("%s: %s", event["kind"], "no new entries; exits and stops are still managed"
+                    if paused else "entries allowed again from the next close")
+        return {"ok": True, "paused": paused}
 
     def reset(self, req: ControlRequest | None = None) -> dict[str, Any]:
         """Lift an emergency stop once flat; refused (with the reason) otherwise."""

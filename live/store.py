@@ -754,6 +754,7 @@ class StateStore:
             "runner_pid": self.runner_pid(),
             "halted": bool(flags.get("halted", False)),
             "halt_reason": flags.get("halt_reason"),
+            "paused": bool(flags.get("paused", False)),
             "flags": flags,
             "cursor": self.cursor(),
             "snapshot_bar_ms": None if snap is None else snap[0],

@@ -10,10 +10,18 @@ consumer processes of one group (:class:`live.bus.StreamConsumer`, batches of ``
 without a processed-id set unless ``--dedup``) decode each event, call a no-op handler and
 acknowledge per batch. The clock runs from the first publish to the moment the group has read
 every event and none is pending (``XINFO GROUPS``); events/s = events / that time. Publishing
-alone is reported too. The machine is shared: figures vary by run.
+alone is reported too.
 
-    python research/bench_events.py                 # 200,000 events, 1 and 4 consumers
-    python research/bench_events.py --events 20000  # quicker
+The runner's latency with the bus off, in process and on Redis: a paper runner (``sma_cross``
+2/3, BTC/USDT 1h, bundled data) on the local exchange (fast clock, this process) steps
+``--runner-bars`` live bars per mode, with the services of ``live.service`` around it (none for
+"off"). *bar-to-order*: from the bar's arrival in ``LiveRunner.on_bar`` to its orders committed
+and ready to send (``LiveRunner.bar_to_order_s``; events are published after that); *bar total*:
+the whole ``on_bar`` call, publishing included. Median and 99th percentile, milliseconds. The
+machine is shared: figures vary by run.
+
+    python research/bench_events.py                 # 200,000 events, 1 and 4 consumers, 300 bars
+    python research/bench_events.py --events 20000 --runner-bars 100  # quicker
 """
 
 from __future__ import annotations
@@ -83,6 +91,59 @@ def run_once(server: LocalRedis, tmp: Path, n_events: int, n_consumers: int, bat
             "end_to_end_per_s": round(n_events / t_all)}
 
 
+def runner_latency(mode: str, tmp: Path, bars: int, redis_url: str | None) -> dict:
+    """Step ``bars`` live bars of a paper runner with the bus ``mode`` (off / in_process /
+    redis); per-bar latencies in ms (see the module docstring)."""
+    import numpy as np
+
+    from framework.data import load_ohlcv
+    from framework.exchange import create_exchange
+    from framework.local_exchange import LocalExchange
+    from framework.settings import SimSettings
+    from live.feed import CandleFeed
+    from live.runner import LiveRunner, PaperBroker
+    from live.service import RunnerServices, ServiceOptions
+    from live.store import StateStore
+    from strategies import STRATEGIES
+
+    warmup = 100
+    data = {"BTC/USDT": load_ohlcv("BTC_USDT-1h").iloc[20_000:20_000 + warmup + bars + 5]}
+    ex = LocalExchange(data, start=data["BTC/USDT"].index[warmup], clock="fast").start()
+    strategy = STRATEGIES["sma_cross"](fast=2, slow=3)
+    feed = CandleFeed(create_exchange("binance", url=ex.url), ["BTC/USDT"], "1h")
+    runner = LiveRunner(strategy, PaperBroker(), feed, SimSettings.build(strategy.sim_defaults),
+                        StateStore(tmp / f"runner-{mode}"), warmup_bars=warmup, run_id=mode[:12], poll_s=0.05)
+    services = None if mode == "off" else RunnerServices(
+        runner, ServiceOptions(redis_url=redis_url if mode == "redis" else None))
+    to_order: list[float] = []
+    total: list[float] = []
+    step = runner.on_bar
+
+    def timed(batch) -> None:
+        t0 = time.perf_counter()
+        step(batch)
+        total.append(time.perf_counter() - t0)
+        to_order.append(runner.bar_to_order_s)
+
+    runner.on_bar = timed  # type: ignore[method-assign]
+    try:
+        if services is not None:
+            services.start()
+        runner.run(max_bars=bars)
+    finally:
+        if services is not None:
+            services.stop("bench")
+        runner.close()
+        ex.stop()
+    ms = {k: np.asarray(v) * 1000 for k, v in (("to_order", to_order), ("total", total))}
+    return {"mode": mode, "bars": len(to_order),
+            "bar_to_order_ms_p50": round(float(np.median(ms["to_order"])), 3),
+            "bar_to_order_ms_p99": round(float(np.percentile(ms["to_order"], 99)), 3),
+            "bar_total_ms_p50": round(float(np.median(ms["total"])), 3),
+            "bar_total_ms_p99": round(float(np.percentile(ms["total"], 99)), 3),
+            "events_published": 0 if services is None else services.published}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=200_000)
@@ -93,10 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--consumers", default="1,4", help="consumer counts to run, comma-separated")
     ap.add_argument("--appendfsync", choices=("always", "everysec", "no"), default="everysec")
     ap.add_argument("--dedup", action="store_true", help="consumers keep a processed-id set (SQLite)")
+    ap.add_argument("--runner-bars", type=int, default=300,
+                    help="live bars of the runner-latency runs, per bus mode (0: skip them)")
     args = ap.parse_args(argv)
     counts = [int(c) for c in args.consumers.split(",")]
-    rows = []
+    rows, latency = [], []
     with tempfile.TemporaryDirectory() as d, LocalRedis(Path(d) / "redis", appendfsync=args.appendfsync) as server:
+        # the runner first: Redis writing a large append-only file slows the runner's fsyncs
+        if args.runner_bars > 0:
+            for mode in ("off", "in_process", "redis"):
+                latency.append(runner_latency(mode, Path(d), args.runner_bars, server.url))
         for n in counts:
             rows.append(run_once(server, Path(d), args.events, n, args.batch, args.count, args.dedup,
                                  args.entry_events))
@@ -107,9 +174,17 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ok = "met" if r["end_to_end_per_s"] >= GOAL else "missed"
         print(f"{r['consumers']:>9} {r['publish_per_s']:>11,} {r['end_to_end_per_s']:>13,} {r['end_to_end_s']:>13.3f}  {ok}")
+    if latency:
+        print(f"\nRunner bar-to-order latency, ms ({args.runner_bars} live bars per mode; total = on_bar "
+              "with publishing)")
+        print(f"{'bus':>11} {'to-order p50':>13} {'to-order p99':>13} {'total p50':>10} {'total p99':>10} {'events':>7}")
+        for r in latency:
+            print(f"{r['mode']:>11} {r['bar_to_order_ms_p50']:>13.3f} {r['bar_to_order_ms_p99']:>13.3f} "
+                  f"{r['bar_total_ms_p50']:>10.3f} {r['bar_total_ms_p99']:>10.3f} {r['events_published']:>7}")
     print(json.dumps({"events": args.events, "batch": args.batch, "entry_events": args.entry_events,
                       "count": args.count,
-                      "appendfsync": args.appendfsync, "dedup": args.dedup, "goal_per_s": GOAL, "runs": rows}))
+                      "appendfsync": args.appendfsync, "dedup": args.dedup, "goal_per_s": GOAL, "runs": rows,
+                      "runner_latency": latency}))
     return 0
 
 

@@ -5,7 +5,6 @@ shown anywhere), the live defaults (order cap, daily loss), the order gate of
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import logging
@@ -22,13 +21,11 @@ from framework.local_exchange import LocalExchange
 from live.broker import OrderRequest
 from live.ccxt_broker import CcxtBroker
 from live.confirm import OrderGate
-from live.runner import LiveRunner, PaperBroker
+from live.runner import PaperBroker
 from live.store import ControlRequest, StateStore
 from tests.exchange_fixtures import API_KEY, BTC, SECRET, START, client, exchange  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-# the runner takes exchange brokers once the broker mode is merged (it then has order_gate=)
-BROKER_MODE = "order_gate" in inspect.signature(LiveRunner).parameters
 PLANTED_KEY, PLANTED_SECRET = "PLANTEDkey7c1e9a0b55d2", "PLANTEDsecret4f8e2d6a9b13"
 
 
@@ -248,12 +245,8 @@ def test_planted_credentials_appear_in_no_output_log_or_file(tmp_path, source):
         ex.stop()
     assert account and account[0].status == 200  # the planted keys signed the balance read
     assert "USDT 10000 free" in out.stderr and "LIVE TRADING" in out.stderr
-    if BROKER_MODE:  # the runner trades on the exchange: a full run, files written
-        assert out.returncode == 0, out.stderr
-        assert (run_dir / "summary.json").exists() and (run_dir / "fills.csv").exists()
-    else:  # until the runner's broker mode is merged it refuses the exchange broker
-        assert out.returncode == 1 and "only the paper broker" in out.stderr
-        assert (run_dir / "state" / "state.sqlite").exists()
+    assert out.returncode == 0, out.stderr  # the runner traded on the exchange: files written
+    assert (run_dir / "summary.json").exists() and (run_dir / "fills.csv").exists()
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert files
     for planted in (PLANTED_KEY, PLANTED_SECRET):
