@@ -427,7 +427,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     from framework.orders import check_run_id
     from framework.settings import SimSettings
     from live.feed import open_feed
-    from live.runner import LiveRunner, PaperBroker
+    from live.runner import COMMIT_EVERY, LiveRunner, PaperBroker
     from live.store import RunnerLockedError, StateStore
 
     cls = _strategy_class(args)
@@ -439,7 +439,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
         timeframe_to_ms(args.timeframe)
     except ValueError as e:
         raise ValueError(f"--timeframe {args.timeframe!r}: {e}") from None
-    for option, value, low in (("--max-bars", args.max_bars, 0), ("--warmup", args.warmup, 1)):
+    for option, value, low in (("--max-bars", args.max_bars, 0), ("--warmup", args.warmup, 1),
+                               ("--commit-every", args.commit_every, 1)):
         if value is not None and value < low:
             raise ValueError(f"{option} must be a whole number >= {low}, got {value}")
     if args.poll <= 0:
@@ -464,7 +465,8 @@ def cmd_paper(args: argparse.Namespace) -> int:
         feed.close()
         raise ValueError(f"--state: {e}") from None
     runner = LiveRunner(strategy, PaperBroker(), feed, settings, store, warmup_bars=args.warmup,
-                        run_id=args.run_id, poll_s=args.poll)
+                        run_id=args.run_id, poll_s=args.poll,
+                        commit_every=args.commit_every or COMMIT_EVERY)
     import signal
 
     previous = runner.install_signal_handlers()
@@ -560,6 +562,10 @@ def register_live(sub) -> None:
                    help="candles by REST polling (default), websocket, or websocket where ccxt.pro has it")
     p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
                    help="longest wait for a bar before control requests are looked at (default 0.5)")
+    p.add_argument("--commit-every", type=int, metavar="N",
+                   help="while catching up on closed bars, commit at least every N bars: a crash "
+                   "replays at most N (default 1000; once caught up, "
+                   "every bar is committed)")
     p.add_argument("--fills-out", metavar="FILE.csv", help="at the end, every fill of the run as CSV")
     p.add_argument("--summary-out", metavar="FILE.json",
                    help="at the end, the run's summary: first_bar, trade_from, last_bar, fills, equity, ...")
