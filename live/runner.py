@@ -361,7 +361,7 @@ class LiveRunner:
         order_records, event_dicts = self._records(recs, last)
         event_dicts.insert(0, {"kind": "session_started", "warmup_bars": n, "first_bar": iso(int(open_ms[0])),
                                "trade_from": iso(last + self.tf_ms)})
-        self._commit_state(last, order_records, event_dicts, flags={_RUN_FLAG: self.info.as_json()})
+        self._saved = self._commit_state(last, order_records, event_dicts, flags={_RUN_FLAG: self.info.as_json()})
         self._publish(event_dicts)
         self.feed.start_from(last + self.tf_ms)
         log.info("warmed up on %d bars, %s .. %s; trading from %s", n, iso(int(open_ms[0])),
@@ -418,24 +418,25 @@ class LiveRunner:
                               if self.store.record_fill(fill, bar.open_ms, events=[event])]
                 crash_point("runner.after_fills")
                 if i == last:
-                    self._commit_state(bar.open_ms, bar.orders, bar.events)
+                    saved = self._commit_state(bar.open_ms, bar.orders, bar.events)
                 else:
                     self.store.commit_bar(dict.fromkeys(self.symbols, bar.open_ms), None, bar.orders, bar.events)
                 published += bar.events
-        self._uncommitted = []
+        self._uncommitted, self._saved = [], saved
         self._publish(published)
 
     def _commit_state(self, bar_ms: int, orders: Sequence[OrderRequest | OrderUpdate],
-                      events: list[dict[str, Any]], flags: dict[str, Any] | None = None) -> None:
+                      events: list[dict[str, Any]], flags: dict[str, Any] | None = None) -> tuple[int, int]:
         """``commit_bar`` with the core's snapshot, without its records, and the records added
-        since the last such commit (the store keeps them: a snapshot does not grow with the run)."""
+        since the last such commit (the store keeps them: a snapshot does not grow with the run).
+        Returns the fill and event record counts stored once it is committed (``_saved``)."""
         st = self.stepper
         assert st is not None
         n_fills, n_events = self._saved
         records = {"fills": st.fills[n_fills:].tobytes(), "events": st.events[n_events:].tobytes()}
         self.store.commit_bar(dict.fromkeys(self.symbols, bar_ms), st.snapshot(records=False), orders, events,
                               summary=self.summary(), flags=flags, records=records)
-        self._saved = (len(st.fills), len(st.events))
+        return len(st.fills), len(st.events)
 
     def _paper_fill(self, rec: np.ndarray, bar_ms: int) -> tuple[BrokerFill, dict[str, Any]]:
         """One fill of the paper matcher (already booked in the core by the step) as the
@@ -534,7 +535,8 @@ class LiveRunner:
             return {"ok": True, "halted": True, "note": "already halted"}
         events = st.emergency_stop()
         order_records, dicts = self._records(events, self.last_bar_ms)
-        self._commit_state(self.last_bar_ms, order_records, dicts, flags={"halted": True, "halt_reason": why})
+        self._saved = self._commit_state(self.last_bar_ms, order_records, dicts,
+                                         flags={"halted": True, "halt_reason": why})
         self._publish(dicts)
         log.warning("%s: open orders cancelled, positions exit at the next bar's open, no new orders", why)
         return {"ok": True, "halted": True, "exits": sum(isinstance(r, OrderRequest) for r in order_records)}
@@ -550,7 +552,7 @@ class LiveRunner:
             log.warning("reset refused: %s", e)
             return {"ok": False, "error": str(e)}
         event = {"kind": "reset", "bar": iso(self.last_bar_ms)}
-        self._commit_state(self.last_bar_ms, (), [event], flags={"halted": None, "halt_reason": None})
+        self._saved = self._commit_state(self.last_bar_ms, (), [event], flags={"halted": None, "halt_reason": None})
         self._publish([event])
         log.warning("emergency stop reset: trading resumes from the next close")
         return {"ok": True, "halted": False}
