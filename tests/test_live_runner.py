@@ -158,6 +158,39 @@ def test_the_runner_in_process_publishes_committed_events_and_resumes(tmp_path):
     assert sum(e["kind"] == "session_started" for e in seen) == 1
 
 
+def test_catching_up_commits_bars_in_groups_with_the_backtests_fills(tmp_path):
+    """On the fast clock the feed is always ahead: bars are committed ``commit_every`` at a time
+    (one snapshot per group, every bar's orders, fills and events), and the stored run is the
+    backtest's; the restored core holds the same records as the running one."""
+    from framework.exchange import create_exchange
+    from live.feed import CandleFeed
+    from live.runner import LiveRunner, PaperBroker
+
+    strategy = STRATEGIES["macd_trend"]()
+    settings = SimSettings.build(strategy.sim_defaults, cash_sharing=True)
+    with local_exchange(frames(2)) as ex:
+        feed = CandleFeed(create_exchange("binance", url=ex.url), list(SYMBOLS), "1h")
+        runner = LiveRunner(strategy, PaperBroker(), feed, settings, StateStore(tmp_path), warmup_bars=W,
+                            run_id="p1", commit_every=60)
+        snapshots = []
+        commit_bar = runner.store.commit_bar
+        runner.store.commit_bar = lambda bar_ms, snapshot, *a, **k: (
+            snapshots.append(snapshot is not None), commit_bar(bar_ms, snapshot, *a, **k))[1]
+        try:
+            assert runner.run(max_bars=L) == L
+            summary, records, events = runner.summary(), runner.stepper.fills.copy(), runner.stepper.events.copy()
+        finally:
+            runner.close()
+    assert len(snapshots) == 1 + L and 1 + L // 60 <= sum(snapshots) <= 1 + L // 60 + 3  # warm-up, groups
+    result = expected_backtest(strategy, 2, summary).run()
+    assert np.array_equal(records, result.fill_records) and len(records) > 0
+    assert np.array_equal(stored_fill_records(tmp_path, strategy, 2, W), records)
+    with StateStore(tmp_path, create=False) as store:
+        assert [(o.client_order_id, o.status) for o in store.orders()] == list(
+            zip(result.orders["client_order_id"], result.orders["status"], strict=True))
+        assert store.records("events") == events.tobytes()
+
+
 # --- crash safety ---------------------------------------------------------------------------------
 
 _POINTS = ("runner.after_step", "runner.after_fills", "before_commit_bar", "commit_bar.snapshot",
