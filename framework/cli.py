@@ -554,7 +554,8 @@ def build_run(args: argparse.Namespace, *, stdin=None, out=None) -> TradeRun:
         timeframe_to_ms(args.timeframe)
     except ValueError as e:
         raise ValueError(f"--timeframe {args.timeframe!r}: {e}") from None
-    for option, value, low in (("--max-bars", args.max_bars, 0), ("--warmup", args.warmup, 1)):
+    for option, value, low in (("--max-bars", args.max_bars, 0), ("--warmup", args.warmup, 1),
+                               ("--commit-every", args.commit_every, 1)):
         if value is not None and value < low:
             raise ValueError(f"{option} must be a whole number >= {low}, got {value}")
     if args.poll <= 0:
@@ -656,7 +657,7 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
 
     from framework.download import DownloadError
     from live.feed import open_feed
-    from live.runner import LiveRunner
+    from live.runner import COMMIT_EVERY, LiveRunner
     from live.service import RunnerServices
     from live.store import RunnerLockedError, StateStore
 
@@ -669,13 +670,12 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
         raise ValueError(f"--state: {e}") from None
     try:
         runner = LiveRunner(run.strategy, run.broker, feed, run.settings, store, warmup_bars=args.warmup,
-                            run_id=args.run_id, poll_s=args.poll,
+                            run_id=args.run_id, poll_s=args.poll, commit_every=args.commit_every or COMMIT_EVERY,
                             **({"order_gate": run.gate} if run.gate is not None else {}))
-    except NotImplementedError as e:  # an exchange broker before the runner's broker mode
+    except (ValueError, TypeError) as e:
         feed.close()
         store.close()
-        print(f"tradpal: error: {e}", file=sys.stderr)
-        return 1
+        raise ValueError(str(e)) from None
     previous = runner.install_signal_handlers()
     services = RunnerServices(runner, run.services)
     try:
@@ -792,6 +792,10 @@ def _add_trade_options(p: argparse.ArgumentParser, mode: str) -> None:
                    help="candles by REST polling (default), websocket, or websocket where ccxt.pro has it")
     p.add_argument("--poll", type=float, default=0.5, metavar="SECONDS",
                    help="longest wait for a bar before control requests are looked at (default 0.5)")
+    p.add_argument("--commit-every", type=int, metavar="N",
+                   help="while catching up on closed bars, commit at least every N bars: a crash "
+                   "replays at most N (default 1000; once caught up, "
+                   "every bar is committed)")
     p.add_argument("--fills-out", metavar="FILE.csv", help="at the end, every fill of the run as CSV")
     p.add_argument("--summary-out", metavar="FILE.json",
                    help="at the end, the run's summary: first_bar, trade_from, last_bar, fills, equity, ...")

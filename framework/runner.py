@@ -330,7 +330,7 @@ def utc_ns(index) -> np.ndarray:
 #: Version of the ``BarStepper.snapshot`` layout. Bump it whenever the meaning of a state slot
 #: (``framework.enums`` G_*/C_*, an indicator's state layout) or the set of saved arrays
 #: changes, so that an old snapshot is refused rather than misread.
-SNAPSHOT_SCHEMA = 5  # 5: G_ENTRIES_BLOCKED; 4: broker-fill mode (P_BROKER_FILLS, C_PEND_FILLED); 3: orders as records
+SNAPSHOT_SCHEMA = 6  # 6: records may be kept outside (n_records); 5: G_ENTRIES_BLOCKED; 4: broker-fill mode (P_BROKER_FILLS, C_PEND_FILLED); 3: orders as records
 _SNAPSHOT_FORMAT = "tradpal.BarStepper"
 _SIM_PARAM_NAMES = {v: k[2:].lower() for k, v in vars(enums).items() if k.startswith("P_")}
 
@@ -626,12 +626,18 @@ class BarStepper:
         arrays.update(g=self.g, cs=self.cs, atr_s=self.atr_s, vol_s=self.vol_s)
         return arrays
 
-    def snapshot(self) -> bytes:
+    def snapshot(self, records: bool = True) -> bytes:
         """The whole state of the run as bytes (an ``.npz`` archive, no pickles): schema
         version, strategy, its parameters and the simulator settings it runs with, strategy
         and indicator states, simulator state (positions, pending orders, order sequence, risk
-        state, bar index and UTC day) and the fill records. ``restore`` reads it back."""
+        state, bar index and UTC day) and the fill and event records. ``restore`` reads it back.
+
+        ``records=False`` leaves the records out (only their counts are saved), so the bytes do
+        not grow with the run: for a caller that keeps the records itself, appending each
+        snapshot's new ones (``fills[n:]``, ``events[n:]``; the live runner's store does) and
+        handing them back to ``restore``."""
         buf = io.BytesIO()
+        fills, events = self._fills.view(), self._events.view()
         np.savez(
             buf,
             format=np.array(_SNAPSHOT_FORMAT),
@@ -639,21 +645,24 @@ class BarStepper:
             strategy=np.array(self._strategy_id()),
             sp=self.sp,
             p=self.p,
-            fills=self._fills.view(),
-            events=self._events.view(),
+            n_records=np.array([len(fills), len(events), 0 if records else 1], dtype=np.int64),
+            fills=fills if records else fills[:0],
+            events=events if records else events[:0],
             **self._state_arrays(),
         )
         return buf.getvalue()
 
-    def restore(self, blob: bytes) -> None:
+    def restore(self, blob: bytes, fills: np.ndarray | None = None, events: np.ndarray | None = None) -> None:
         """Load a ``snapshot()`` into this stepper, which must run the same strategy class with
         the same parameters, simulator settings and number of columns; stepping then continues
-        where the snapshot was taken.
+        where the snapshot was taken. A snapshot taken with ``records=False`` needs its records
+        back: ``fills`` and ``events``, as many as it counted (``fill_dt`` / ``event_dt``); one
+        that holds them takes neither.
 
         Raises ``ValueError`` (and changes nothing) for bytes that are not a readable snapshot
         (truncated, corrupted: the archive's checksums are verified), a schema version other
-        than ``SNAPSHOT_SCHEMA``, another strategy, parameters or settings, or arrays whose
-        shape or type differ from this stepper's.
+        than ``SNAPSHOT_SCHEMA``, another strategy, parameters or settings, arrays whose
+        shape or type differ from this stepper's, or records missing, surplus or miscounted.
         """
         if not isinstance(blob, (bytes, bytearray, memoryview)):
             raise TypeError(f"restore expects the bytes of BarStepper.snapshot(), got {type(blob).__name__}")
@@ -663,10 +672,23 @@ class BarStepper:
         except Exception as err:  # zipfile, numpy and OS errors alike: unreadable bytes
             raise ValueError(f"not a readable BarStepper snapshot ({type(err).__name__}: {err})") from None
         self._check_snapshot(data)
+        n_fills, n_events, outside = (int(x) for x in data["n_records"])
+        if not outside:
+            if fills is not None or events is not None:
+                raise ValueError("this snapshot holds its own records; restore it without fills= and events=")
+            fills, events = data["fills"], data["events"]
+        elif fills is None or events is None:
+            raise ValueError("this snapshot was taken without its records (snapshot(records=False)); "
+                             f"pass its {n_fills} fills= and {n_events} events= to restore it")
+        for name, recs, dtype, n in (("fills", fills, enums.fill_dt, n_fills),
+                                     ("events", events, enums.event_dt, n_events)):
+            if not isinstance(recs, np.ndarray) or recs.dtype != dtype or recs.ndim != 1 or len(recs) != n:
+                got = f"{recs.dtype} {recs.shape}" if isinstance(recs, np.ndarray) else type(recs).__name__
+                raise ValueError(f"snapshot {name}: {n} records of {name[:-1]}_dt expected, got {got}")
         for name, live in self._state_arrays().items():
             live[...] = data[name]
-        self._fills.load(data["fills"])
-        self._events.load(data["events"])
+        self._fills.load(fills)
+        self._events.load(events)
 
     def _check_snapshot(self, data: dict[str, np.ndarray]) -> None:
         """Raise ``ValueError`` unless ``data`` is a snapshot this stepper can continue."""
@@ -708,7 +730,8 @@ class BarStepper:
         if differ:
             shown = ", ".join(f"{_SIM_PARAM_NAMES.get(i, i)}: {p[i]} vs {self.p[i]}" for i in differ)
             raise ValueError(f"snapshot's simulator settings differ from this stepper's ({shown})")
-        expected = {**self._state_arrays(), "fills": self._fills.data[:0], "events": self._events.data[:0]}
+        expected = {**self._state_arrays(), "fills": self._fills.data[:0], "events": self._events.data[:0],
+                    "n_records": np.zeros(3, dtype=np.int64)}
         extra = sorted(set(data) - set(expected) - {"format", "schema", "strategy", "sp", "p"})
         if extra:
             raise ValueError(f"snapshot holds arrays this stepper does not know: {', '.join(extra)}")

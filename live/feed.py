@@ -65,6 +65,9 @@ EventKind = Literal["stale", "fresh", "rejected", "hole"]
 #: Network retries inside one poll: short, so that a runner waiting on the feed stays responsive.
 FEED_RETRY = RetryPolicy(max_retries=2, base_delay_s=0.5, max_delay_s=5.0)
 STALE_AFTER_BARS = 2  # timeframes of silence after which a symbol is stale
+#: Candles asked for per ``fetch_ohlcv`` request (Binance's maximum): a feed behind the
+#: exchange's clock (a restart after downtime, a replay) catches up 1000 bars per request.
+FETCH_LIMIT = 1000
 _MONDAY_MS = 4 * 86_400_000  # weekly candles open on Mondays; the epoch was a Thursday
 _RECENT = 64  # accepted open times remembered per symbol to tell duplicates from late bars
 
@@ -243,6 +246,13 @@ class CandleFeed:
         """Open time of the oldest candle the feed is waiting for (None before the first poll)."""
         return None if self._start_ms is None else min(st.next_ms for st in self._state.values())
 
+    @property
+    def backlog(self) -> int:
+        """Batches and events already fetched and waiting to be handed out: more than zero
+        while the feed is catching up (:meth:`next_bars` returns them without a request). A
+        runner may then defer its commit (``live.runner``); at zero it is caught up."""
+        return len(self._ready)
+
     def start_from(self, since_ms: int) -> None:
         """Deliver bars from open time ``since_ms`` on (before the first poll only): e.g. the
         bar after the warm-up history, or after the last bar the store recorded."""
@@ -384,7 +394,7 @@ class CandleFeed:
         cursor = start_ms
         while True:
             page = self._call(self.exchange.fetch_ohlcv, symbol, self.timeframe, since=cursor,
-                              what=f"{self.exchange.id} fetch_ohlcv {symbol} {self.timeframe} "
+                              limit=FETCH_LIMIT, what=f"{self.exchange.id} fetch_ohlcv {symbol} {self.timeframe} "
                                    f"since {_iso(cursor)}")
             page = [r for r in page if r and r[0] is not None and r[0] < end_ms]
             if not page:
@@ -730,5 +740,5 @@ def _iso(ms: int) -> str:
     return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
-__all__ = ["BarBatch", "CandleFeed", "FeedEvent", "FeedItem", "FEED_RETRY", "STALE_AFTER_BARS",
+__all__ = ["BarBatch", "CandleFeed", "FeedEvent", "FeedItem", "FEED_RETRY", "FETCH_LIMIT", "STALE_AFTER_BARS",
            "WebsocketCandleFeed", "open_feed"]

@@ -17,12 +17,23 @@ down are stepped first). Otherwise it warms up: the last ``warmup_bars`` closed 
 symbol, kept where all symbols have a bar, are stepped with trading off (``trade_from``), so
 the first live decision is the backtest's at that bar; the warm-up is committed as one bar.
 
-**Each closed bar** (a :class:`~live.feed.BarBatch`): step, record the step's fills (one
-transaction each, with deterministic trade ids ``<client order id>-<k>``, the k-th fill of that
-order), then commit the bar (snapshot, cursor, the orders the step created or changed, its
-events, the summary) in one transaction, then publish the events to the ``on_event`` callbacks.
-A crash anywhere in between restarts from the last committed bar and steps the same bar again:
-the same fills come out with the same trade ids and are not booked twice. A batch with a symbol
+**Each closed bar** (a :class:`~live.feed.BarBatch`): step, then commit in one transaction
+the step's fills (deterministic trade ids ``<client order id>-<k>``, the k-th fill of that
+order), the orders it created or changed, its events, the cursor, the snapshot and the summary,
+then publish the events to the ``on_event`` callbacks. A crash anywhere in between restarts from
+the last committed bar and steps the same bars again: the same fills come out with the same
+trade ids and are not booked twice.
+
+**Catching up.** While the feed already holds more closed bars (``feed.backlog > 0``: a restart
+after downtime, a replay on the local exchange's ``fast`` clock), a paper run steps them and
+commits them together (:meth:`LiveRunner.commit`, one transaction, bar by bar with one snapshot
+after the last) every ``commit_every`` bars and when the backlog is empty, before a control
+request, a feed event or the end of :meth:`LiveRunner.run`. This is safe because nothing of
+such a bar leaves the process before its commit: the paper broker sends no order anywhere and
+events are published after the commit. A crash replays at most the uncommitted bars, from the
+same candles, to the same state. Once caught up every bar is committed on its own, as above; a
+broker that sends orders out (not ``matches_in_step``) commits every bar before anything is
+handed over. A batch with a symbol
 missing is skipped and logged (as a backtest on inner-aligned data skips that time); a feed
 event (stale, fresh, rejected bar, hole) is logged and recorded.
 
@@ -92,7 +103,8 @@ log = logging.getLogger("tradpal.live.runner")
 
 #: Crash points of the runner (``TRADPAL_CRASH_AT``, see ``live.store.crash_point``):
 #: after the warm-up was stepped and before it is committed; after a bar was stepped and before
-#: anything of it is stored; after its fills were stored and before the bar is committed.
+#: anything of it is stored; after its fills were stored and before the bar is committed (inside
+#: the commit's transaction).
 #: Broker mode: after the exchange acknowledged an order and before the store records it.
 CRASH_POINTS: tuple[str, ...] = ("runner.after_warmup", "runner.after_step", "runner.after_fills",
                                  "runner.after_submit")
@@ -111,6 +123,21 @@ _ONE_BAR_TYPES = ("market", "limit", "stop", "stop_limit")  # good for one bar u
 _EXIT_REASONS = {enums.REASON_STOP_LOSS, enums.REASON_TAKE_PROFIT, enums.REASON_TRAILING_STOP,
                  enums.REASON_MAX_DRAWDOWN, enums.REASON_DAILY_LOSS, enums.REASON_EMERGENCY,
                  enums.REASON_LIQUIDATION}
+
+
+#: Bars a paper run catching up steps at most between two commits (``commit_every``).
+COMMIT_EVERY = 1000
+
+
+@dataclass(frozen=True)
+class _SteppedBar:
+    """A bar stepped and not committed yet: its fills (store record, event), the store's order
+    records and its events."""
+
+    open_ms: int
+    fills: list[tuple[BrokerFill, dict[str, Any]]]
+    orders: list[OrderRequest | OrderUpdate]
+    events: list[dict[str, Any]]
 
 
 GateDecision = Literal["approved", "rejected", "pending", "expired"]
@@ -194,6 +221,8 @@ class LiveRunner:
         ann_factor: bars per year for the settings that need it; default the timeframe's bars
             per 365-day year, as a backtest derives it from hourly bars (8760).
         poll_s: longest wait for the feed before looking at control requests and signals again.
+        commit_every: while catching up, commit at least every this many bars (a crash replays
+            at most that many); see "Catching up".
         on_event: callbacks receiving every event (a dict with ``kind``) once it is committed.
         external_orders: broker mode: what to do with an open order on the exchange whose client
             id is not this run's: ``"report"`` (leave it, event ``order_external``) or
@@ -214,7 +243,7 @@ class LiveRunner:
     def __init__(self, strategy: Strategy, broker: Any, feed: CandleFeed, settings: SimSettings,
                  store: StateStore, *, symbols: Sequence[str] | None = None,
                  timeframe: str | None = None, warmup_bars: int = 500, run_id: str = "paper",
-                 ann_factor: float | None = None, poll_s: float = 0.5,
+                 ann_factor: float | None = None, poll_s: float = 0.5, commit_every: int = COMMIT_EVERY,
                  on_event: Sequence[Callable[[dict[str, Any]], None]] = (),
                  external_orders: str = "report", order_gate: OrderGate | None = None,
                  wall_clock: Callable[[], float] = time.time) -> None:
@@ -243,6 +272,9 @@ class LiveRunner:
         self.tf_ms = timeframe_to_ms(self.timeframe)
         if isinstance(warmup_bars, bool) or not isinstance(warmup_bars, int) or warmup_bars < 1:
             raise ValueError(f"warmup_bars must be a whole number >= 1, got {warmup_bars!r}")
+        if isinstance(commit_every, bool) or not isinstance(commit_every, int) or commit_every < 1:
+            raise ValueError(f"commit_every must be a whole number >= 1, got {commit_every!r}")
+        self.commit_every = commit_every
         if not (isinstance(poll_s, (int, float)) and 0 < poll_s < float("inf")):
             raise ValueError(f"poll_s must be a number of seconds > 0, got {poll_s!r}")
         self.strategy, self.broker, self.feed, self.settings, self.store = strategy, broker, feed, settings, store
@@ -262,6 +294,8 @@ class LiveRunner:
         self._stop_reason: str | None = None
         self._order_keys: set[tuple[int, int]] = set()  # (col, order id) of every order recorded
         self._fill_counts: dict[tuple[int, int], int] = {}  # fills per order so far
+        self._uncommitted: list[_SteppedBar] = []  # bars stepped, not committed yet (catching up)
+        self._saved = (0, 0)  # fill and event records in the store
         self._quote = [s.split("/")[1].split(":")[0] if "/" in s else "quote" for s in self.symbols]
         self._base = [s.split("/")[0] for s in self.symbols]
         # broker mode
@@ -311,6 +345,7 @@ class LiveRunner:
             self.handle_requests()
             for hook in self.on_poll:
                 hook()
+        self.commit()
         if self._stop_reason is not None:
             log.info("runner stopped: %s", self._stop_reason)
         return self.live_bars
@@ -386,8 +421,9 @@ class LiveRunner:
             raise ValueError(f"the state in {self.store.state_dir} is of another run: {diff}; use "
                              "another state directory for a new run")
         stepper = self._new_stepper(info.trade_from)
-        stepper.restore(snap[0])
+        restore_stepper(stepper, self.store)
         self.stepper, self.info, self.last_bar_ms = stepper, info, snap[1]
+        self._saved = (len(stepper.fills), len(stepper.events))
         self._index_records()
         resume = max(self.store.cursor().values()) + self.tf_ms
         self.feed.start_from(resume)
@@ -440,8 +476,7 @@ class LiveRunner:
         flags: dict[str, Any] = {_RUN_FLAG: self.info.as_json()}
         if self.broker_mode:  # what the account held when the run began (the balance check's base)
             flags[_BALANCE_FLAG] = self._account_totals()
-        self.store.commit_bar(dict.fromkeys(self.symbols, last), stepper.snapshot(), order_records,
-                              event_dicts, summary=self.summary(), flags=flags)
+        self._saved = self._commit_state(last, order_records, event_dicts, flags=flags)
         self._publish(event_dicts)
         self.feed.start_from(last + self.tf_ms)
         log.info("warmed up on %d bars, %s .. %s; trading from %s", n, iso(int(open_ms[0])),
@@ -473,20 +508,70 @@ class LiveRunner:
             self._record({"kind": "bar_rejected", "bar": iso(batch.open_ms), "message": str(e)})
             return
         crash_point("runner.after_step")
-        fill_events = [self._book_paper_fill(f, batch.open_ms) for f in out.fills]
-        crash_point("runner.after_fills")
+        fills = [self._paper_fill(f, batch.open_ms) for f in out.fills]
         self.last_bar_ms = batch.open_ms
         order_records, event_dicts = self._records(out.events, batch.open_ms)
-        self.store.commit_bar(dict.fromkeys(self.symbols, batch.open_ms), st.snapshot(), order_records,
-                              event_dicts, summary=self.summary())
-        self.bar_to_order_s = time.perf_counter() - arrived
-        self._publish([e for e in fill_events if e is not None] + event_dicts, batch)
+        self._uncommitted.append(_SteppedBar(batch.open_ms, fills, order_records, event_dicts))
+        if not self._defer_commit():
+            self.commit(batch, arrived)
         if self.broker_mode:
             self._dispatch(order_records)
 
-    def _book_paper_fill(self, rec: np.ndarray, bar_ms: int) -> dict[str, Any] | None:
-        """Store one fill of the paper matcher (already booked in the core by the step); returns
-        its event, or None if a run restarted after a crash had stored it already."""
+    def _defer_commit(self) -> bool:
+        """True while the commit of the bars stepped may wait (see "Catching up" above): paper
+        only, the feed holds more bars, fewer than ``commit_every`` bars are waiting."""
+        return (bool(getattr(self.broker, "matches_in_step", False))
+                and getattr(self.feed, "backlog", 0) > 0
+                and len(self._uncommitted) < self.commit_every)
+
+    def commit(self, batch: BarBatch | None = None, arrived: float | None = None) -> None:
+        """Persist the bars stepped and not committed yet, in ONE transaction (their fills,
+        orders, events and cursor, bar by bar, then the core's snapshot and the summary), then
+        publish their events. A no-op when every bar is committed. ``batch`` / ``arrived``
+        (``time.perf_counter()`` when it arrived): the bar this commit follows at once, for the
+        services' hooks and :attr:`bar_to_order_s`."""
+        if not self._uncommitted:
+            return
+        bars, last = self._uncommitted, len(self._uncommitted) - 1
+        published: list[dict[str, Any]] = []
+        with self.store.transaction():
+            for i, bar in enumerate(bars):
+                # a fill stored before a crash comes out of the replayed step again: stored once
+                published += [event for fill, event in bar.fills
+                              if self.store.record_fill(fill, bar.open_ms, events=[event])]
+                crash_point("runner.after_fills")
+                if i == last:
+                    saved = self._commit_state(bar.open_ms, bar.orders, bar.events)
+                else:
+                    self.store.commit_bar(dict.fromkeys(self.symbols, bar.open_ms), None, bar.orders, bar.events)
+                published += bar.events
+        self._uncommitted, self._saved = [], saved
+        if arrived is not None:
+            self.bar_to_order_s = time.perf_counter() - arrived
+        self._publish(published, batch)
+
+    def _commit_state(self, bar_ms: int, orders: Sequence[OrderRequest | OrderUpdate],
+                      events: list[dict[str, Any]], flags: dict[str, Any] | None = None) -> tuple[int, int]:
+        """``commit_bar`` with the core's snapshot, without its records, and the records added
+        since the last such commit (the store keeps them: a snapshot does not grow with the run).
+        Returns the fill and event record counts stored once it is committed (``_saved``)."""
+        snapshot, records, saved = self._state()
+        self.store.commit_bar(dict.fromkeys(self.symbols, bar_ms), snapshot, orders, events,
+                              summary=self.summary(), flags=flags, records=records)
+        return saved
+
+    def _state(self) -> tuple[bytes, dict[str, bytes], tuple[int, int]]:
+        """The core's snapshot without its records, the records added since the last snapshot
+        stored, and the record counts once this one is stored (``_saved``)."""
+        st = self.stepper
+        assert st is not None
+        n_fills, n_events = self._saved
+        records = {"fills": st.fills[n_fills:].tobytes(), "events": st.events[n_events:].tobytes()}
+        return st.snapshot(records=False), records, (len(st.fills), len(st.events))
+
+    def _paper_fill(self, rec: np.ndarray, bar_ms: int) -> tuple[BrokerFill, dict[str, Any]]:
+        """One fill of the paper matcher (already booked in the core by the step) as the
+        store's record, with its event."""
         st = self.stepper
         assert st is not None
         col, oid = int(rec["col"]), int(rec["order_id"])
@@ -501,7 +586,7 @@ class LiveRunner:
                  "fee_currency": ccy, "bar": iso(bar_ms),
                  "order_type": enums.ORDER_TYPE_NAMES[rec["order_type"]],
                  "reason": enums.REASON_NAMES[rec["reason"]]}
-        return event if self.store.record_fill(fill, bar_ms, events=[event]) else None
+        return fill, event
 
     def _records(self, events: np.ndarray, bar_ms: int) -> tuple[list[OrderRequest | OrderUpdate], list[dict[str, Any]]]:
         """The store's order records and event dicts of a step's (or an emergency stop's) events."""
@@ -561,6 +646,7 @@ class LiveRunner:
                       "bar": iso(event.open_ms)})
 
     def _record(self, event: dict[str, Any]) -> None:
+        self.commit()  # the bars stepped before it come first in the event log
         self.store.append_events([event])
         self._publish([event])
 
@@ -777,8 +863,10 @@ class LiveRunner:
         rec = out.fills[-1]
         event.update(order_type=enums.ORDER_TYPE_NAMES[rec["order_type"]], reason=enums.REASON_NAMES[rec["reason"]])
         records, dicts = self._records(out.events, self.last_bar_ms)
-        self.store.record_fill(fill, self.last_bar_ms, snapshot=st.snapshot(), summary=self.summary(),
-                               events=[event, *dicts], orders=records)
+        snapshot, state_records, saved = self._state()
+        if self.store.record_fill(fill, self.last_bar_ms, snapshot=snapshot, summary=self.summary(),
+                                  events=[event, *dicts], orders=records, records=state_records):
+            self._saved = saved
         self._publish([event, *dicts])
         if any(isinstance(r, OrderRequest) for r in records):
             self._dispatch(records)
@@ -860,8 +948,7 @@ class LiveRunner:
                             "halted until confirm_balance (or reset)"}
         self._balance_hold = True
         self._update_entry_block()
-        self.store.commit_bar(self.last_bar_ms, self.stepper.snapshot(), (), [event], summary=self.summary(),
-                              flags={_HOLD_FLAG: diff})
+        self._saved = self._commit_state(self.last_bar_ms, (), [event], flags={_HOLD_FLAG: diff})
         self._publish([event])
         log.error("ALERT: balance differs: %s", diff)
 
@@ -878,15 +965,19 @@ class LiveRunner:
         self._balance_hold = False
         self._update_entry_block()
         event = {"kind": "balance_confirmed", "balance": actual}
-        self.store.commit_bar(self.last_bar_ms, st.snapshot(), (), [event], summary=self.summary(),
-                              flags={_HOLD_FLAG: None, _BALANCE_FLAG: start})
+        self._saved = self._commit_state(self.last_bar_ms, (), [event],
+                                         flags={_HOLD_FLAG: None, _BALANCE_FLAG: start})
         self._publish([event])
         return {"ok": True, "balance_hold": False}
 
     # --- control --------------------------------------------------------------------------------
     def handle_requests(self) -> None:
-        """Handle the control requests posted to the store, oldest first."""
-        for req in self.store.pending_requests():
+        """Handle the control requests posted to the store, oldest first (after committing the
+        bars stepped so far)."""
+        requests = self.store.pending_requests()
+        if requests:
+            self.commit()
+        for req in requests:
             on_request = getattr(self.order_gate, "on_request", None)
             gate_result = None if on_request is None else on_request(req)
             if gate_result is not None:  # approve_order / reject_order (--confirm-orders)
@@ -909,6 +1000,7 @@ class LiveRunner:
         """Raise the core's emergency stop now and commit it (flags ``halted``, ``halt_reason``)."""
         st = self.stepper
         assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        self.commit()
         why = f"emergency stop (request {req.id})" if req is not None else "emergency stop"
         if st.g[enums.G_EMERGENCY] != 0.0:  # already raised (a request handled before a crash)
             if not self.store.get_flag("halted"):
@@ -916,8 +1008,8 @@ class LiveRunner:
             return {"ok": True, "halted": True, "note": "already halted"}
         events = st.emergency_stop()
         order_records, dicts = self._records(events, self.last_bar_ms)
-        self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), order_records,
-                              dicts, summary=self.summary(), flags={"halted": True, "halt_reason": why})
+        self._saved = self._commit_state(self.last_bar_ms, order_records, dicts,
+                                         flags={"halted": True, "halt_reason": why})
         self._publish(dicts)
         if self.broker_mode:
             self._dispatch(order_records)
@@ -935,8 +1027,7 @@ class LiveRunner:
         self._update_entry_block()
         event = {"kind": "paused" if paused else "resumed", "bar": iso(self.last_bar_ms),
                  "request": None if req is None else req.id}
-        self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), (), [event],
-                              summary=self.summary(), flags={"paused": True if paused else None})
+        self._saved = self._commit_state(self.last_bar_ms, (), [event], flags={"paused": True if paused else None})
         self._publish([event])
         log.warning("%s: %s", event["kind"], "no new entries; exits and stops are still managed"
                     if paused else "entries allowed again from the next close")
@@ -946,6 +1037,7 @@ class LiveRunner:
         """Lift an emergency stop once flat; refused (with the reason) otherwise."""
         st = self.stepper
         assert st is not None and self.last_bar_ms is not None, "start() the runner first"
+        self.commit()
         if self._balance_hold and st.g[enums.G_EMERGENCY] == 0.0:  # a reset confirms the balance
             return self.confirm_balance(req)
         try:
@@ -954,8 +1046,7 @@ class LiveRunner:
             log.warning("reset refused: %s", e)
             return {"ok": False, "error": str(e)}
         event = {"kind": "reset", "bar": iso(self.last_bar_ms)}
-        self.store.commit_bar(dict.fromkeys(self.symbols, self.last_bar_ms), st.snapshot(), (), [event],
-                              summary=self.summary(), flags={"halted": None, "halt_reason": None})
+        self._saved = self._commit_state(self.last_bar_ms, (), [event], flags={"halted": None, "halt_reason": None})
         self._publish([event])
         log.warning("emergency stop reset: trading resumes from the next close")
         return {"ok": True, "halted": False}
@@ -966,9 +1057,21 @@ def _protective(order: OrderRequest) -> bool:
     return order.reduce_only and order.type in ("stop", "take_profit")
 
 
+def restore_stepper(stepper: BarStepper, store: StateStore) -> int:
+    """Load the store's latest snapshot into ``stepper``, with the fill and event records the
+    store keeps beside it; returns the open time (ms) of the bar it follows."""
+    snap = store.latest_snapshot()
+    if snap is None:
+        raise ValueError(f"no snapshot in the state store {store.path}")
+    fills = np.frombuffer(store.records("fills"), dtype=enums.fill_dt)
+    events = np.frombuffer(store.records("events"), dtype=enums.event_dt)
+    stepper.restore(snap[0], fills, events)
+    return snap[1]
+
+
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-__all__ = ["CRASH_POINTS", "EXTERNAL_POLICIES", "FILL_COLUMNS", "LiveRunner", "OrderGate", "PaperBroker",
-           "RunInfo", "iso"]
+__all__ = ["COMMIT_EVERY", "CRASH_POINTS", "EXTERNAL_POLICIES", "FILL_COLUMNS", "LiveRunner", "OrderGate",
+           "PaperBroker", "RunInfo", "iso", "restore_stepper"]

@@ -7,6 +7,9 @@ disk) holds everything a killed runner needs to continue where it stopped:
 - ``fills``: every execution booked, unique per (symbol, exchange trade id) (never deleted);
 - ``snapshots``: the core's state as bytes after a bar (the latest few), with an optional JSON
   summary (equity, cash, ...) for ``tradpal runner status``;
+- ``records``: the core's record arrays (fills, events) as raw bytes, appended with each
+  snapshot that leaves them out (``BarStepper.snapshot(records=False)``), so a snapshot does
+  not grow with the run (never deleted);
 - ``cursor``: the open time of the last bar stepped, per symbol;
 - ``events``: append-only, for the event bus to replay;
 - ``flags``: small key/value state that outlives a restart (``halted``, ``halt_reason``, ...);
@@ -15,6 +18,8 @@ disk) holds everything a killed runner needs to continue where it stopped:
 
 A bar (:meth:`StateStore.commit_bar`) and a fill (:meth:`StateStore.record_fill`) are each one
 transaction: after a crash the store shows the whole bar or none of it.
+:meth:`StateStore.transaction` groups several of them (a runner catching up commits many bars
+at once) into one.
 
 Only one runner may use a state directory: it holds ``<state_dir>/runner.lock`` (``flock``)
 for its lifetime through :meth:`StateStore.acquire_runner_lock`; the kernel drops the lock when
@@ -52,7 +57,7 @@ from live.broker import (
 
 #: Layout version of ``state.sqlite``. Bump it when a table changes meaning; a store written
 #: with another version is refused, never misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the records table
 STATE_FILE = "state.sqlite"
 LOCK_FILE = "runner.lock"
 
@@ -198,6 +203,7 @@ CREATE TABLE fills (
 CREATE TABLE snapshots (
     id INTEGER PRIMARY KEY AUTOINCREMENT, bar_ms INTEGER NOT NULL, state BLOB NOT NULL,
     summary TEXT, created_ms INTEGER NOT NULL);
+CREATE TABLE records (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, data BLOB NOT NULL);
 CREATE TABLE cursor (symbol TEXT PRIMARY KEY, bar_ms INTEGER NOT NULL);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, kind TEXT NOT NULL,
@@ -255,6 +261,7 @@ class StateStore:
         self.keep_snapshots = keep_snapshots
         self._now_ms = now_ms
         self._lock: RunnerLock | None = None
+        self._grouped = False  # inside transaction()
         self._check_dir(create)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000)
@@ -397,10 +404,42 @@ class StateStore:
     # --- transactions -------------------------------------------------------------------------
 
     @contextmanager
+    def transaction(self) -> Iterator[StateStore]:
+        """Group several writes (:meth:`commit_bar`, :meth:`record_fill`, ...) into ONE
+        transaction: after a crash the store shows all of them or none. Inside it each write's
+        crash points fire where they would alone; its data is committed with the group. Not
+        nestable."""
+        if self._grouped:
+            raise RuntimeError("StateStore.transaction() is already open; it does not nest")
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._grouped = True
+        try:
+            yield self
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._grouped = False
+
+    @property
+    def in_transaction(self) -> bool:
+        """True inside :meth:`transaction`."""
+        return self._grouped
+
+    @contextmanager
     def _write(self, op: str | None) -> Iterator[sqlite3.Connection]:
-        """One write transaction; crash points ``before_<op>``, ``<op>.commit``, ``after_<op>``."""
+        """One write transaction (or a part of the open :meth:`transaction`); crash points
+        ``before_<op>``, ``<op>.commit``, ``after_<op>``."""
         if op:
             crash_point(f"before_{op}")
+        if self._grouped:
+            yield self._conn
+            if op:
+                crash_point(f"{op}.commit")
+                crash_point(f"after_{op}")
+            return
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
@@ -416,21 +455,35 @@ class StateStore:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def commit_bar(self, bar_ms: Mapping[str, int] | int, snapshot: bytes,
+    def commit_bar(self, bar_ms: Mapping[str, int] | int, snapshot: bytes | None,
                    orders: Iterable[OrderRequest | OrderUpdate] = (),
                    events: Iterable[Mapping[str, Any]] = (), *,
                    summary: Mapping[str, Any] | None = None,
-                   flags: Mapping[str, Any] | None = None) -> None:
+                   flags: Mapping[str, Any] | None = None,
+                   records: Mapping[str, bytes] | None = None) -> None:
         """Persist one stepped bar in ONE transaction: the core's ``snapshot`` (with the JSON
-        ``summary`` shown by :meth:`status`), the cursor, the orders, the events and ``flags``.
+        ``summary`` shown by :meth:`status`), the cursor, the orders, the events and ``flags``;
+        ``records`` (only with a snapshot): raw record bytes by kind (``{"fills": b"...",
+        "events": b"..."}``) appended to what :meth:`records` returns.
 
         ``bar_ms`` is the bar's open time (epoch ms) per symbol, or one int for the same bar on
         every symbol already in the cursor (the first commit must name the symbols). A bar older
         than a symbol's cursor is refused. ``orders``: an :class:`OrderRequest` is recorded as
         in :meth:`record_order` (status ``created``), an :class:`OrderUpdate` applied as in
         :meth:`update_order`. ``events``: dicts with a ``kind`` and optionally ``ts_ms``; the
-        other keys are the payload. A crash leaves the whole bar or none of it."""
-        blob = _blob(snapshot)
+        other keys are the payload. A crash leaves the whole bar or none of it.
+
+        ``snapshot=None`` (with no ``summary``): the bar's cursor, orders and events only, for
+        the earlier bars of several committed in one :meth:`transaction` whose last
+        ``commit_bar`` carries the snapshot (a runner catching up)."""
+        if snapshot is None:
+            if not self._grouped:
+                raise ValueError("commit_bar without a snapshot is only allowed inside "
+                                 "StateStore.transaction(), before a commit_bar with one")
+            if summary is not None or records:
+                raise ValueError("commit_bar: a summary or records are stored with a snapshot; pass it")
+        blob = None if snapshot is None else _blob(snapshot)
+        record_rows = [(str(kind), _blob(data)) for kind, data in (records or {}).items() if len(data)]
         bars = dict(bar_ms) if isinstance(bar_ms, Mapping) else _ms(bar_ms, "bar_ms")
         if isinstance(bars, dict):
             if not bars:
@@ -450,10 +503,12 @@ class StateStore:
                                      "on the first commit_bar")
                 bars = dict.fromkeys(symbols, bars)
             snap_ms = max(bars.values())
-            db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
-                       (snap_ms, blob, summary_json, self._now_ms()))
-            db.execute("DELETE FROM snapshots WHERE id NOT IN "
-                       "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
+            if blob is not None:
+                db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
+                           (snap_ms, blob, summary_json, self._now_ms()))
+                db.execute("DELETE FROM snapshots WHERE id NOT IN "
+                           "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
+                db.executemany("INSERT INTO records (kind, data) VALUES (?, ?)", record_rows)
             crash_point("commit_bar.snapshot")
             for symbol, ms in bars.items():
                 row = db.execute("SELECT bar_ms FROM cursor WHERE symbol = ?", (symbol,)).fetchone()
@@ -508,10 +563,12 @@ class StateStore:
                     order: OrderUpdate | None = None, snapshot: bytes | None = None,
                     summary: Mapping[str, Any] | None = None,
                     events: Iterable[Mapping[str, Any]] = (),
-                    orders: Iterable[OrderRequest | OrderUpdate] = ()) -> bool:
+                    orders: Iterable[OrderRequest | OrderUpdate] = (),
+                    records: Mapping[str, bytes] | None = None) -> bool:
         """Book one fill in ONE transaction, with the order's new state, the core's snapshot
         after booking it (``bar_ms`` = the last bar stepped, required with a snapshot), events
-        and ``orders`` the fill made or changed (as in :meth:`commit_bar`). Returns False and writes nothing if this (symbol, trade id) is already booked;
+        and ``orders`` the fill made or changed, and ``records`` with the snapshot (both as in
+        :meth:`commit_bar`). Returns False and writes nothing if this (symbol, trade id) is already booked;
         check :meth:`known_trade_ids` before booking a fill into the core."""
         if not isinstance(fill, BrokerFill):
             raise TypeError(f"fill must be a BrokerFill, got {type(fill).__name__}")
@@ -520,6 +577,9 @@ class StateStore:
         blob = None if snapshot is None else _blob(snapshot)
         if blob is not None and booked_ms is None:
             raise ValueError("record_fill with a snapshot needs bar_ms, the bar the snapshot follows")
+        if records and blob is None:
+            raise ValueError("record_fill: records are stored with a snapshot; pass it")
+        record_rows = [(str(kind), _blob(data)) for kind, data in (records or {}).items() if len(data)]
         if order is not None:
             _check_order_record(order)
         orders = list(orders)
@@ -547,6 +607,7 @@ class StateStore:
                            (booked_ms, blob, summary_json, self._now_ms()))
                 db.execute("DELETE FROM snapshots WHERE id NOT IN "
                            "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
+                db.executemany("INSERT INTO records (kind, data) VALUES (?, ?)", record_rows)
             self._insert_events(event_rows)
         return True
 
@@ -630,6 +691,12 @@ class StateStore:
         """The latest snapshot and the open time (ms) of the bar it follows, or None."""
         row = self._conn.execute("SELECT state, bar_ms FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
         return None if row is None else (bytes(row[0]), row[1])
+
+    def records(self, kind: str) -> bytes:
+        """Every record of ``kind`` committed with the snapshots (``commit_bar(records=)``),
+        in commit order, as one bytes string (empty if none)."""
+        return b"".join(bytes(d) for (d,) in
+                        self._conn.execute("SELECT data FROM records WHERE kind = ? ORDER BY id", (kind,)))
 
     def latest_summary(self) -> dict[str, Any] | None:
         """The JSON summary saved with the latest snapshot, or None."""

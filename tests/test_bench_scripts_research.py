@@ -1,4 +1,4 @@
-"""research/bench_compile.py and research/bench_sweep.py run and end with their JSON summary.
+"""research/bench_compile.py, bench_sweep.py and bench_live.py run and end with their JSON summary.
 
 Smoke runs on tiny sizes: they check each script reports what it promises (README "Compile time
 and sweeps"), never how fast anything is (no timed assertions in the test suite). The cold
@@ -50,3 +50,20 @@ def test_bench_sweep_reports_rates_memory_and_ns_per_bar():
     assert summary["tradpal_grid"] == {"windows": [2, 6], "combos": 10, "bars": 1000}
     assert summary["vectorbt_grid"] == {"windows": [2, 6], "combos": 10, "bars": 1000}
     assert summary["single_bars"] == 5000
+
+
+def test_bench_live_reports_latency_and_replay():
+    """research/bench_live.py --quick (README "Benchmarks"): per-bar latency figures for each
+    symbol count, and a replay that stepped every bar it was asked for."""
+    summary = run_json("bench_live.py", "--quick", "--bars", "200", "--replay", "300", "--warmup", "100")
+    assert [r["symbols"] for r in summary["latency"]] == [1, 10]
+    for run in summary["latency"]:
+        assert run["bars"] == 200
+        for part in ("ready", "commit", "handed"):
+            p50, p99, top = (run[f"{part}_{q}_ms"] for q in ("p50", "p99", "max"))
+            assert positive_number(p50) and p50 <= p99 <= top, (part, run)
+        assert run["handed_p99_ms"] <= run["ready_max_ms"] + run["commit_max_ms"]
+    replay = summary["replay"]
+    assert replay["bars"] == 300 and positive_number(replay["wall_s"]) and positive_number(replay["bars_per_s"])
+    assert replay["requests"] < 300  # catching up: many candles per request
+    assert set(summary["machine"]) == {"cpu", "cores", "python", "numba"}

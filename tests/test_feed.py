@@ -79,8 +79,8 @@ def test_delivered_bars_equal_the_dataset_and_close_before_exchange_time(stepped
 
 
 def test_a_fast_replay_clock_is_moved_on_by_the_feed():
-    """The fast clock moves only with market-data requests: the feed still progresses, bar by
-    bar, with the dataset's values."""
+    """The fast clock moves only with market-data requests, to the end of the candles a request
+    asks for: the feed progresses in order, with the dataset's values."""
     with LocalExchange({"BTC/USDT": BTC, "ETH/USDT": ETH}, start=T0, clock="fast",
                        api_keys={API_KEY: SECRET}) as ex:
         feed = CandleFeed(client(ex), ["BTC/USDT", "ETH/USDT"], "1m", since_ms=T0,
@@ -90,6 +90,21 @@ def test_a_fast_replay_clock_is_moved_on_by_the_feed():
     for b in got:
         np.testing.assert_array_equal(b.ohlcv, np.vstack([expected(BTC, b.open_ms),
                                                           expected(ETH, b.open_ms)]))
+
+
+def test_a_feed_behind_the_exchange_catches_up_1000_candles_per_request(stepped):
+    """2,000 closed candles behind (a restart after downtime): one poll brings them all, two
+    candle requests per symbol, and the feed holds the batches it has not handed out yet."""
+    feed = CandleFeed(client(stepped), ["BTC/USDT", "ETH/USDT"], "1m", since_ms=T0)
+    stepped.clock.advance_to(T0 + 2000 * MIN)
+    first = feed.next_bars(timeout_s=0)
+    assert isinstance(first, BarBatch) and first.open_ms == T0 and feed.backlog == 1999
+    rest = take(feed, 1999)
+    assert [b.open_ms for b in rest] == [T0 + k * MIN for k in range(1, 2000)] and feed.backlog == 0
+    np.testing.assert_array_equal(rest[-1].ohlcv, np.vstack([expected(BTC, T0 + 1999 * MIN),
+                                                             expected(ETH, T0 + 1999 * MIN)]))
+    klines = stepped.requests("/api/v3/klines")
+    assert len(klines) == 4 and all(r.params["limit"] == "1000" for r in klines)
 
 
 def test_catch_up_from_since_with_a_symbol_listed_later():

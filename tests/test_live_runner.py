@@ -24,6 +24,7 @@ from framework.data import load_ohlcv
 from framework.local_exchange import LocalExchange
 from framework.runner import BarStepper
 from framework.settings import SimSettings
+from live.runner import restore_stepper
 from live.store import StateStore
 from strategies import STRATEGIES
 
@@ -59,17 +60,17 @@ def paper_args(strategy: str, ex: LocalExchange, k: int, state: Path, *extra: st
 
 
 def expected_backtest(strategy, k: int, summary: dict) -> Backtest:
-    return Backtest(strategy, frames(k, rows=2_000), start=summary["first_bar"], end=summary["last_bar"],
+    return Backtest(strategy, frames(k, rows=4_000), start=summary["first_bar"], end=summary["last_bar"],
                     trade_from=summary["trade_from"], run_id="p1", cash_sharing=k > 1)
 
 
 def stored_fill_records(state: Path, strategy, k: int, trade_from: int) -> np.ndarray:
-    """The core's fill records as the runner's last snapshot holds them."""
-    with StateStore(state, create=False) as store:
-        blob, _ = store.latest_snapshot()
+    """The core's fill records as the runner's last snapshot (and the records kept beside it)
+    restore them."""
     settings = SimSettings.build(strategy.sim_defaults, cash_sharing=k > 1)
     stepper = BarStepper(strategy, settings.vector(8760.0), n_columns=k, trade_from=trade_from, run_id="p1")
-    stepper.restore(blob)
+    with StateStore(state, create=False) as store:
+        restore_stepper(stepper, store)
     return stepper.fills.copy()
 
 
@@ -157,6 +158,39 @@ def test_the_runner_in_process_publishes_committed_events_and_resumes(tmp_path):
     assert sum(e["kind"] == "session_started" for e in seen) == 1
 
 
+def test_catching_up_commits_bars_in_groups_with_the_backtests_fills(tmp_path):
+    """On the fast clock the feed is always ahead: bars are committed ``commit_every`` at a time
+    (one snapshot per group, every bar's orders, fills and events), and the stored run is the
+    backtest's; the restored core holds the same records as the running one."""
+    from framework.exchange import create_exchange
+    from live.feed import CandleFeed
+    from live.runner import LiveRunner, PaperBroker
+
+    strategy = STRATEGIES["macd_trend"]()
+    settings = SimSettings.build(strategy.sim_defaults, cash_sharing=True)
+    with local_exchange(frames(2)) as ex:
+        feed = CandleFeed(create_exchange("binance", url=ex.url), list(SYMBOLS), "1h")
+        runner = LiveRunner(strategy, PaperBroker(), feed, settings, StateStore(tmp_path), warmup_bars=W,
+                            run_id="p1", commit_every=60)
+        snapshots = []
+        commit_bar = runner.store.commit_bar
+        runner.store.commit_bar = lambda bar_ms, snapshot, *a, **k: (
+            snapshots.append(snapshot is not None), commit_bar(bar_ms, snapshot, *a, **k))[1]
+        try:
+            assert runner.run(max_bars=L) == L
+            summary, records, events = runner.summary(), runner.stepper.fills.copy(), runner.stepper.events.copy()
+        finally:
+            runner.close()
+    assert len(snapshots) == 1 + L and 1 + L // 60 <= sum(snapshots) <= 1 + L // 60 + 3  # warm-up, groups
+    result = expected_backtest(strategy, 2, summary).run()
+    assert np.array_equal(records, result.fill_records) and len(records) > 0
+    assert np.array_equal(stored_fill_records(tmp_path, strategy, 2, W), records)
+    with StateStore(tmp_path, create=False) as store:
+        assert [(o.client_order_id, o.status) for o in store.orders()] == list(
+            zip(result.orders["client_order_id"], result.orders["status"], strict=True))
+        assert store.records("events") == events.tobytes()
+
+
 # --- crash safety ---------------------------------------------------------------------------------
 
 _POINTS = ("runner.after_step", "runner.after_fills", "before_commit_bar", "commit_bar.snapshot",
@@ -176,16 +210,18 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(tmp_path):
     """At least 20 ``kill -9`` of ``tradpal paper`` (crash points inside and between the step,
     the fills and the bar's commit, or a random moment while it steps), each followed by the same
     command: the final fills and orders are the backtest's of the bars the run stepped (which is
-    what an uninterrupted run gives, test above), none missing, none twice."""
+    what an uninterrupted run gives, test above), none missing, none twice. The fast clock keeps
+    the runner catching up, so it commits bars in groups (``--commit-every 5``): kills land
+    inside a group too, whose bars the restart steps again."""
     rng = random.Random(7)
-    total = 400
+    total = 3000  # enough bars that the kills come before the end at catch-up speed
     data = frames(2, rows=W + total + 300)  # room for the clock to run ahead while restarting
     state = tmp_path / "state"
     kills = 0
     with local_exchange(data) as ex:
         cmd = [sys.executable, "-m", "framework.cli",
                *paper_args("macd_trend", ex, 2, state, "--max-bars", str(total), "--poll", "0.1",
-                           "--fills-out", str(tmp_path / "paper.csv"), "--summary-out", str(tmp_path / "s.json"))]
+                           "--commit-every", "5", "--fills-out", str(tmp_path / "paper.csv"), "--summary-out", str(tmp_path / "s.json"))]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for attempt in range(60):
             if kills >= 22:

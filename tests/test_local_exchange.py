@@ -269,11 +269,13 @@ def test_clock_modes_and_http_control():
         c.fetch_ohlcv("BTC/USDT", "1m", limit=2)
         c.fetch_ohlcv("BTC/USDT", "1m", limit=2)
         assert c.fetch_time() == t0 + 2 * MIN  # one candle per market-data request
+        got = c.fetch_ohlcv("BTC/USDT", "1m", since=t0 - 10 * MIN, limit=30)  # ... or what it asks for
+        assert c.fetch_time() == t0 + 20 * MIN and [r[0] for r in got] == [t0 + k * MIN for k in range(-10, 20)]
         status = control(ex, "POST", "clock", {"mode": "stepped"})
         assert status["mode"] == "stepped"
         c.fetch_ohlcv("BTC/USDT", "1m", limit=2)
-        assert c.fetch_time() == t0 + 2 * MIN
-        assert control(ex, "POST", "clock", {"step": 3})["now"] == t0 + 5 * MIN
+        assert c.fetch_time() == t0 + 20 * MIN
+        assert control(ex, "POST", "clock", {"step": 3})["now"] == t0 + 23 * MIN
         control(ex, "POST", "clock", {"mode": "realtime", "speed": 60_000})  # 1 s = 1000 min
         time.sleep(0.05)
         assert c.fetch_time() >= t0 + 5 * MIN + 40 * MIN
@@ -282,7 +284,7 @@ def test_clock_modes_and_http_control():
             c.fetch_ticker("BTC/USDT")
         assert control(ex, "DELETE", "faults")["rules"] == []
         seen = control(ex, "GET", "requests?path=/api/v3/klines")
-        assert len(seen) == 3 and all("signature" not in r["params"] for r in seen)
+        assert len(seen) == 4 and all("signature" not in r["params"] for r in seen)
 
 
 def test_exchange_serve_cli(tmp_path):

@@ -119,6 +119,41 @@ def test_restore_in_process_continues_exactly_and_keeps_bar_and_day():
     assert len(whole.fills) > 20 and whole.fills["bar"].max() > 150
 
 
+def test_a_snapshot_without_records_stays_small_and_restores_with_them_exactly():
+    """``snapshot(records=False)`` does not grow with the run; restored with the records kept
+    elsewhere (appended chunk by chunk, as the live runner's store keeps them) it continues to the
+    uninterrupted run's fills; without them, or with one record too few, it is refused."""
+    bt, day, arrays = scripted_run(max_trades_per_day=2)
+    p = bt.settings.vector(bt.ann_factor)
+    whole = BarStepper(Scripted(), p)
+    step_to(whole, day, arrays, 0, len(day))
+    first = BarStepper(Scripted(), p)
+    chunks, sizes, saved = [], [], (0, 0)
+    for stop in (50, 100, 150):
+        step_to(first, day, arrays, stop - 50, stop)
+        blob = first.snapshot(records=False)
+        sizes.append(len(blob))
+        chunks.append((first.fills[saved[0]:].tobytes(), first.events[saved[1]:].tobytes()))
+        saved = (len(first.fills), len(first.events))
+    assert len(first.events) > 20 and sizes[0] == sizes[-1] < len(first.snapshot())
+    fills = np.frombuffer(b"".join(c[0] for c in chunks), dtype=enums.fill_dt)
+    events = np.frombuffer(b"".join(c[1] for c in chunks), dtype=enums.event_dt)
+    fresh = BarStepper(Scripted(), p)
+    before = fresh.snapshot()
+    for args, words in (((), "taken without its records"), ((fills[:-1], events), "fills: .* records of fill_dt")):
+        with pytest.raises(ValueError, match=words):
+            fresh.restore(blob, *args)
+        assert fresh.snapshot() == before
+    with pytest.raises(ValueError, match="holds its own records"):
+        fresh.restore(first.snapshot(), fills, events)
+    second = BarStepper(Scripted(), p)
+    second.restore(blob, fills, events)
+    assert second.snapshot() == first.snapshot()
+    step_to(second, day, arrays, 150, len(day))
+    np.testing.assert_array_equal(second.fills, whole.fills)
+    assert_records_equal(second.events, whole.events)
+
+
 def test_fills_are_a_read_only_view_grown_in_place():
     bt, day, arrays = scripted_run(n_bars=600)
     stepper = BarStepper(Scripted(), bt.settings.vector(bt.ann_factor))

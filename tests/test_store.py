@@ -158,6 +158,38 @@ def test_commit_bar_writes_snapshot_cursor_orders_events_flags(store):
     assert store.latest_snapshot() == (b"s1", T0 + HOUR)
 
 
+def test_a_transaction_commits_several_bars_and_their_records_at_once(store):
+    """Bars committed in one ``transaction()`` (the earlier ones without a snapshot, a runner
+    catching up): all of them or, after an error inside, none; records append in order."""
+    store.commit_bar({"BTC/USDT": T0}, b"s0", records={"fills": b"F0", "events": b""})
+    f1 = BrokerFill("t1", "c1", "BTC/USDT", "buy", 1.0, 100.0, 0.1, "USDT", T0 + HOUR)
+    with store.transaction():
+        assert store.in_transaction
+        assert store.record_fill(f1, T0 + HOUR, events=[{"kind": "fill", "trade_id": "t1"}])
+        store.commit_bar(T0 + HOUR, None, [OrderRequest("c1", "BTC/USDT", "buy", "market", 1.0)],
+                         [{"kind": "bar", "n": 1}])
+        store.commit_bar(T0 + 2 * HOUR, b"s2", [OrderUpdate("c1", "filled", 1.0)], [{"kind": "bar", "n": 2}],
+                         summary={"equity": 2.0}, records={"fills": b"F1F2", "events": b"E"})
+    assert not store.in_transaction
+    assert store.cursor() == {"BTC/USDT": T0 + 2 * HOUR} and store.latest_snapshot() == (b"s2", T0 + 2 * HOUR)
+    assert store.order("c1").created_bar_ms == T0 + HOUR and store.order("c1").status == "filled"
+    assert [(e.kind, e.payload) for e in store.events()] == [
+        ("fill", {"trade_id": "t1"}), ("bar", {"n": 1}), ("bar", {"n": 2})]
+    assert store.records("fills") == b"F0F1F2" and store.records("events") == b"E" and store.records("x") == b""
+    with pytest.raises(KeyError, match="ghost"), store.transaction():
+        store.commit_bar(T0 + 3 * HOUR, None, (), [{"kind": "bar", "n": 3}])
+        store.commit_bar(T0 + 4 * HOUR, b"s4", [OrderUpdate("ghost", "filled", 1.0)], records={"fills": b"F3"})
+    assert store.cursor() == {"BTC/USDT": T0 + 2 * HOUR} and len(store.events()) == 3
+    assert store.records("fills") == b"F0F1F2"
+    with pytest.raises(ValueError, match="only allowed inside StateStore.transaction"):
+        store.commit_bar(T0 + 3 * HOUR, None)
+    with store.transaction(), pytest.raises(ValueError, match="stored with a snapshot"):
+        store.commit_bar(T0 + 3 * HOUR, None, records={"fills": b"F"})
+    with store.transaction(), pytest.raises(RuntimeError, match="does not nest"):
+        with store.transaction():
+            pass
+
+
 def test_commit_bar_is_all_or_nothing_on_error(store):
     store.commit_bar({"BTC/USDT": T0}, b"s0")
     with pytest.raises(KeyError, match="unknown client_order_id 'ghost'"):

@@ -7,7 +7,9 @@ Times are integer milliseconds since the epoch (UTC), like Binance's. Three mode
 - ``"realtime"``: replay time runs with the wall clock, ``speed`` times faster
   (``speed=60`` replays one 1m candle per second).
 - ``"fast"``: as fast as the client consumes data: every market-data request (klines,
-  tickers, order book) advances time by one ``step_ms``.
+  tickers, order book) advances time by one ``step_ms``; a klines request from a start time
+  (``startTime``, ``limit``) advances it to the close of the last candle it asks for, if that
+  is later, so a client catching up reads up to 1000 closed candles per request.
 
 The clock never runs past ``end_ms`` (the close of the last candle in the dataset).
 """
@@ -71,10 +73,13 @@ class ReplayClock:
         number(n, "step", low=0, integer=True)  # the replay clock only moves forward
         return self.advance_to(self.now_ms() + n * self.step_ms)
 
-    def on_market_request(self) -> None:
-        """Called by the server on every market-data request; moves time in ``fast`` mode."""
+    def on_market_request(self, until_ms: int | None = None) -> None:
+        """Called by the server on every market-data request; moves time in ``fast`` mode: one
+        step, or to ``until_ms`` (the close of the last candle asked for) if that is later."""
         if self.mode == "fast":
-            self.step(1)
+            now = self.step(1)
+            if until_ms is not None and until_ms > now:
+                self.advance_to(until_ms)
 
     def set_mode(self, mode: ClockMode, speed: float | None = None) -> None:
         """Switch mode keeping the current time (both arguments are checked before either

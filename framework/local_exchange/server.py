@@ -357,10 +357,14 @@ def _klines(ex, p):
     if interval_ms % s.tf_ms:
         raise ApiError(400, -1120, f"Invalid interval: the replayed {s.market_id} data has candles of "
                                    f"{s.tf_ms // 1000} s; ask for a multiple of that.")
-    ex.clock.on_market_request()
-    now = ex.clock.now_ms()
     limit = min(max(_int_param(p, "limit", 500), 1), 1000)
     start, end = _int_param(p, "startTime"), _int_param(p, "endTime")
+    asked_until = None  # the close of the last candle asked for (the fast clock moves there)
+    if start is not None:
+        asked_until = start + limit * interval_ms if end is None else min(start + limit * interval_ms,
+                                                                         end + interval_ms)
+    ex.clock.on_market_request(asked_until)
+    now = ex.clock.now_ms()
     times, ohlcv = s.candles(interval_ms, now)
     if ex.faults.candle_gaps:
         keep = np.array([not ex.faults.hides(s.market_id, int(t)) for t in times], dtype=bool)
