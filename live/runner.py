@@ -519,8 +519,9 @@ class LiveRunner:
 
     def _defer_commit(self) -> bool:
         """True while the commit of the bars stepped may wait (see "Catching up" above): paper
-        only, the feed holds more bars, fewer than ``commit_every`` bars are waiting."""
-        return (bool(getattr(self.broker, "matches_in_step", False))
+        only, no services watching (their ``on_commit`` hooks see every bar with the state after
+        it), the feed holds more bars, fewer than ``commit_every`` bars are waiting."""
+        return (bool(getattr(self.broker, "matches_in_step", False)) and not self.on_commit
                 and getattr(self.feed, "backlog", 0) > 0
                 and len(self._uncommitted) < self.commit_every)
 
