@@ -577,3 +577,14 @@ def test_emergency_stop_cancels_a_resting_order_at_the_broker(tmp_path):
     finally:
         ex.stop()
     assert resting.status == "CANCELED" and order.status == "cancelled"
+
+
+def test_bad_broker_and_options_are_refused_in_their_words():
+    strategy = STRATEGIES["sma_cross"]()
+    with pytest.raises(TypeError, match="lacks submit, cancel, fetch_order"):
+        LiveRunner(strategy, object(), None, SimSettings(), None)
+    broker = CcxtBroker(ccxt_client("http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match="external_orders must be one of report, cancel"):
+        LiveRunner(strategy, broker, None, SimSettings(), None, external_orders="adopt")
+    with pytest.raises(TypeError, match="order_gate must have a decide"):
+        LiveRunner(strategy, broker, None, SimSettings(), None, order_gate=object())
