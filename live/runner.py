@@ -252,8 +252,8 @@ class LiveRunner:
         #: True for a broker that fills on an exchange (``matches_in_step`` False): broker mode
         self.broker_mode = not getattr(broker, "matches_in_step", False)
         if self.broker_mode:
-            missing = [m for m in ("submit", "cancel", "fetch_order", "fills_since", "open_orders", "balance")
-                       if not callable(getattr(broker, m, None))]
+            missing = [m for m in ("submit", "cancel", "fetch_order", "fills_since", "open_order_requests",
+                                   "balance") if not callable(getattr(broker, m, None))]
             if missing:
                 raise TypeError(f"broker {broker!r} is neither the paper broker nor an exchange broker "
                                 f"(it lacks {', '.join(missing)}; see live.broker.Broker)")

@@ -170,6 +170,13 @@ def outcome(state: Path) -> tuple[list, list]:
     return fills, orders
 
 
+def runner_pid(state: Path) -> int | None:
+    if not (state / "state.sqlite").exists():
+        return None
+    with StateStore(state, create=False) as store:
+        return store.runner_pid()
+
+
 def client_ids(ex: LocalExchange) -> list[str]:
     return [o.client_id for o in ex.engine.orders.values()]
 
@@ -247,29 +254,34 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
     try:
         cmd = [sys.executable, "-c", SCRIPT, ex.url, str(state), str(L)]
         for attempt in range(200):
-            crash_env = dict(env)
-            if attempt % 2 == 0:
-                crash_env["TRADPAL_CRASH_AT"] = f"{rng.choice(points)}@{rng.randint(1, 2)}"
+            crash_env, crashing = dict(env), kills < 22  # then one run to the end, undisturbed
+            if crashing and attempt % 2 == 0:
+                crash_env["TRADPAL_CRASH_AT"] = rng.choice(points)
             proc = subprocess.Popen(cmd, env=crash_env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
-            kill_at = time.monotonic() + rng.uniform(1.5, 5.0) if attempt % 2 else None
+            # while crashing, each process gets at most one new bar, so the run outlasts the kills
+            budget = stepped + 1 if crashing else L
+            kill_at = None
             while proc.poll() is None:
+                if crashing and attempt % 2 and kill_at is None and runner_pid(state) == proc.pid:
+                    kill_at = time.monotonic() + rng.uniform(0.0, 1.0)  # a random moment
                 if kill_at is not None and time.monotonic() >= kill_at:
                     proc.send_signal(signal.SIGKILL)
                     break
                 if stepped < L and caught_up():
-                    ex.clock.step(1)
-                    stepped += 1
+                    if stepped < budget:
+                        ex.clock.step(1)
+                        stepped += 1
+                    elif stepped < L:  # its bar is done and no crash point came: between bars
+                        proc.send_signal(signal.SIGKILL)
+                        break
                 time.sleep(0.01)
             _, err = proc.communicate(timeout=60)
             if proc.returncode == -signal.SIGKILL:
                 kills += 1
             else:
                 assert proc.returncode == 0, err[-3000:]
-                if kills >= 20:
-                    break
-                # finished before 20 kills: nothing left to crash; the loop cannot reach 20
-                raise AssertionError(f"the run ended after {kills} kills")
+                break  # the run reached its bars
         assert kills >= 20
         ids = client_ids(ex)
         again = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -565,3 +577,14 @@ def test_emergency_stop_cancels_a_resting_order_at_the_broker(tmp_path):
     finally:
         ex.stop()
     assert resting.status == "CANCELED" and order.status == "cancelled"
+
+
+def test_bad_broker_and_options_are_refused_in_their_words():
+    strategy = STRATEGIES["sma_cross"]()
+    with pytest.raises(TypeError, match="lacks submit, cancel, fetch_order"):
+        LiveRunner(strategy, object(), None, SimSettings(), None)
+    broker = CcxtBroker(ccxt_client("http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match="external_orders must be one of report, cancel"):
+        LiveRunner(strategy, broker, None, SimSettings(), None, external_orders="adopt")
+    with pytest.raises(TypeError, match="order_gate must have a decide"):
+        LiveRunner(strategy, broker, None, SimSettings(), None, order_gate=object())
