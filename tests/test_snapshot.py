@@ -195,7 +195,8 @@ def test_a_state_array_of_another_shape_is_refused(taken):
     stepper, blob, p = taken
     g = snapshot_parts(blob)["g"]
     assert_refused_and_untouched(BarStepper(Scripted(), p), rewrite(blob, g=np.append(g, 0.0)),
-                                 r"snapshot array 'g' is float64 \(12,\), this stepper's is float64 \(11,\)")
+                                 rf"snapshot array 'g' is float64 \({enums.N_GROUP_STATE + 1},\), this stepper's is "
+                                 rf"float64 \({enums.N_GROUP_STATE},\)")
     assert_refused_and_untouched(BarStepper(Scripted(), p), rewrite(blob, extra=np.zeros(1)),
                                  "snapshot holds arrays this stepper does not know: extra")
 
