@@ -118,3 +118,65 @@ def test_numba_settings_of_other_libraries_are_left_alone(tmp_path):
     assert paths["cache_dir"] == ""
     assert Path(paths["theirs"]) == tmp_path / "__pycache__"
     assert Path(paths["ours"]).is_relative_to(tmp_path / "home" / "numba")
+
+
+# a strategy defined in a script's ``__main__``, as a researcher writes one
+SCRIPT = '''
+import json
+import numpy as np
+from numba import njit
+from framework import runner
+from framework.enums import ACTION_LONG, INTENT_ACTION
+from framework.jit import bar_njit
+from framework.strategy import Param, Strategy
+
+WINDOW = 0
+
+
+@njit(cache=True)
+def init_nb(p):
+    return (np.zeros(int(p[WINDOW])), np.zeros(1))
+
+
+@bar_njit
+def decide_nb(state, o, h, l, c, v, pos, p, intent):
+    if c > {threshold}:
+        intent[INTENT_ACTION] = ACTION_LONG
+
+
+class Mine(Strategy):
+    name = "mine_in_main"
+    window = Param(3, low=1, high=10)
+    init_nb = staticmethod(init_nb)
+    decide_nb = staticmethod(decide_nb)
+
+
+kernels = runner.drivers(Mine)
+states, offs = kernels.init_states_nb(np.array([[3.0]]))
+intent = np.zeros(4)
+kernels.module.decide_row_nb(states[0], offs, 1.0, 1.0, 1.0, 5.0, 1.0, 0.0, np.array([3.0]), intent)
+print({note!r})
+print(json.dumps({{"acted": bool(intent[INTENT_ACTION] == ACTION_LONG), "offsets": offs.tolist(),
+                   "decide_hit": bool(kernels.module.decide_row_nb.stats.cache_hits),
+                   "init_hit": bool(kernels.init_states_nb.stats.cache_hits)}}))
+'''
+
+
+def test_a_strategy_in_a_scripts_main_is_cached_by_its_code(tmp_path):
+    script, home = tmp_path / "research.py", tmp_path / "home"
+
+    def run(threshold: float, note: str) -> dict:
+        script.write_text(SCRIPT.format(threshold=threshold, note=note))
+        env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "NUMBA_DISABLE_JIT")}
+        env.update(TRADPAL_CACHE_HOME=str(home), PYTHONPATH=str(ROOT))
+        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = run(4.0, "first")
+    assert first == {"acted": True, "offsets": [0, 3, 4], "decide_hit": False, "init_hit": False}
+    # the script's other lines changed, the strategy's code did not: everything from the cache
+    assert run(4.0, "an edit outside the strategy") == {**first, "decide_hit": True, "init_hit": True}
+    # decide_nb edited: it recompiles (a stale one would still act at 5 > 4), init_nb is reused
+    assert run(6.0, "decide_nb edited") == {**first, "acted": False, "init_hit": True}
