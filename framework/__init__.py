@@ -5,15 +5,11 @@
     print(result.stats_table())
 """
 
-from framework._kernel_cache import use_versioned_numba_cache
-
-use_versioned_numba_cache()  # before any kernel module is imported
-
-from framework.backtest import Backtest, BacktestResult  # noqa: E402
-from framework.data import load_ohlcv, validate_ohlcv  # noqa: E402
-from framework.runner import BarStepper  # noqa: E402
-from framework.settings import SimSettings  # noqa: E402
-from framework.strategy import Param, Strategy  # noqa: E402
+from framework.backtest import Backtest, BacktestResult
+from framework.data import load_ohlcv, validate_ohlcv
+from framework.runner import BarStepper
+from framework.settings import SimSettings
+from framework.strategy import Param, Strategy
 
 __all__ = [
     "Backtest",

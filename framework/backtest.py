@@ -361,6 +361,9 @@ class Backtest:
             with (``resolve_benchmark``): an instrument of ``data``, a bundled dataset, path or
             OHLCV frame (bought and held with the run's fees), or a Series of prices or
             returns. Default: buy-and-hold of the traded instruments.
+        jit: False runs the strategy's ``decide_nb`` as plain Python, with breakpoints and
+            numpy's bounds checks, around the same compiled simulator: a debugging mode with
+            the same fills, bit for bit, at a few microseconds per bar. Default True.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
@@ -371,8 +374,11 @@ class Backtest:
                  start: TimeInput | None = None, end: TimeInput | None = None,
                  trade_from: TimeInput | None = None, emergency_at: TimeInput | None = None,
                  run_id: str = "backtest", benchmark: BenchmarkInput | BenchmarkCurve | None = None,
-                 **settings: Any) -> None:
+                 jit: bool = True, **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
+        if not isinstance(jit, bool):
+            raise ValueError(f"jit must be True or False, got {jit!r}")
+        self.jit = jit
         self.run_id = orders.check_run_id(run_id)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
         given_ann_factor = None if ann_factor is None else _check_ann_factor(ann_factor)
@@ -419,7 +425,7 @@ class Backtest:
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
         simp = np.ascontiguousarray(np.tile(self.sim_vector(), (len(groups) - 1, 1)))
         sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
-        kernels = runner.drivers(type(self.strategy))
+        kernels = runner.drivers(type(self.strategy), jit=self.jit)
         equity, fills, events = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
         return BacktestResult(
             strategy=self.strategy,

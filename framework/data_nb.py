@@ -30,7 +30,8 @@ No Python objects inside; the frame's arrays are read in place (no copies).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from framework.jit import njit
 
 CLEAN = 0
 DETAILED = 1

@@ -62,9 +62,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-from framework.jit import bar_njit, bar_njit_inline
+from framework.jit import bar_njit, bar_njit_inline, njit
 
 NAN = np.nan
 

@@ -1,4 +1,9 @@
-"""How TradPal compiles its kernels: ``@njit(cache=True)``, and ``bar_njit`` for per-bar ones.
+"""How TradPal compiles its kernels: ``njit`` (numba's, cached by dependency), and ``bar_njit``.
+
+``njit`` takes numba's ``njit`` arguments; ``cache=True`` caches the kernel on disk with
+``framework._kernel_cache.TradPalCache``, which is fresh as long as the kernel's code and
+everything it calls and reads are unchanged (numba's own cache only looks at the kernel's file).
+A signature given to it is compiled at once, as with numba, and no other.
 
 ``bar_njit`` is for the kernels called once per bar per column, deep inside the backtest loop
 and from the live runner: indicator updates, the simulation step and its helpers, a strategy's
@@ -15,12 +20,37 @@ plain ``@njit(cache=True)``.
 that names it; numba is pinned in ``pyproject.toml`` and every kernel test exercises it.
 ``bar_njit_inline`` additionally inlines the function into its callers at numba-IR level; it is
 kept for the few calls where that measurably pays (``fill_nb``/``order_nb`` into the per-bar
-kernel), because it multiplies compile time by the number of callers.
+kernel), because it multiplies compile time by the number of callers (the simulator is
+compiled once for all strategies, see ``framework.drivers_nb``, so that is paid once).
 """
 
 from __future__ import annotations
 
-from numba import njit
+import numba
+from numba.core import config
+
+from framework._kernel_cache import use_tradpal_cache
+
+
+def njit(signature=None, /, *, cache: bool = False, **options):
+    """``numba.njit``, with ``cache=True`` meaning TradPal's dependency-keyed disk cache."""
+    if callable(signature):  # used bare, as ``@njit``
+        return _compile(signature, None, cache, options)
+    return lambda func: _compile(func, signature, cache, options)
+
+
+def _compile(func, signature, cache: bool, options: dict):
+    dispatcher = numba.njit(**options)(func)
+    if config.DISABLE_JIT:  # numba gave the plain function back
+        return dispatcher
+    if cache:
+        use_tradpal_cache(dispatcher)
+    if signature is not None:
+        for sig in signature if isinstance(signature, list) else [signature]:
+            dispatcher.compile(sig)
+        dispatcher.disable_compile()
+    return dispatcher
+
 
 #: decorator for per-bar kernels: cached to disk, no reference counting (no allocation inside)
 bar_njit = njit(cache=True, _nrt=False)

@@ -20,9 +20,8 @@ Conventions (shared by every kernel here):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
-from framework.jit import bar_njit
+from framework.jit import bar_njit, njit
 
 # --- state slots ------------------------------------------------------------------------------
 S_RF_BAR = 0  # per-bar risk-free rate (fraction), fixed at init

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-if pio.renderers.default == "plotly_mimetype":  # plotly's pick inside an ipykernel
+# only inside a kernel: plotly's renderers module imports nbformat and jsonschema, seconds of
+# start-up that a command-line run does not need
+if "ipykernel" in sys.modules and pio.renderers.default == "plotly_mimetype":  # plotly's pick there
     pio.renderers.default = "plotly_mimetype+notebook"
 
 PRICE_FIELDS = ("open", "high", "low", "close", "volume")

@@ -27,7 +27,9 @@ Conventions (shared by every kernel here):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from framework.jit import njit
 
 #: outputs per chunk of the rolling kernels (fixed, so results do not depend on thread count)
 CHUNK = 4096

@@ -33,7 +33,6 @@ can be persisted as arrays.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from framework.enums import (
     ACTION_EXIT,
@@ -169,7 +168,7 @@ from framework.indicators_nb import (
     realized_vol_init_nb,
     realized_vol_update_nb,
 )
-from framework.jit import bar_njit, bar_njit_inline
+from framework.jit import bar_njit, bar_njit_inline, njit
 
 DUST_FRACTION = 1e-9  # an entry worth less than this fraction of equity is rounding residue
 FILLS_PER_COLUMN_BAR = 3  # close + open of a reversal, then a stop on the new position

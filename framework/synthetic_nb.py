@@ -6,7 +6,8 @@ Conventions: axis 0 is time; variances are per bar, in squared log-return units.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from framework.jit import njit
 
 
 @njit(cache=True)

@@ -17,10 +17,9 @@ one column's, in booking order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from framework.enums import FEE_BASE, REASON_END, trade_dt
-from framework.jit import bar_njit
+from framework.jit import bar_njit, njit
 from framework.metrics_nb import safe_ratio_nb
 from framework.sim_nb import _replay_book
 

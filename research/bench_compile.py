@@ -13,8 +13,10 @@ the backtest, exit), measured from here with ``time.perf_counter`` around ``subp
 - ``vectorbt_cold_first_s``: ``vbt.Portfolio.from_signals`` once, on the demo's bars, in a fresh
   process with an empty ``NUMBA_CACHE_DIR``.
 
-Prints a table (min / median / max over ``--repeats``) beside the goals of issue 11, and as its
-last line one JSON object.
+Prints a table (min / median / max over ``--repeats``) beside the goals of issue 11, with each
+figure's CPU seconds (user + system, of the process and its children) below it: on a shared
+machine the wall time grows with the load, the CPU time much less. As its last line one JSON
+object (``cpu_s``: the CPU medians).
 
     python research/bench_compile.py               # 3 repeats (a few minutes)
     python research/bench_compile.py --quick       # 1 repeat, smoke run
@@ -27,6 +29,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -71,13 +74,24 @@ def base_env(cache_home: Path) -> dict[str, str]:
     return env
 
 
-def timed(cmd: list[str], env: dict[str, str], cwd: Path = ROOT) -> float:
-    """Wall seconds of one fresh process; raises with its stderr when it fails."""
+#: CPU seconds (user + system) of each timed process, by the figure's key: on a shared machine
+#: the wall time grows with the load, the CPU time much less
+cpu_times: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], env: dict[str, str], cwd: Path = ROOT, key: str | None = None) -> float:
+    """Wall seconds of one fresh process (its CPU seconds go to ``cpu_times[key]``); raises with
+    its stderr when it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    if key is not None:
+        cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+        cpu_times.setdefault(key, []).append(cpu)
     return wall
 
 
@@ -134,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = tmp / "kept"  # the cache of the last cold run, reused warm below
         for r in range(0 if args.skip_cold else repeats):
             home = tmp / f"cold{r}"
-            times["cold_first_backtest_s"].append(timed(tradpal(DEMO_ARGS), base_env(home)))
+            times["cold_first_backtest_s"].append(timed(tradpal(DEMO_ARGS), base_env(home),
+                                                        key="cold_first_backtest_s"))
             if kept.exists():
                 shutil.rmtree(home)
             else:
@@ -146,14 +161,17 @@ def main(argv: list[str] | None = None) -> int:
                 del env["TRADPAL_CACHE_HOME"]
         timed(tradpal(user_args), env, cwd=user_dir)  # compiles the user's strategy once
         for r in range(repeats):
-            times["warm_first_backtest_s"].append(timed(tradpal(user_args), env, cwd=user_dir))
+            times["warm_first_backtest_s"].append(timed(tradpal(user_args), env, cwd=user_dir,
+                                                        key="warm_first_backtest_s"))
             edit(path, r)
-            times["edit_to_result_s"].append(timed(tradpal(user_args), env, cwd=user_dir))
+            times["edit_to_result_s"].append(timed(tradpal(user_args), env, cwd=user_dir,
+                                                   key="edit_to_result_s"))
         for r in range(0 if args.skip_cold else repeats):
             venv = base_env(tmp / f"vbt{r}")
             venv["NUMBA_CACHE_DIR"] = str(tmp / f"vbt{r}" / "numba")
             times["vectorbt_cold_first_s"].append(
-                timed([sys.executable, "-c", VBT_SNIPPET.format(path=str(DEMO_DATA))], venv))
+                timed([sys.executable, "-c", VBT_SNIPPET.format(path=str(DEMO_DATA))], venv,
+                      key="vectorbt_cold_first_s"))
     total_s = time.perf_counter() - t_start
 
     goals = {"cold_first_backtest_s": GOAL_COLD_FIRST_S, "edit_to_result_s": GOAL_EDIT_TO_RESULT_S}
@@ -172,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         goal = f"<= {goals[key]:g}" if key in goals else "-"
         print(f"{key:<24} {what:<48} {s['min']:7.2f} {s['median']:7.2f} {s['max']:7.2f} "
               f"{goal:>7}")
+        cpu = summary(cpu_times[key])
+        print(f"{'':<24} {'  CPU seconds (user + system)':<48} {cpu['min']:7.2f} {cpu['median']:7.2f} "
+              f"{cpu['max']:7.2f}")
     print("(median reported in the JSON; every figure includes interpreter start and imports)")
     print()
 
@@ -183,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "min_s": {k: round(min(v), 3) for k, v in times.items()},
         "max_s": {k: round(max(v), 3) for k, v in times.items()},
+        "cpu_s": {k: round(statistics.median(v), 3) for k, v in cpu_times.items()},
         "goals_s": goals,
         "loadavg_1min": round(os.getloadavg()[0], 2),
         "total_s": round(total_s, 1),

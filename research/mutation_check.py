@@ -97,7 +97,7 @@ def side_swap(strategy: str) -> Mutant:
 
 #: the driver hands ``decide_nb`` the *next* bar's close (the last bar's own at the end); the
 #: bar stepper, whose arrays hold one bar, still gets its own
-LOOKAHEAD = Patch("framework/runner.py", r"c\[row, x\], v\[row, x\]",
+LOOKAHEAD = Patch("framework/drivers_nb.py", r"c\[row, x\], v\[row, x\]",
                   "c[min(row + 1, c.shape[0] - 1), x], v[row, x]")
 
 MUTANTS: dict[str, Mutant] = {

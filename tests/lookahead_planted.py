@@ -1,13 +1,16 @@
 """A test of the look-ahead test: plant a one-bar look-ahead, and the check must report it.
 
 Not collected by the normal run (the name does not start with ``test_``): compiling a second
-set of drivers takes about 35 s, so ``tests/test_no_jit.py`` runs this file as plain Python
+simulator takes about 35 s, so ``tests/test_no_jit.py`` runs this file as plain Python
 (``NUMBA_DISABLE_JIT=1``), where it takes a few seconds.
 """
 
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 
-from framework import runner
+from framework import drivers_nb, runner
 from framework.backtest import Backtest
 from research.mutation_check import LOOKAHEAD
 from strategies.sma_cross import SmaCross
@@ -16,10 +19,12 @@ from tests.test_lookahead import DATA, FIXED_TS, SETTINGS, decision_bars, lookah
 
 @pytest.fixture
 def lookahead_drivers(monkeypatch):
-    """The drivers compiled from a template with the planted one-bar look-ahead
+    """The simulator's drivers with the planted one-bar look-ahead
     (``research.mutation_check.LOOKAHEAD``), in memory; the real ones come back afterwards."""
-    monkeypatch.setattr(runner, "_TEMPLATE", LOOKAHEAD.apply(runner._TEMPLATE))
-    monkeypatch.setattr(runner, "_source_digest", lambda cls: None)  # in memory, no disk cache
+    planted = ModuleType("planted_drivers_nb")
+    source = LOOKAHEAD.apply(Path(drivers_nb.__file__).read_text())
+    exec(compile(source, "<planted drivers_nb>", "exec"), planted.__dict__)
+    monkeypatch.setattr(runner, "drivers_nb", planted)
     monkeypatch.setattr(runner, "_loaded", {})
 
 

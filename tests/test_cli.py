@@ -123,7 +123,7 @@ def error_line_in_process(args: tuple[str, ...], capsys) -> str:
 
 
 def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_kernels(tmp_path):
-    from framework._kernel_cache import sources_digest, tradpal_cache_root
+    from framework._kernel_cache import numba_cache_root
 
     path = user_strategy_file(tmp_path / "mine")
     kernels = tmp_path / "kernels"  # a fresh driver folder: the first run must compile
@@ -138,19 +138,17 @@ def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_k
     assert_stats_equal(printed["strategy"], expected.stats)
     assert_stats_equal(printed["benchmark"], expected.benchmark_stats)
 
-    # the drivers were written to disk under a stable name and numba cached their machine code
-    drivers = list(kernels.glob("tradpal_drivers_mycross_*.py"))
-    assert len(drivers) == 1
-    numba_dir = (Path(os.environ["NUMBA_CACHE_DIR"]) if os.environ.get("NUMBA_CACHE_DIR")
-                 else tradpal_cache_root() / "numba" / sources_digest())
-    cached = [p for p in numba_dir.rglob(f"{drivers[0].stem}*") if p.suffix in (".nbi", ".nbc")]
-    assert any(p.suffix == ".nbc" for p in cached), "the drivers' compiled code is not cached"
+    # the strategy's kernel module was written to disk and numba cached its machine code under
+    # a name of the class (stable across processes)
+    assert len(list(kernels.glob("tradpal_kernels_*.py"))) == 1
+    cached = [p for p in numba_cache_root().rglob("tradpal_kernels_mycross_*") if p.suffix in (".nbi", ".nbc")]
+    assert any(p.suffix == ".nbc" for p in cached), "the strategy's compiled code is not cached"
     before = {p: p.stat().st_mtime_ns for p in [*kernels.rglob("*"), *cached]}
 
     second = run_cli(*args, cwd=tmp_path, env=env)
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout) == printed
-    after = {p: p.stat().st_mtime_ns for p in [*kernels.rglob("*"), *numba_dir.rglob(f"{drivers[0].stem}*")]
+    after = {p: p.stat().st_mtime_ns for p in [*kernels.rglob("*"), *numba_cache_root().rglob("tradpal_kernels_mycross_*")]
              if p in before or p.suffix != ".pyc"}
     assert after == before, "the second process compiled again instead of loading the cache"
 
@@ -167,15 +165,16 @@ def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_k
 
 
 def test_copies_of_one_strategy_file_get_their_own_drivers(tmp_path):
-    """The generated drivers import the class by module name: two copies of a file (two
-    module names, same source) must not share a driver module written for the other."""
+    """The strategy's kernels are cached under a name of its class: two copies of a file (two
+    module names, same source) must not share a cache entry written for the other."""
     from framework import runner
     from strategies import load_strategy_file
 
     a = load_strategy_file(f"{user_strategy_file(tmp_path / 'a')}:MyCross")
     b = load_strategy_file(f"{user_strategy_file(tmp_path / 'b')}:MyCross")
     assert a is not b and a.__module__ != b.__module__
-    assert runner._source_digest(a) != runner._source_digest(b)
+    assert runner._module_name(a) != runner._module_name(b)
+    assert runner.drivers(a).module._strategy is a and runner.drivers(b).module._strategy is b
     # and loading a file twice gives the same class (one module per file and process)
     assert load_strategy_file(f"{tmp_path / 'a' / 'my_cross.py'}:MyCross") is a
 

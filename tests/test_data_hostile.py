@@ -263,8 +263,8 @@ def test_import_with_an_unwritable_home_falls_back_to_a_temporary_cache(tmp_path
     (tmp_path / "a-file").write_text("")
     (tmp_path / "tmp").mkdir()
     env = _env(HOME=str(tmp_path / "a-file" / "home"), TMPDIR=str(tmp_path / "tmp"))
-    code = ("import framework; from numba.core import config; from framework import runner; "
-            "print(config.CACHE_DIR); print(runner.kernel_cache_dir())")
+    code = ("import framework; from framework import runner, sim_nb; "
+            "print(sim_nb.fill_nb._cache.cache_path); print(runner.kernel_cache_dir())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
