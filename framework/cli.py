@@ -240,12 +240,16 @@ def write_backtest(result, out: str) -> list[Path]:
 
 def backtest_fills(result):
     """A backtest's fills with the columns of the fills CSV (``live.runner.FILL_COLUMNS``): the
-    ``symbol`` column holds the instrument names (dataset names or file stems)."""
+    ``symbol`` column holds the unified symbol a dataset name encodes (``BTC_USDT-1h`` ->
+    ``BTC/USDT``, as a paper run writes it), else the instrument name (the file stem)."""
     import pandas as pd
 
+    from framework.data import symbol_from_name
+
     f = result.fills
+    symbols = [symbol_from_name(name) or name for name in f["instrument"]]
     return pd.DataFrame({
-        "timestamp": [t.isoformat() for t in f["time"]], "symbol": f["instrument"], "side": f["side"],
+        "timestamp": [t.isoformat() for t in f["time"]], "symbol": symbols, "side": f["side"],
         "qty": f["qty"], "price": f["price"], "fee": f["fee"], "client_order_id": f["client_order_id"],
         "order_type": f["order_type"], "reason": f["reason"]})
 

@@ -68,6 +68,18 @@ Policy = Literal["raise", "drop", "fill"]
 Calendar = Literal["auto", "24/7", "sessions"]
 
 
+_CACHE_NAME = re.compile(r"^([A-Za-z0-9]+)_([A-Za-z0-9]+)(?:_([A-Za-z0-9]+))?-[0-9]+[a-zA-Z]+$")
+
+
+def symbol_from_name(name: str) -> str | None:
+    """The unified symbol a dataset name encodes as ``framework.download.cache_path`` writes it: ``BTC_USDT-1h``
+    -> ``BTC/USDT``, ``BTC_USDT_USDT-1h`` -> ``BTC/USDT:USDT``; None for other names."""
+    m = _CACHE_NAME.match(name)
+    if m is None:
+        return None
+    return f"{m[1]}/{m[2]}" + (f":{m[3]}" if m[3] else "")
+
+
 # --- timeframes ---------------------------------------------------------------------------------
 
 _TF_RE = re.compile(r"^(\d+)([smhdwMy])$")

@@ -275,6 +275,7 @@ def _is_kernel(func: object) -> bool:
 def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
     """The compiled drivers (``init_states_nb``, ``bar_nb``, ``backtest_nb``, ``sweep_nb``) of a
     strategy class."""
+    strategy_cls = getattr(strategy_cls, "driver_class", lambda: strategy_cls)()
     if strategy_cls in _loaded:
         return _loaded[strategy_cls]
     for attr in ("init_nb", "decide_nb"):
@@ -395,7 +396,10 @@ class BarStepper:
                  trade_from: int | None = None, run_id: str = "run", broker_fills: bool = False) -> None:
         self.strategy = strategy
         self.kernels = drivers(type(strategy))
-        self.sp = np.ascontiguousarray(np.tile(strategy.param_vector(), (n_columns, 1)))
+        #: None, or what prepares a vectorised strategy's signals before each step (``bar_feed``)
+        self.feed = strategy.bar_feed(n_columns)
+        self.sp = self.feed.sp if self.feed is not None else np.ascontiguousarray(
+            np.tile(strategy.param_vector(), (n_columns, 1)))
         self.p = np.array(sim_params, dtype=np.float64)  # a copy: trade_from is written into it
         if self.p.shape != (enums.N_SIM_PARAMS,):
             raise ValueError(
@@ -434,9 +438,10 @@ class BarStepper:
         """UTC day number of the last bar stepped; None before the first."""
         return None if self.g[enums.G_BAR] < 0 else int(self.g[enums.G_DAY])
 
-    def step(self, day: int, o, h, l, c, v) -> StepOutput:
+    def step(self, day: int, o, h, l, c, v, time: int | None = None) -> StepOutput:
         """Process one closed bar (one value per column, or a scalar); returns its fills and
-        events (read-only views).
+        events (read-only views). ``time`` is the bar's UTC open time in int64 ns, needed by a
+        vectorised strategy (``framework.vector``), whose signals see the bars' times.
 
         A bar that ``framework.data.check_bar`` rejects (NaN or non-positive price, high/low
         not containing open/close, negative volume), or whose UTC day is before the previous
@@ -449,6 +454,8 @@ class BarStepper:
             problem = f"its UTC day {day} is before the previous bar's ({last_day}); bars come in time order"
         if problem is not None:
             raise ValueError(f"bar {self.t} rejected, state unchanged: {problem}")
+        if self.feed is not None:
+            self.feed.before_step(self.states, self.t, self.p[enums.P_TRADE_FROM], time, arrays)
         self.kernels.bar_nb(
             self.t, 0, 0, day, *arrays, self.states, self.sp, self.intents,
             self.g, self.cs, self.atr_s, self.vol_s, self.p, self._fill_buf, self._event_buf, self._nrec,
@@ -642,6 +649,7 @@ class BarStepper:
             fills=self._fills.view(),
             events=self._events.view(),
             **self._state_arrays(),
+            **(self.feed.arrays() if self.feed is not None else {}),
         )
         return buf.getvalue()
 
@@ -663,6 +671,8 @@ class BarStepper:
         except Exception as err:  # zipfile, numpy and OS errors alike: unreadable bytes
             raise ValueError(f"not a readable BarStepper snapshot ({type(err).__name__}: {err})") from None
         self._check_snapshot(data)
+        if self.feed is not None:
+            self.feed.load(data, int(data["g"][enums.G_BAR]) + 1)
         for name, live in self._state_arrays().items():
             live[...] = data[name]
         self._fills.load(data["fills"])
@@ -709,7 +719,8 @@ class BarStepper:
             shown = ", ".join(f"{_SIM_PARAM_NAMES.get(i, i)}: {p[i]} vs {self.p[i]}" for i in differ)
             raise ValueError(f"snapshot's simulator settings differ from this stepper's ({shown})")
         expected = {**self._state_arrays(), "fills": self._fills.data[:0], "events": self._events.data[:0]}
-        extra = sorted(set(data) - set(expected) - {"format", "schema", "strategy", "sp", "p"})
+        feed = set(self.feed.arrays()) if self.feed is not None else set()
+        extra = sorted(set(data) - set(expected) - feed - {"format", "schema", "strategy", "sp", "p"})
         if extra:
             raise ValueError(f"snapshot holds arrays this stepper does not know: {', '.join(extra)}")
         for name, live in expected.items():
