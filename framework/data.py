@@ -231,6 +231,15 @@ class DataValidationError(ValueError):
 
 # --- loading -------------------------------------------------------------------------------------
 
+#: warnings found in bundled datasets that were reviewed and are real market moves (see
+#: data/README.md), by dataset and (kind, UTC time): loading that bundled file does not log them;
+#: any other finding in it still is
+REVIEWED_WARNINGS: dict[str, frozenset[tuple[str, str]]] = {
+    "BTC_USDT-1h": frozenset({("spike", "2020-03-13T01:00:00+00:00"), ("spike", "2020-03-15T21:00:00+00:00"),
+                              ("spike", "2021-05-19T13:00:00+00:00")}),
+}
+
+
 def bundled_datasets() -> list[str]:
     """Names of the sample datasets shipped in the repository's ``data/`` folder."""
     if not DATA_DIR.is_dir():
@@ -413,7 +422,8 @@ def load_ohlcv(
         **validate_kwargs: passed to :func:`validate_ohlcv` (``calendar``, ``strict``, ...).
 
     Returns:
-        The validated (and, under ``drop``/``fill``, repaired) frame. Warnings are logged.
+        The validated (and, under ``drop``/``fill``, repaired) frame. Warnings are logged,
+        except those of a bundled dataset listed in ``REVIEWED_WARNINGS``.
 
     Raises:
         FileNotFoundError: unknown path or name (the message lists the bundled datasets).
@@ -425,7 +435,11 @@ def load_ohlcv(
         path = resolve_source(source)
         validate_kwargs.setdefault("name", str(path))
         frame, report = validate_ohlcv(read_ohlcv_file(path), policy=policy, **validate_kwargs)
-    if report.warnings:
+    reviewed = frozenset()
+    if not isinstance(source, pd.DataFrame) and path.resolve().parent == DATA_DIR.resolve():
+        reviewed = REVIEWED_WARNINGS.get(path.stem, frozenset())
+    if any((i.kind, None if i.timestamp is None else i.timestamp.isoformat()) not in reviewed
+           for i in report.warnings):
         log.warning("%s", report.summary())
     return frame
 
