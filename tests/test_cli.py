@@ -134,9 +134,10 @@ def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_k
     assert first.returncode == 0, first.stderr
     expected = Backtest(SmaCross(fast=5, slow=20), "BTC_USDT-1d", fees=0.001).run()
     printed = json.loads(first.stdout)  # stdout is the JSON object and nothing else
-    assert list(printed) == ["strategy", "benchmark"]
+    assert list(printed) == ["strategy", "benchmark", "relative"]
     assert_stats_equal(printed["strategy"], expected.stats)
     assert_stats_equal(printed["benchmark"], expected.benchmark_stats)
+    assert_stats_equal(printed["relative"], expected.relative_stats)
 
     # the drivers were written to disk under a stable name and numba cached their machine code
     drivers = list(kernels.glob("tradpal_drivers_mycross_*.py"))
