@@ -343,22 +343,23 @@ class SignalFeed:
         time_ns = int(time_ns)
         if self.n and time_ns <= self.times[self.n - 1]:
             raise ValueError(f"time={time_ns} is not after the previous bar's ({self.times[self.n - 1]})")
-        if self.window is not None and self.n == self.window:  # keep the last window - 1, then add
-            self.values[:self.n - 1] = self.values[1:self.n]
-            self.times[:self.n - 1] = self.times[1:self.n]
-            self.n -= 1
-        elif self.n == len(self.times):
+        k = self.n
+        if k == len(self.times):  # room for one more (a window keeps window + 1 at most)
             self.values = np.concatenate([self.values, np.empty_like(self.values)])
             self.times = np.concatenate([self.times, np.empty_like(self.times)])
-        k = self.n
         self.values[k] = np.stack([x[0] for x in bar], axis=-1)
         self.times[k] = time_ns
+        first = 0 if self.window is None else max(0, k + 1 - self.window)
         codes, cursor = states
         if not t < trade_from:  # NaN: trading from the first bar
-            for j in range(codes.shape[0]):
-                codes[j, 0] = self.strategy.codes(ohlcv_frame(self.values[:k + 1, j], self.times[:k + 1]))[-1]
+            new = [self.strategy.codes(ohlcv_frame(self.values[first:k + 1, j], self.times[first:k + 1]))[-1]
+                   for j in range(codes.shape[0])]  # all computed before anything changes
+            codes[:, 0] = new
         cursor[:, 0] = 0.0
-        self.n = k + 1
+        if first:  # drop the bar that left the window
+            self.values[:k] = self.values[1:k + 1]
+            self.times[:k] = self.times[1:k + 1]
+        self.n = k + 1 - first
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"signal_bars": self.values[:self.n], "signal_times": self.times[:self.n]}

@@ -244,3 +244,27 @@ def test_a_bounded_window_matches_the_backtest_once_its_indicators_converge():
     stepped = step_all(strategy, bt)
     assert stepped.feed.n == 300  # memory bounded by the window
     assert len(result.fill_records) > 20 and np.array_equal(stepped.fills, result.fill_records)
+
+
+class FailsAbove(VectorStrategy):
+    """Fails on a close above 1000 (a strategy's bug), else long."""
+
+    window = 3
+    causality_cuts = 0
+
+    def signals(self, df, params):
+        if df.close.iloc[-1] > 1000:
+            raise ValueError("a bug in signals")
+        return pd.Series(1.0, index=df.index)
+
+
+def test_a_failing_signals_call_leaves_the_stepper_as_it_was():
+    stepper = BarStepper(FailsAbove(), SimSettings().vector(8760.0))
+    day, ns = 19000, 19000 * 86_400_000_000_000
+    for i, price in enumerate((10.0, 11.0, 12.0, 13.0)):
+        stepper.step(day, price, price, price, price, 1.0, time=ns + i * 3_600_000_000_000)
+    before = (stepper.snapshot(), stepper.feed.times[:stepper.feed.n].tolist())
+    assert before[1] == [ns + i * 3_600_000_000_000 for i in (1, 2, 3)]  # the last window = 3 bars
+    with pytest.raises(ValueError, match="a bug in signals"):
+        stepper.step(day, 2000.0, 2000.0, 2000.0, 2000.0, 1.0, time=ns + 4 * 3_600_000_000_000)
+    assert (stepper.snapshot(), stepper.feed.times[:stepper.feed.n].tolist()) == before
