@@ -364,6 +364,9 @@ class Backtest:
         jit: False runs the strategy's ``decide_nb`` as plain Python, with breakpoints and
             numpy's bounds checks, around the same compiled simulator: a debugging mode with
             the same fills, bit for bit, at a few microseconds per bar. Default True.
+        check_causality: before ``run`` simulates, check that a vectorised strategy's signals
+            use no later bar (``framework.vector.check_causality``; a ``CausalityError`` names
+            the bar). False skips the check. Numba strategies are causal by construction.
         **settings: ``SimSettings`` fields (fees, sizing, stops, risk limits, ...). The
             strategy's ``sim_defaults`` apply first, your settings override them.
     """
@@ -374,11 +377,13 @@ class Backtest:
                  start: TimeInput | None = None, end: TimeInput | None = None,
                  trade_from: TimeInput | None = None, emergency_at: TimeInput | None = None,
                  run_id: str = "backtest", benchmark: BenchmarkInput | BenchmarkCurve | None = None,
-                 jit: bool = True, **settings: Any) -> None:
+                 jit: bool = True, check_causality: bool = True, **settings: Any) -> None:
         self.strategy = _resolve_strategy(strategy)
         if not isinstance(jit, bool):
             raise ValueError(f"jit must be True or False, got {jit!r}")
-        self.jit = jit
+        if not isinstance(check_causality, bool):
+            raise ValueError(f"check_causality must be True or False, got {check_causality!r}")
+        self.jit, self.check_causality = jit, check_causality
         self.run_id = orders.check_run_id(run_id)
         self.settings = SimSettings.build(self.strategy.sim_defaults, **settings)
         given_ann_factor = None if ann_factor is None else _check_ann_factor(ann_factor)
@@ -424,9 +429,13 @@ class Backtest:
         n_cols = len(self.frames)
         groups = np.array([0, n_cols] if self.settings.cash_sharing else range(n_cols + 1), dtype=np.int64)
         simp = np.ascontiguousarray(np.tile(self.sim_vector(), (len(groups) - 1, 1)))
-        sp = np.ascontiguousarray(np.tile(self.strategy.param_vector(), (n_cols, 1)))
+        if self.check_causality:
+            for frame in self.frames.values():
+                self.strategy.verify_causality(frame)
+        prices = self.kernel_prices()
+        sp = self.strategy.kernel_params(prices[:5], prices[5])
         kernels = runner.drivers(type(self.strategy), jit=self.jit)
-        equity, fills, events = kernels.backtest_nb(*self.kernel_prices(), sp, simp, groups)
+        equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
         return BacktestResult(
             strategy=self.strategy,
             settings=self.settings,

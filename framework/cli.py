@@ -1,8 +1,9 @@
 """The ``tradpal`` command.
 
     tradpal strategies
-    tradpal backtest STRATEGY --data PATH_OR_NAME [--data ...] [--param name=value ...]
+    tradpal backtest STRATEGY --data PATH_OR_NAME [--data ...] | --symbols A,B [--param name=value ...]
                      [--set setting=value ...] [--start TIME] [--end TIME]
+                     [--ann-factor N] [--risk-free RATE] [--benchmark B]
                      [--policy raise|drop|fill] [--calendar auto|24/7|sessions]
                      [--out FILE.csv|.json|.parquet] [--json]
     tradpal sweep STRATEGY --data PATH_OR_NAME --grid name=start:stop:step|v1,v2 [--grid ...]
@@ -117,6 +118,20 @@ def _utc_time(option: str, text: str | None):
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+def _data_sources(args: argparse.Namespace) -> list[str]:
+    """The ``--data`` sources, then those of ``--symbols A,B`` (repeatable), in order."""
+    sources = list(args.data or [])
+    for item in args.symbols or []:
+        parts = [p.strip() for p in item.split(",")]
+        if not all(parts):
+            raise ValueError(f"--symbols {item!r}: an empty name; give names separated by commas, "
+                             "e.g. --symbols BTC_USDT-1d,ETH_USDT-1d")
+        sources += parts
+    if not sources:
+        raise ValueError("no data: give --data PATH_OR_NAME (repeatable) or --symbols A,B")
+    return sources
+
+
 def _load_data(args: argparse.Namespace) -> dict:
     """The ``--data`` sources, validated, cut to ``[--start, --end]`` (both included, as ``Backtest(start=, end=)``), by instrument name (the
     dataset name or file stem)."""
@@ -127,7 +142,7 @@ def _load_data(args: argparse.Namespace) -> dict:
         raise ValueError(f"--start {args.start} is not before --end {args.end}; the range is "
                          "[start, end], so --end must be later")
     frames, sources = {}, {}
-    for source in args.data:
+    for source in _data_sources(args):
         name = Path(source).stem
         if name in frames:
             raise ValueError(f"--data: two sources for instrument {name!r} ({sources[name]!r} and "
@@ -177,8 +192,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def _stats_json(result) -> dict[str, dict[str, Any]]:
+    """Statistics of the strategy and of the benchmark, and the strategy's relative to it
+    (alpha, beta, correlation, ...: ``BacktestResult.relative_stats``)."""
     return {"strategy": {k: _jsonable(v) for k, v in result.stats.items()},
-            "benchmark": {k: _jsonable(v) for k, v in result.benchmark_stats.items()}}
+            "benchmark": {k: _jsonable(v) for k, v in result.benchmark_stats.items()},
+            "relative": {k: _jsonable(v) for k, v in result.relative_stats.items()}}
 
 
 def _records(frame) -> list[dict[str, Any]]:
@@ -210,12 +228,13 @@ def _write_table(frame, path: Path) -> None:
 
 
 def backtest_tables(result) -> dict[str, Any]:
-    """The tables ``backtest --out`` writes: stats (one row each for the strategy and
-    buy-and-hold, column ``run``), trades, orders (every order, final status), fills and equity
+    """The tables ``backtest --out`` writes: stats (one row each for the strategy and the
+    benchmark, column ``run``; the strategy's row also holds its statistics relative to the
+    benchmark, alpha, beta, ...), trades, orders (every order, final status), fills and equity
     (columns ``time``, ``equity``)."""
     import pandas as pd
 
-    stats = pd.DataFrame([result.stats, result.benchmark_stats])
+    stats = pd.DataFrame([{**result.stats, **result.relative_stats}, result.benchmark_stats])
     stats.insert(0, "run", ["strategy", "benchmark"])
     equity = pd.DataFrame({"time": result.equity.index, "equity": result.equity.to_numpy()})
     return {"stats": stats, "trades": result.trades, "orders": result.orders, "fills": result.fills,
@@ -223,7 +242,7 @@ def backtest_tables(result) -> dict[str, Any]:
 
 
 def write_backtest(result, out: str) -> list[Path]:
-    """``--out``: ``NAME.json`` is one JSON object with keys stats ({strategy, benchmark}),
+    """``--out``: ``NAME.json`` is one JSON object with keys stats ({strategy, benchmark, relative}),
     trades, orders, fills and equity; ``NAME.csv`` / ``NAME.parquet`` are five files beside it,
     ``NAME.stats.csv``, ``NAME.trades.csv``, ``NAME.orders.csv``, ``NAME.fills.csv``,
     ``NAME.equity.csv``."""
@@ -246,12 +265,16 @@ def write_backtest(result, out: str) -> list[Path]:
 
 def backtest_fills(result):
     """A backtest's fills with the columns of the fills CSV (``live.runner.FILL_COLUMNS``): the
-    ``symbol`` column holds the instrument names (dataset names or file stems)."""
+    ``symbol`` column holds the unified symbol a dataset name encodes (``BTC_USDT-1h`` ->
+    ``BTC/USDT``, as a paper run writes it), else the instrument name (the file stem)."""
     import pandas as pd
 
+    from framework.data import symbol_from_name
+
     f = result.fills
+    symbols = [symbol_from_name(name) or name for name in f["instrument"]]
     return pd.DataFrame({
-        "timestamp": [t.isoformat() for t in f["time"]], "symbol": f["instrument"], "side": f["side"],
+        "timestamp": [t.isoformat() for t in f["time"]], "symbol": symbols, "side": f["side"],
         "qty": f["qty"], "price": f["price"], "fee": f["fee"], "client_order_id": f["client_order_id"],
         "order_type": f["order_type"], "reason": f["reason"]})
 
@@ -265,6 +288,17 @@ def write_fills_csv(frame, path: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(target, index=False)
     return target
+
+
+_KEYWORD_OPTIONS = {"trade_from": "--trade-from", "run_id": "--run-id", "ann_factor": "--ann-factor",
+                    "risk_free": "--risk-free"}
+
+
+def _option_words(message: str) -> str:
+    """An API error in this interface's words: the options, not the keywords."""
+    for keyword, option in _KEYWORD_OPTIONS.items():
+        message = message.replace(keyword, option)
+    return message
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -282,9 +316,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         bt = Backtest(strategy, frames, policy=args.policy, calendar=args.calendar,
-                      trade_from=trade_from, run_id=args.run_id, **settings)
-    except ValueError as e:  # in this interface's words: the options, not the keywords
-        raise ValueError(str(e).replace("trade_from", "--trade-from").replace("run_id", "--run-id")) from None
+                      trade_from=trade_from, run_id=args.run_id, ann_factor=args.ann_factor,
+                      risk_free=args.risk_free, **settings)
+    except ValueError as e:
+        raise ValueError(_option_words(str(e))) from None
     if args.benchmark is not None:
         from framework import report  # the plotting stack: imported only where it may be used
 
@@ -297,7 +332,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.json:  # stdout is the JSON object and nothing else
         print(json.dumps(_stats_json(result), indent=1))
         return 0
-    print(f"{strategy!r} on {', '.join(args.data)} ({len(bt.index):,} bars, "
+    print(f"{strategy!r} on {', '.join(frames)} ({len(bt.index):,} bars, "
           f"{bt.index[0]:%Y-%m-%d %H:%M} to {bt.index[-1]:%Y-%m-%d %H:%M} UTC)")
     print(result.stats_table())
     print(f"\n{len(result.orders)} orders, {len(result.fills)} fills, {len(result.trades)} trades; ran in {elapsed:.2f} s "
@@ -366,8 +401,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise ValueError(f"{', '.join(both)} given in both --param and --grid; give it in one")
     frames = _load_data(args)  # each instrument is swept on its own bars
     started = time.perf_counter()
-    table = sweep(cls, frames, {**{k: [v] for k, v in fixed.items()}, **grid},
-                  policy=args.policy, calendar=args.calendar, **settings_from_pairs(args.set))
+    try:
+        table = sweep(cls, frames, {**{k: [v] for k, v in fixed.items()}, **grid}, policy=args.policy,
+                      calendar=args.calendar, ann_factor=args.ann_factor, risk_free=args.risk_free,
+                      **settings_from_pairs(args.set))
+    except ValueError as e:
+        raise ValueError(_option_words(str(e))) from None
     elapsed = time.perf_counter() - started
     table = table.sort_values(args.sort, ascending=args.sort in _LOWER_IS_BETTER,
                               na_position="last", kind="stable").reset_index(drop=True)
@@ -397,9 +436,17 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strategy", dest="strategy_option", metavar="FILE.py:CLASS",
                    help="your own Strategy subclass from a file (instead of STRATEGY); "
                    "$TRADPAL_STRATEGY_PATH lists folders whose strategies go by name")
-    p.add_argument("--data", action="append", required=True, metavar="PATH_OR_NAME",
+    p.add_argument("--data", action="append", metavar="PATH_OR_NAME",
                    help="CSV/Parquet path or bundled dataset name, e.g. BTC_USDT-1d; repeat for "
                    "several instruments on one index (named by file stem)")
+    p.add_argument("--symbols", action="append", metavar="A,B",
+                   help="several --data at once, separated by commas, e.g. BTC_USDT-1d,ETH_USDT-1d "
+                   "(repeatable; with --set cash_sharing=true they share one cash pool)")
+    p.add_argument("--ann-factor", type=float, metavar="N",
+                   help="bars per year for annualised statistics (default: from the bar spacing, "
+                   "365-day years; daily stock bars want 252)")
+    p.add_argument("--risk-free", type=float, default=0.0, metavar="RATE",
+                   help="annual risk-free rate that Sharpe and Sortino subtract, e.g. 0.04 (default 0)")
     p.add_argument("--start", metavar="TIME", help="first bar's time, ISO (UTC), e.g. 2021-01-01")
     p.add_argument("--end", metavar="TIME", help="stop before this time, ISO (UTC): "
                    "--start 2021-01-01 --end 2021-12-31 is the year 2021 (both ends included, as "

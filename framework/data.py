@@ -68,6 +68,18 @@ Policy = Literal["raise", "drop", "fill"]
 Calendar = Literal["auto", "24/7", "sessions"]
 
 
+_CACHE_NAME = re.compile(r"^([A-Za-z0-9]+)_([A-Za-z0-9]+)(?:_([A-Za-z0-9]+))?-[0-9]+[a-zA-Z]+$")
+
+
+def symbol_from_name(name: str) -> str | None:
+    """The unified symbol a dataset name encodes as ``framework.download.cache_path`` writes it: ``BTC_USDT-1h``
+    -> ``BTC/USDT``, ``BTC_USDT_USDT-1h`` -> ``BTC/USDT:USDT``; None for other names."""
+    m = _CACHE_NAME.match(name)
+    if m is None:
+        return None
+    return f"{m[1]}/{m[2]}" + (f":{m[3]}" if m[3] else "")
+
+
 # --- timeframes ---------------------------------------------------------------------------------
 
 _TF_RE = re.compile(r"^(\d+)([smhdwMy])$")
@@ -218,6 +230,15 @@ class DataValidationError(ValueError):
 
 
 # --- loading -------------------------------------------------------------------------------------
+
+#: warnings found in bundled datasets that were reviewed and are real market moves (see
+#: data/README.md), by dataset and (kind, UTC time): loading that bundled file does not log them;
+#: any other finding in it still is
+REVIEWED_WARNINGS: dict[str, frozenset[tuple[str, str]]] = {
+    "BTC_USDT-1h": frozenset({("spike", "2020-03-13T01:00:00+00:00"), ("spike", "2020-03-15T21:00:00+00:00"),
+                              ("spike", "2021-05-19T13:00:00+00:00")}),
+}
+
 
 def bundled_datasets() -> list[str]:
     """Names of the sample datasets shipped in the repository's ``data/`` folder."""
@@ -401,7 +422,8 @@ def load_ohlcv(
         **validate_kwargs: passed to :func:`validate_ohlcv` (``calendar``, ``strict``, ...).
 
     Returns:
-        The validated (and, under ``drop``/``fill``, repaired) frame. Warnings are logged.
+        The validated (and, under ``drop``/``fill``, repaired) frame. Warnings are logged,
+        except those of a bundled dataset listed in ``REVIEWED_WARNINGS``.
 
     Raises:
         FileNotFoundError: unknown path or name (the message lists the bundled datasets).
@@ -413,7 +435,11 @@ def load_ohlcv(
         path = resolve_source(source)
         validate_kwargs.setdefault("name", str(path))
         frame, report = validate_ohlcv(read_ohlcv_file(path), policy=policy, **validate_kwargs)
-    if report.warnings:
+    reviewed = frozenset()
+    if not isinstance(source, pd.DataFrame) and path.resolve().parent == DATA_DIR.resolve():
+        reviewed = REVIEWED_WARNINGS.get(path.stem, frozenset())
+    if any((i.kind, None if i.timestamp is None else i.timestamp.isoformat()) not in reviewed
+           for i in report.warnings):
         log.warning("%s", report.summary())
     return frame
 

@@ -189,7 +189,12 @@ def _serve_balances(items: list[str] | None) -> dict[str, float]:
         try:
             if not sep or not asset.strip():
                 raise ValueError
-            balances[asset.strip().upper()] = float(amount)
+            key = asset.strip().upper()
+            if key in balances:
+                raise KeyError(key)
+            balances[key] = float(amount)
+        except KeyError:
+            raise ValueError(f"--balance {key} given twice; give each asset once") from None
         except ValueError:
             raise ValueError(f"--balance expects ASSET=AMOUNT, e.g. USDT=10000, got {item!r}") from None
     return balances

@@ -246,6 +246,7 @@ def drivers(strategy_cls: type, jit: bool = True) -> Drivers:
     strategy's ``decide_nb`` runs as plain Python (breakpoints, ``print``, numpy's bounds
     checks), stepped by the loop as Python around the same compiled fill and order kernels:
     the same fills, bit for bit, at a few microseconds per bar."""
+    strategy_cls = getattr(strategy_cls, "driver_class", lambda: strategy_cls)()
     if (strategy_cls, jit) in _loaded:
         return _loaded[strategy_cls, jit]
     for attr in ("init_nb", "decide_nb"):
@@ -349,7 +350,10 @@ class BarStepper:
                  trade_from: int | None = None, run_id: str = "run", broker_fills: bool = False) -> None:
         self.strategy = strategy
         self.kernels = drivers(type(strategy))
-        self.sp = np.ascontiguousarray(np.tile(strategy.param_vector(), (n_columns, 1)))
+        #: None, or what prepares a vectorised strategy's signals before each step (``bar_feed``)
+        self.feed = strategy.bar_feed(n_columns)
+        self.sp = self.feed.sp if self.feed is not None else np.ascontiguousarray(
+            np.tile(strategy.param_vector(), (n_columns, 1)))
         self.p = np.array(sim_params, dtype=np.float64)  # a copy: trade_from is written into it
         if self.p.shape != (enums.N_SIM_PARAMS,):
             raise ValueError(
@@ -390,9 +394,10 @@ class BarStepper:
         """UTC day number of the last bar stepped; None before the first."""
         return None if self.g[enums.G_BAR] < 0 else int(self.g[enums.G_DAY])
 
-    def step(self, day: int, o, h, l, c, v) -> StepOutput:
+    def step(self, day: int, o, h, l, c, v, time: int | None = None) -> StepOutput:
         """Process one closed bar (one value per column, or a scalar); returns its fills and
-        events (read-only views).
+        events (read-only views). ``time`` is the bar's UTC open time in int64 ns, needed by a
+        vectorised strategy (``framework.vector``), whose signals see the bars' times.
 
         A bar that ``framework.data.check_bar`` rejects (NaN or non-positive price, high/low
         not containing open/close, negative volume), or whose UTC day is before the previous
@@ -405,6 +410,8 @@ class BarStepper:
             problem = f"its UTC day {day} is before the previous bar's ({last_day}); bars come in time order"
         if problem is not None:
             raise ValueError(f"bar {self.t} rejected, state unchanged: {problem}")
+        if self.feed is not None:
+            self.feed.before_step(self.states, self.t, self.p[enums.P_TRADE_FROM], time, arrays)
         self.kernels.bar_nb(
             self.t, 0, 0, day, *arrays, self._states, self._offs, self.sp, self.intents,
             self.g, self.cs, self.atr_s, self.vol_s, self.p, self._fill_buf, self._event_buf, self._nrec,
@@ -605,6 +612,7 @@ class BarStepper:
             fills=fills if records else fills[:0],
             events=events if records else events[:0],
             **self._state_arrays(),
+            **(self.feed.arrays() if self.feed is not None else {}),
         )
         return buf.getvalue()
 
@@ -641,6 +649,8 @@ class BarStepper:
             if not isinstance(recs, np.ndarray) or recs.dtype != dtype or recs.ndim != 1 or len(recs) != n:
                 got = f"{recs.dtype} {recs.shape}" if isinstance(recs, np.ndarray) else type(recs).__name__
                 raise ValueError(f"snapshot {name}: {n} records of {name[:-1]}_dt expected, got {got}")
+        if self.feed is not None:
+            self.feed.load(data, int(data["g"][enums.G_BAR]) + 1)
         for name, live in self._state_arrays().items():
             live[...] = data[name]
         self._fills.load(fills)
@@ -688,7 +698,8 @@ class BarStepper:
             raise ValueError(f"snapshot's simulator settings differ from this stepper's ({shown})")
         expected = {**self._state_arrays(), "fills": self._fills.data[:0], "events": self._events.data[:0],
                     "n_records": np.zeros(3, dtype=np.int64)}
-        extra = sorted(set(data) - set(expected) - {"format", "schema", "strategy", "sp", "p"})
+        feed = set(self.feed.arrays()) if self.feed is not None else set()
+        extra = sorted(set(data) - set(expected) - feed - {"format", "schema", "strategy", "sp", "p"})
         if extra:
             raise ValueError(f"snapshot holds arrays this stepper does not know: {', '.join(extra)}")
         for name, live in expected.items():

@@ -186,6 +186,30 @@ class Strategy:
         """Parameters as the float64 vector the kernels read, in declaration order."""
         return np.array([float(v) for v in self.params.values()], dtype=np.float64)
 
+    # --- how the drivers run it (a vectorised strategy, framework.vector, overrides these) ---
+
+    @classmethod
+    def driver_class(cls) -> type[Strategy]:
+        """The class whose ``init_nb`` / ``decide_nb`` the compiled drivers call
+        (``framework.runner.drivers``): the class itself."""
+        return cls
+
+    def kernel_params(self, prices: list[np.ndarray], times_ns: np.ndarray) -> np.ndarray:
+        """A backtest's (columns, m) rows of the kernels' parameter vector over the (bars,
+        columns) ``prices`` (open, high, low, close, volume) at ``times_ns``: the parameter
+        vector for every column."""
+        return np.ascontiguousarray(np.tile(self.param_vector(), (prices[3].shape[1], 1)))
+
+    def verify_causality(self, frame: Any, seed: int = 0) -> None:
+        """Check that the signals on ``frame`` use no later bar (before a backtest result and
+        before promotion); raises ``ValueError`` naming the bar. Nothing to check here: a
+        ``decide_nb`` sees one closed bar at a time."""
+
+    def bar_feed(self, n_columns: int) -> Any:
+        """What a ``BarStepper`` calls before each step to prepare the kernels' input (None:
+        nothing; see ``framework.vector.SignalFeed``)."""
+        return None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"

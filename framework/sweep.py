@@ -178,6 +178,9 @@ def sweep(
     """
     cls = type(strategy) if isinstance(strategy, Strategy) else strategy_class(strategy)
     base = dict(strategy.params) if isinstance(strategy, Strategy) else {}
+    if cls.driver_class() is not cls:
+        raise TypeError(f"sweep runs numba strategies; {cls.__name__} is vectorised (its signals are "
+                        "computed in pandas per combination): run Backtest for each combination")
     if isinstance(chunk, bool) or not (isinstance(chunk, int) and chunk >= 1):
         raise ValueError(f"chunk must be an integer >= 1, got {chunk!r}")
     client = _check_client(client)

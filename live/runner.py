@@ -456,13 +456,16 @@ class LiveRunner:
             log.warning("warm-up: %d of %d bars (the others lack a symbol or the exchange has "
                         "fewer)", len(index), self.warmup_bars)
         n = len(index)
+        for f in frames:  # promotion: a vectorised strategy's signals must not look ahead
+            self.strategy.verify_causality(f.loc[index])
         stepper = self._new_stepper(n)
         ohlcv = np.stack([f.loc[index, ["open", "high", "low", "close", "volume"]].to_numpy(np.float64)
                           for f in frames], axis=1)  # (bars, symbols, 5)
         open_ms = index.as_unit("ms").asi8
         events: list[np.ndarray] = []
         for i in range(n):
-            out = stepper.step(int(open_ms[i] // 86_400_000), *(ohlcv[i, :, k] for k in range(5)))
+            out = stepper.step(int(open_ms[i] // 86_400_000), *(ohlcv[i, :, k] for k in range(5)),
+                               time=int(open_ms[i]) * 1_000_000)
             events.append(out.events.copy())
         crash_point("runner.after_warmup")
         last = int(open_ms[-1])
@@ -502,7 +505,8 @@ class LiveRunner:
             self._before_close(batch)
             self._closes = batch.close
         try:
-            out = st.step(batch.day, batch.open, batch.high, batch.low, batch.close, batch.volume)
+            out = st.step(batch.day, batch.open, batch.high, batch.low, batch.close, batch.volume,
+                          time=batch.open_ms * 1_000_000)
         except ValueError as e:  # the feed checks bars already; the core's check is the last word
             log.warning("%s", e)
             self._record({"kind": "bar_rejected", "bar": iso(batch.open_ms), "message": str(e)})

@@ -134,9 +134,10 @@ def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_k
     assert first.returncode == 0, first.stderr
     expected = Backtest(SmaCross(fast=5, slow=20), "BTC_USDT-1d", fees=0.001).run()
     printed = json.loads(first.stdout)  # stdout is the JSON object and nothing else
-    assert list(printed) == ["strategy", "benchmark"]
+    assert list(printed) == ["strategy", "benchmark", "relative"]
     assert_stats_equal(printed["strategy"], expected.stats)
     assert_stats_equal(printed["benchmark"], expected.benchmark_stats)
+    assert_stats_equal(printed["relative"], expected.relative_stats)
 
     # the strategy's kernel module was written to disk and numba cached its machine code under
     # a name of the class (stable across processes)
@@ -357,8 +358,76 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, capsys, monkeypatch):
         (*sw, "--param", "fast=7"): "fast given in both --param and --grid",
         (*sw, "--top", "0"): "--top must be at least 1, got 0",
         (*bt, "--data", "ETH_USDT-1h"): "--data BTC_USDT-1d and --data ETH_USDT-1h have different timestamps",
+        # --symbols, --ann-factor, --risk-free
+        ("backtest", "sma_cross", "--symbols", "BTC_USDT-1d,,ETH_USDT-1d"): "--symbols 'BTC_USDT-1d,,ETH_USDT-1d': an empty name",
+        (*bt, "--symbols", "BTC_USDT-1d"): "--data: two sources for instrument 'BTC_USDT-1d'",
+        ("backtest", "sma_cross"): "no data: give --data PATH_OR_NAME (repeatable) or --symbols A,B",
+        (*bt, "--ann-factor", "0"): "--ann-factor must be a finite number > 0",
+        (*bt, "--ann-factor", "252", "--ann-factor", "365"): "argument --ann-factor: given twice (252.0 and 365.0)",
+        (*sw, "--risk-free", "-2"): "--risk-free must be a finite annual rate",
+        ("exchange", "serve", "--data", "BTC_USDT-1d", "--balance", "USDT=1", "--balance", "usdt=2"):
+            "--balance USDT given twice",
     }
     through_script = {0, 6, 7}  # an argparse error, a --sort error, a date error
     for i, (args, message) in enumerate(cases.items()):
         line = error_line(run_cli(*args, cwd=tmp_path)) if i in through_script else error_line_in_process(args, capsys)
         assert message in line, args
+
+
+def test_symbols_is_data_several_times_and_json_holds_the_relative_stats(capsys):
+    """``--symbols A,B`` (or repeated, or beside ``--data``) is ``--data A --data B``;
+    ``--ann-factor`` / ``--risk-free`` reach the statistics; ``--json`` holds alpha, beta, ..."""
+    common = ("--set", "cash_sharing=true", "--ann-factor", "252", "--risk-free", "0.04", "--json")
+    outputs = []
+    for data in (("--data", "BTC_USDT-1d", "--data", "ETH_USDT-1d"), ("--symbols", "BTC_USDT-1d,ETH_USDT-1d"),
+                 ("--symbols", "BTC_USDT-1d", "--symbols", "ETH_USDT-1d"), ("--data", "BTC_USDT-1d", "--symbols", "ETH_USDT-1d")):
+        assert main(["backtest", "sma_cross", *data, *common]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert all(o == outputs[0] for o in outputs)
+    both = {"BTC_USDT-1d": "BTC_USDT-1d", "ETH_USDT-1d": "ETH_USDT-1d"}
+    expected = Backtest(SmaCross(), both, cash_sharing=True, ann_factor=252, risk_free=0.04).run()
+    assert_stats_equal(outputs[0]["strategy"], expected.stats)
+    assert_stats_equal(outputs[0]["relative"], expected.relative_stats)
+    assert list(outputs[0]["relative"])[:2] == ["alpha", "beta"]
+    default = Backtest(SmaCross(), both, cash_sharing=True).run()
+    assert outputs[0]["strategy"]["sharpe"] != default.stats["sharpe"]  # the options changed something
+
+
+def test_out_holds_the_relative_stats_and_sweep_takes_the_ann_factor(tmp_path, capsys):
+    bt = ("backtest", "sma_cross", "--data", "BTC_USDT-1d", "--benchmark", "ETH_USDT-1d", "--risk-free", "0.02")
+    expected = Backtest(SmaCross(), "BTC_USDT-1d", benchmark="ETH_USDT-1d", risk_free=0.02).run()
+    assert main([*bt, "--out", str(tmp_path / "run.json")]) == 0
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert_stats_equal(doc["stats"]["relative"], expected.relative_stats)
+    assert main([*bt, "--out", str(tmp_path / "run.csv")]) == 0
+    stats = pd.read_csv(tmp_path / "run.stats.csv")
+    for key, value in expected.relative_stats.items():
+        assert stats.at[0, key] == value and np.isnan(stats.at[1, key]), key  # the strategy's row only
+    capsys.readouterr()
+    assert main(["sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fast=5,10", "--ann-factor", "252",
+                 "--risk-free", "0.03", "--out", str(tmp_path / "sw.csv")]) == 0
+    want = sweep("sma_cross", "BTC_USDT-1d", {"fast": [5, 10]}, ann_factor=252, risk_free=0.03)
+    saved = pd.read_csv(tmp_path / "sw.csv").sort_values("fast")
+    np.testing.assert_array_equal(saved["sharpe"], want.sort_values("fast")["sharpe"])
+
+
+def test_fills_csv_names_the_unified_symbol_a_dataset_name_encodes(tmp_path, capsys):
+    frame = load_ohlcv("BTC_USDT-1d").iloc[:300]
+    frame.to_csv(tmp_path / "mine.csv", index_label="timestamp")
+    frame.to_csv(tmp_path / "BTC_USDT_USDT-1d.csv", index_label="timestamp")
+    for data, symbol in (("BTC_USDT-1d", "BTC/USDT"), (str(tmp_path / "mine.csv"), "mine"),
+                         (str(tmp_path / "BTC_USDT_USDT-1d.csv"), "BTC/USDT:USDT")):
+        assert main(["backtest", "sma_cross", "--data", data, "--end", str(frame.index[-1]),
+                     "--fills-out", str(tmp_path / "f.csv")]) == 0
+        fills = pd.read_csv(tmp_path / "f.csv")
+        assert len(fills) > 0 and set(fills["symbol"]) == {symbol}, data
+
+
+def test_a_bundled_dataset_loads_without_a_warning_and_a_copy_of_it_warns(tmp_path):
+    """BTC_USDT-1h has three reviewed, real spikes (data/README.md): loading the bundled file
+    prints nothing; the same rows from another file are reported as the validator finds them."""
+    out = run_cli("backtest", "sma_cross", "--data", "BTC_USDT-1h", "--end", "2021-01-01", "--json")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    (tmp_path / "BTC_USDT-1h.csv").write_bytes((Path(__file__).resolve().parents[1] / "data" / "BTC_USDT-1h.csv").read_bytes())
+    out = run_cli("backtest", "sma_cross", "--data", str(tmp_path / "BTC_USDT-1h.csv"), "--end", "2021-01-01", "--json")
+    assert out.returncode == 0 and "3 warning(s)" in out.stderr and "spike" in out.stderr
