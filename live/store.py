@@ -504,11 +504,7 @@ class StateStore:
                 bars = dict.fromkeys(symbols, bars)
             snap_ms = max(bars.values())
             if blob is not None:
-                db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
-                           (snap_ms, blob, summary_json, self._now_ms()))
-                db.execute("DELETE FROM snapshots WHERE id NOT IN "
-                           "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
-                db.executemany("INSERT INTO records (kind, data) VALUES (?, ?)", record_rows)
+                self._insert_snapshot(snap_ms, blob, summary_json, record_rows)
             crash_point("commit_bar.snapshot")
             for symbol, ms in bars.items():
                 row = db.execute("SELECT bar_ms FROM cursor WHERE symbol = ?", (symbol,)).fetchone()
@@ -603,11 +599,7 @@ class StateStore:
                 else:
                     self._apply_update(o, None)
             if blob is not None:
-                db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
-                           (booked_ms, blob, summary_json, self._now_ms()))
-                db.execute("DELETE FROM snapshots WHERE id NOT IN "
-                           "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
-                db.executemany("INSERT INTO records (kind, data) VALUES (?, ?)", record_rows)
+                self._insert_snapshot(booked_ms, blob, summary_json, record_rows)
             self._insert_events(event_rows)
         return True
 
@@ -624,6 +616,16 @@ class StateStore:
             self._upsert_flags(rows)
 
     # --- write helpers (inside a transaction) -------------------------------------------------
+
+    def _insert_snapshot(self, bar_ms: int, blob: bytes, summary_json: str | None,
+                         record_rows: list[tuple[str, bytes]]) -> None:
+        """A snapshot (the newest ``keep_snapshots`` are kept) and the records stored beside it."""
+        db = self._conn
+        db.execute("INSERT INTO snapshots (bar_ms, state, summary, created_ms) VALUES (?, ?, ?, ?)",
+                   (bar_ms, blob, summary_json, self._now_ms()))
+        db.execute("DELETE FROM snapshots WHERE id NOT IN "
+                   "(SELECT id FROM snapshots ORDER BY id DESC LIMIT ?)", (self.keep_snapshots,))
+        db.executemany("INSERT INTO records (kind, data) VALUES (?, ?)", record_rows)
 
     def _insert_order(self, request: OrderRequest, status: str, bar_ms: int | None,
                       extra_json: str | None) -> bool:
