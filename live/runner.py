@@ -719,7 +719,8 @@ class LiveRunner:
         """An order the gate did not approve: never sent, recorded as rejected."""
         self._awaiting.pop(order.client_order_id, None)
         why = getattr(self.order_gate, "reason", None)
-        reason = (why(order.client_order_id) if why is not None else None) or reason
+        if why is not None and why(order.client_order_id):
+            log.warning("order %s not sent: %s", order.client_order_id, why(order.client_order_id))
         self._note(OrderUpdate(order.client_order_id, "rejected", reason=reason), order.symbol, "order")
 
     def _send(self, order: OrderRequest, created_s: float) -> None:

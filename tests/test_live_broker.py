@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -588,3 +589,72 @@ def test_bad_broker_and_options_are_refused_in_their_words():
         LiveRunner(strategy, broker, None, SimSettings(), None, external_orders="adopt")
     with pytest.raises(TypeError, match="order_gate must have a decide"):
         LiveRunner(strategy, broker, None, SimSettings(), None, order_gate=object())
+
+
+def test_confirm_orders_by_control_requests_through_the_runners_loop(tmp_path):
+    """The real ``OrderGate`` (``--confirm-orders=control``) with the runner in its own thread:
+    each order waits unsent until an operator, on another store connection, approves it
+    (``approve_order``: sent and filled), rejects it (``reject_order``) or lets the timeout pass
+    (the test moves the runner's wall clock on): both never reach the exchange."""
+    from live.confirm import OrderGate
+
+    skew = [0.0]  # the runner's wall clock runs ahead by this much (an expiry without waiting)
+    ex = exchange(small_data())
+    state = tmp_path / "state"
+    try:
+        started = threading.Event()
+        held: list[LiveRunner] = []
+
+        def run() -> None:  # the runner's store belongs to its own thread
+            runner = fast_runner(ex.url, state, order_gate=OrderGate(timeout_s=60.0), wall_clock=lambda: time.time() + skew[0])
+            held.append(runner)
+            try:
+                runner.start()
+                started.set()
+                runner.run(max_bars=25)
+            finally:
+                runner.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert started.wait(120), "the runner did not start"
+        runner = held[0]
+        control = StateStore(state)
+
+        def wait_for(condition) -> None:
+            deadline = time.monotonic() + 60
+            while not condition():
+                assert time.monotonic() < deadline and thread.is_alive(), "the runner did not act"
+                time.sleep(0.01)
+
+        def waiting() -> list[str]:
+            return [o.client_order_id for o in control.orders() if o.status == "created"]
+
+        decided: list[tuple[str, str]] = []
+        for i in range(25):
+            ex.clock.step(1)
+            bar_ms = runner.info.trade_from_ms + i * 3_600_000
+            wait_for(lambda bar_ms=bar_ms: max(control.cursor().values()) >= bar_ms)  # bar i committed
+            for cid in waiting():
+                what = ("approve_order", "reject_order", "expire")[len(decided) % 3]
+                if what == "expire":
+                    skew[0] += 61.0
+                else:
+                    control.request(what, by="test", client_order_id=cid)
+                wait_for(lambda cid=cid: cid not in waiting())
+                decided.append((cid, what))
+        thread.join(timeout=60)
+        orders = {o.client_order_id: o for o in control.orders()}
+        control.close()
+        sent = client_ids(ex)
+    finally:
+        ex.stop()
+    assert {w for _, w in decided} == {"approve_order", "reject_order", "expire"}
+    for cid, what in decided:
+        o = orders[cid]
+        if what == "approve_order":
+            assert cid in sent and o.status == "filled"
+        else:
+            assert cid not in sent and o.status == "rejected"
+            assert o.reason == ("not_approved" if what == "reject_order" else "approval_expired")
+    assert set(sent) <= {cid for cid, what in decided if what == "approve_order"}  # nothing unapproved went out
