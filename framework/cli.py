@@ -849,7 +849,8 @@ def _add_trade_options(p: argparse.ArgumentParser, mode: str) -> None:
     p.add_argument("--confirm-orders", nargs="?", const="auto", choices=("auto", "prompt", "control"),
                    metavar="prompt|control",
                    help="every order waits for approval: y/n on the terminal (prompt; the default "
-                   "with a terminal) or `tradpal runner approve|reject` / the control API (control)")
+                   "with a terminal) or `tradpal runner approve|reject` / the control API (control); "
+                   "live only (paper fills inside the step)")
     p.add_argument("--approval-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="an order not approved within this time expires (default 60)")
     add_service_options(p)

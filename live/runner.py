@@ -261,6 +261,9 @@ class LiveRunner:
             raise ValueError(f"external_orders must be one of {', '.join(EXTERNAL_POLICIES)}, got {external_orders!r}")
         if order_gate is not None and not callable(getattr(order_gate, "decide", None)):
             raise TypeError(f"order_gate must have a decide(order, created_s, now_s) method, got {order_gate!r}")
+        if order_gate is not None and not self.broker_mode:
+            raise ValueError("order_gate (--confirm-orders) needs a broker that sends orders to an exchange "
+                             "(tradpal live); the paper broker fills its orders inside the step")
         if not isinstance(settings, SimSettings):
             raise TypeError(f"settings must be a SimSettings, got {type(settings).__name__}")
         self.symbols = tuple(feed.symbols if symbols is None else symbols)

@@ -30,7 +30,7 @@ from framework.local_exchange import LocalExchange, ccxt_client
 from framework.settings import SimSettings
 from live.ccxt_broker import CcxtBroker
 from live.feed import CandleFeed, FeedEvent
-from live.runner import LiveRunner
+from live.runner import LiveRunner, PaperBroker
 from live.store import StateStore
 from strategies import STRATEGIES
 from tests.exchange_fixtures import API_KEY, SECRET
@@ -589,6 +589,8 @@ def test_bad_broker_and_options_are_refused_in_their_words():
         LiveRunner(strategy, broker, None, SimSettings(), None, external_orders="adopt")
     with pytest.raises(TypeError, match="order_gate must have a decide"):
         LiveRunner(strategy, broker, None, SimSettings(), None, order_gate=object())
+    with pytest.raises(ValueError, match=r"order_gate \(--confirm-orders\) needs a broker that sends orders"):
+        LiveRunner(strategy, PaperBroker(), None, SimSettings(), None, order_gate=ScriptedGate([]))
 
 
 def test_confirm_orders_by_control_requests_through_the_runners_loop(tmp_path):
