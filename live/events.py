@@ -476,6 +476,17 @@ class RunnerEvents:
                         side=d["side"], order_type=d["order_type"], status=d["status"], bar_ms=bar_ms,
                         qty=d["qty"], price=d["price"], trigger=d["trigger"], filled_qty=d["filled_qty"],
                         reason=d["reason"], reject_reason=d["reject_reason"] or "")]
+        if kind in ("order_submitted", "order_rejected"):  # the broker's answer (broker mode)
+            cls = OrderSubmitted if kind == "order_submitted" else OrderRejected
+            return [cls(runner=runner, ts_ms=ts_ms, client_order_id=d["client_order_id"], symbol=d["symbol"],
+                        side=d.get("side") or "", order_type=d.get("order_type") or "",
+                        status=d.get("status") or kind.removeprefix("order_"), bar_ms=bar_ms or ts_ms,
+                        qty=d.get("qty"), price=d.get("price"), trigger=d.get("trigger"),
+                        filled_qty=d.get("filled_qty") or 0.0,
+                        reject_reason=(d.get("reason") or "") if kind == "order_rejected" else "")]
+        if kind == "reconciliation":
+            return [Reconciliation(runner=runner, ts_ms=ts_ms, at_ms=ts_ms, ok=bool(d["ok"]),
+                                   differences=list(d.get("differences", [])))]
         if kind == "fill":
             return [Fill(runner=runner, ts_ms=ts_ms, symbol=d["symbol"], trade_id=d["trade_id"],
                          client_order_id=d["client_order_id"], side=d["side"], qty=d["qty"], price=d["price"],

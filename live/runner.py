@@ -698,13 +698,20 @@ class LiveRunner:
         assert self.last_bar_ms is not None
         return (self.last_bar_ms + self.tf_ms) // 86_400_000
 
-    def _note(self, update: OrderUpdate, symbol: str, what: str) -> None:
+    def _note(self, update: OrderUpdate, symbol: str, what: str, order: OrderRequest | None = None) -> None:
         """Store the broker's answer about an order (own transaction), with an event for a
-        rejection (and the balance, refreshed) or a lost order (an alert)."""
+        rejection (and the balance, refreshed), a lost order (an alert) or, for ``order`` just
+        sent, its acceptance (``order_submitted``)."""
         self._updates[update.client_order_id] = update
         events: list[dict[str, Any]] = []
         base = {"client_order_id": update.client_order_id, "symbol": symbol, "reason": update.reason}
-        if update.status == "rejected":
+        if order is not None:
+            base.update(side=order.side, order_type=order.type, qty=order.qty, price=order.price,
+                        trigger=order.trigger, bar=iso(self.last_bar_ms))
+        if order is not None and update.status in ("submitted", "partially_filled", "filled"):
+            events.append({"kind": "order_submitted", **base, "status": update.status,
+                           "filled_qty": update.filled_qty, "exchange_order_id": update.exchange_order_id})
+        elif update.status == "rejected":
             self._runner_final.add(update.client_order_id)
             balance = {a: b.total for a, b in self.broker.balance().items() if b.total}
             events.append({"kind": "order_rejected", **base, "balance": balance})
@@ -739,7 +746,7 @@ class LiveRunner:
             self._awaiting.pop(order.client_order_id, None)
         update = self.broker.submit(order)
         crash_point("runner.after_submit")
-        self._note(update, order.symbol, "order")
+        self._note(update, order.symbol, "order", order)
 
     def _ask_gate(self) -> None:
         """Ask the gate again about the orders waiting for approval; send the approved ones."""
@@ -940,6 +947,12 @@ class LiveRunner:
         self._publish(events)
         self._sync_fills()
         self._check_balance()
+        differences = [f"{e['kind']} {e['client_order_id']} on {e['symbol']}" for e in events]
+        if self._balance_hold:
+            differences.append("balance differs (balance_hold): entries blocked until confirm_balance or reset")
+        summary = {"kind": "reconciliation", "ok": not differences, "differences": differences}
+        self.store.append_events([summary])
+        self._publish([summary])
 
     def _check_balance(self) -> None:
         """Compare the account with what the core expects; a difference beyond rounding halts

@@ -246,6 +246,9 @@ class RunnerServices:
                 m.sync_orders(r.store)
             m.paused.set(int(r.paused))
         if batch is not None:
+            out = [ev.Bar(runner=r.run_id, ts_ms=ts, symbol=sym, bar_ms=batch.open_ms, open=float(batch.open[j]),
+                          high=float(batch.high[j]), low=float(batch.low[j]), close=float(batch.close[j]),
+                          volume=float(batch.volume[j])) for j, sym in enumerate(r.symbols)] + out
             out += self._position_events(out, ts)
             out.append(self._performance(batch, ts))
             if m is not None:
