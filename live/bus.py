@@ -85,8 +85,9 @@ class Bus(Protocol):
 
     def publish_many(self, events: Iterable[Event]) -> None: ...
 
-    def flush(self, max_batches: int | None = None) -> int:
-        """Send what waits (the runner calls it on its heartbeat); returns how many were sent."""
+    def flush(self, max_batches: int | None = None, *, now: bool = False) -> int:
+        """Send what waits (the runner calls it on its heartbeat); returns how many were sent.
+        ``now``: try at once, even within the wait after a failure (a session's last flush)."""
         ...
 
     @property
@@ -128,7 +129,7 @@ class InProcessBus:
         for event in events:
             self.publish(event)
 
-    def flush(self, max_batches: int | None = None) -> int:
+    def flush(self, max_batches: int | None = None, *, now: bool = False) -> int:
         return 0  # nothing ever waits
 
     @property
@@ -296,10 +297,13 @@ class RedisStreamsBus:
             return
         self.flush(max_batches=2)  # a long outbox drains over several calls, not in one bar
 
-    def flush(self, max_batches: int | None = None) -> int:
-        """Send what waits in the outbox (if Redis is due for a try), at most ``max_batches``
-        times ``flush_batch`` events (default: all); returns how many were sent."""
+    def flush(self, max_batches: int | None = None, *, now: bool = False) -> int:
+        """Send what waits in the outbox (if Redis is due for a try, or at once with ``now``),
+        at most ``max_batches`` times ``flush_batch`` events (default: all); returns how many
+        were sent."""
         sent = batches = 0
+        if now:
+            self._retry_at = 0.0
         while self.outbox.depth and time.monotonic() >= self._retry_at and batches != max_batches:
             batch = self.outbox.head(self.flush_batch)
             batches += 1

@@ -203,7 +203,7 @@ class RunnerServices:
         self._unhook()
         self._publish([ev.SessionStopped(runner=r.run_id, ts_ms=_now_ms(), session_id=self.session_id,
                                          reason=reason)])
-        self.bus.flush()
+        self.bus.flush(now=True)  # the session's last chance: Redis may be back within its retry wait
         if self.metrics is not None:
             self.metrics.outbox_depth.set(self.bus.outbox_depth)
         self._close_endpoints()

@@ -112,7 +112,8 @@ def runner_latency(mode: str, tmp: Path, bars: int, redis_url: str | None) -> di
     strategy = STRATEGIES["sma_cross"](fast=2, slow=3)
     feed = CandleFeed(create_exchange("binance", url=ex.url), ["BTC/USDT"], "1h")
     runner = LiveRunner(strategy, PaperBroker(), feed, SimSettings.build(strategy.sim_defaults),
-                        StateStore(tmp / f"runner-{mode}"), warmup_bars=warmup, run_id=mode[:12], poll_s=0.05)
+                        StateStore(tmp / f"runner-{mode}"), warmup_bars=warmup, run_id=mode[:12], poll_s=0.05,
+                        commit_every=1)  # every bar its own commit in every mode: like with like
     services = None if mode == "off" else RunnerServices(
         runner, ServiceOptions(redis_url=redis_url if mode == "redis" else None))
     to_order: list[float] = []

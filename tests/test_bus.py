@@ -47,7 +47,7 @@ from live.events import (
     to_dict,
 )
 from live.redis_local import LocalRedis
-from live.store import StateStore
+from live.store import SCHEMA_VERSION, StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -187,7 +187,7 @@ def test_redis_killed_and_restarted_while_publishing(server, tmp_path):
     store.close()
     # the outbox table leaves the store readable as before
     with StateStore(tmp_path / "state", create=False) as again:
-        assert again.status()["schema_version"] == 1
+        assert again.status()["schema_version"] == SCHEMA_VERSION
 
 
 def test_outbox_survives_the_publisher_itself(server, tmp_path):

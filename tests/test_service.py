@@ -13,6 +13,7 @@ import sys
 import time
 
 import httpx
+import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -30,7 +31,7 @@ from live.store import RunnerLockedError, StateStore
 from strategies import STRATEGIES
 from tests.test_live_runner import ROOT, SYMBOLS, W, frames, local_exchange, paper_args
 
-SERVICE_KINDS = {"session_started", "session_stopped", "heartbeat", "performance", "position_opened",
+SERVICE_KINDS = {"session_started", "session_stopped", "heartbeat", "bar", "performance", "position_opened",
                  "position_changed", "position_closed"}
 
 
@@ -168,6 +169,9 @@ def test_redis_down_and_restarted_mid_run_loses_reorders_and_doubles_nothing(tmp
     convert = RunnerEvents("p1")
     expected = [e.id for c in committed for e in convert(c.payload | {"kind": c.kind}, 0)]
     assert [e.id for e in events if e.kind not in SERVICE_KINDS] == expected
+    bars = [e.bar_ms for e in events if e.kind == "bar" and e.symbol == SYMBOLS[0]]  # each bar, in order
+    assert bars == sorted(set(bars)) and bars[-1] == pd.Timestamp(summary["last_bar"]).value // 1_000_000
+    assert all(b - a == 3_600_000 for a, b in zip(bars, bars[1:]))
     assert sum(e.kind == "fill" for e in events) == summary["fills"] > 0
     assert sum(e.kind == "heartbeat" for e in events) > 0
     assert sum(e.kind == "performance" for e in events) == 90
