@@ -14,6 +14,11 @@ publishing). A broker that sends orders out records them before it hands them ov
 to *handed to the broker* is ready + commit; with the ccxt broker mode it is measured the same
 way, by timing its submit call after the commit. p50 / p99 / max over the bars, in ms.
 
+(a') **Broker mode.** The same bars through the runner's exchange-broker path with an
+in-process broker that acknowledges each order at once and never fills (``RecordingBroker``):
+the time from ``on_bar`` being called to each order's ``submit`` call (the bar is committed
+first, then its orders go out), p50 / p99 / max over the orders.
+
 (b) **Paper replay.** ``LiveRunner`` on a REST :class:`live.feed.CandleFeed` through ccxt
 (``binance`` pointed at the local exchange on a free port, ``fast`` clock) over the bundled
 ``BTC_USDT-1h`` candles: ``--warmup`` bars of warm-up, then ``--replay`` live bars; wall time
@@ -49,6 +54,7 @@ from framework.exchange import create_exchange  # noqa: E402
 from framework.local_exchange import LocalExchange  # noqa: E402
 from framework.settings import SimSettings  # noqa: E402
 from framework.synthetic import generate_ohlcv  # noqa: E402
+from live.broker import OrderRequest, OrderUpdate  # noqa: E402
 from live.feed import BarBatch, CandleFeed  # noqa: E402
 from live.runner import LiveRunner, PaperBroker  # noqa: E402
 from live.store import StateStore  # noqa: E402
@@ -97,9 +103,9 @@ def latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state:
     batches = [BarBatch(int(opens[i]), HOUR_MS, tuple(names), ohlcv[i]) for i in range(warmup, warmup + n_bars)]
     commit, marks = runner.commit, []
 
-    def timed_commit() -> None:  # on_bar calls it once the step's orders exist
+    def timed_commit(*args) -> None:  # on_bar calls it once the step's orders exist
         marks.append(time.perf_counter())
-        commit()
+        commit(*args)
         marks.append(time.perf_counter())
 
     runner.commit = timed_commit
@@ -123,6 +129,71 @@ def latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state:
                     f"{name}_p99_ms": round(float(np.percentile(ms, 99)), 4),
                     f"{name}_max_ms": round(float(ms.max()), 4)})
     return out
+
+
+class RecordingBroker:
+    """An exchange broker in process for the broker-mode latency run: it records when each
+    order is handed to it and acknowledges it at once; nothing ever fills, so the runner's
+    whole broker path (commit, then submit) runs without a network in the way."""
+
+    matches_in_step = False
+
+    def __init__(self) -> None:
+        self.handed: list[float] = []
+
+    def submit(self, order: OrderRequest) -> OrderUpdate:
+        self.handed.append(time.perf_counter())
+        return OrderUpdate(order.client_order_id, "submitted")
+
+    def cancel(self, client_order_id: str, symbol: str) -> OrderUpdate:
+        return OrderUpdate(client_order_id, "cancelled")
+
+    def fetch_order(self, client_order_id: str, symbol: str) -> OrderUpdate:
+        return OrderUpdate(client_order_id, "submitted")
+
+    def fills_since(self, symbol: str, since_ms: int | None) -> list:
+        return []
+
+    def open_orders(self, symbol: str | None = None) -> list:
+        return []
+
+    def open_order_requests(self, symbol: str) -> list:
+        return []
+
+    def balance(self) -> dict:
+        return {}
+
+
+def broker_latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state: Path) -> dict:
+    """(a'): bar close to each order handed to the broker, in broker mode (the ccxt broker's
+    path in the runner), timed at the broker's ``submit`` call."""
+    names = [f"S{i}/USDT" for i in range(n_symbols)]
+    data = generate_ohlcv(warmup + n_bars, n_symbols, freq="1h", seed=0, names=names)
+    frames = data if isinstance(data, dict) else {names[0]: data}
+    strategy = STRATEGIES[strategy_name]()
+    broker = RecordingBroker()
+    runner = LiveRunner(strategy, broker, PrebuiltFeed(frames, warmup),
+                        SimSettings.build(strategy.sim_defaults, cash_sharing=n_symbols > 1, size=0.5 / n_symbols),
+                        StateStore(state), warmup_bars=warmup, run_id="bench")
+    opens = frames[names[0]].index.as_unit("ms").asi8
+    ohlcv = np.stack([f[["open", "high", "low", "close", "volume"]].to_numpy(np.float64) for f in frames.values()],
+                     axis=1)
+    delays: list[float] = []
+    try:
+        runner.start()
+        for i in range(warmup, warmup + n_bars):
+            batch = BarBatch(int(opens[i]), HOUR_MS, tuple(names), ohlcv[i])
+            n_before = len(broker.handed)
+            t0 = time.perf_counter()
+            runner.on_bar(batch)
+            delays += [t - t0 for t in broker.handed[n_before:]]
+    finally:
+        runner.close()
+    ms = np.asarray(delays) * 1e3
+    return {"symbols": n_symbols, "bars": n_bars, "orders_handed": len(delays),
+            **({f"handed_{q}_ms": round(float(np.percentile(ms, p)), 4) for q, p in (("p50", 50), ("p99", 99))}
+               if len(ms) else {}),
+            "handed_max_ms": round(float(ms.max()), 4) if len(ms) else None}
 
 
 def replay(strategy_name: str, n_bars: int, warmup: int, state: Path) -> dict:
@@ -162,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.symbols.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         runs = [latency(args.strategy, k, n_bars, args.warmup, Path(tmp) / f"lat{k}") for k in counts]
+        brokered = [broker_latency(args.strategy, k, n_bars, args.warmup, Path(tmp) / f"brk{k}") for k in counts]
         rep = replay(args.strategy, n_replay, args.warmup, Path(tmp) / "replay")
 
     print(f"machine : {cpu_model()}, {os.cpu_count()} logical cores, python {platform.python_version()}, "
@@ -174,11 +246,17 @@ def main(argv: list[str] | None = None) -> int:
                  "orders"], rows))
     print(f"goal: handed p99 < {GOAL_P99_MS:g} ms; " + ", ".join(
         f"{r['symbols']} symbol(s) {'met' if r['handed_p99_ms'] < GOAL_P99_MS else 'missed'}" for r in runs))
+    print("(a') broker mode (the ccxt broker's path, an in-process broker that acknowledges at once): "
+          "bar close -> each order's submit call (ms)")
+    print(table(["symbols", "orders", "handed p50", "p99", "max"],
+                [[str(r["symbols"]), str(r["orders_handed"]),
+                  *(f"{r[k]:.3f}" if r.get(k) is not None else "-" for k in ("handed_p50_ms", "handed_p99_ms", "handed_max_ms"))]
+                 for r in brokered]))
     print(f"(b) paper replay through ccxt and the local exchange (fast clock): {rep['bars']:,} hourly bars in "
           f"{rep['wall_s']:.2f} s = {rep['bars_per_s']:,} bars/s ({rep['requests']:,} requests, "
           f"{rep['fills']} fills)")
     print(json.dumps({"strategy": args.strategy, "warmup": args.warmup, "goal_p99_ms": GOAL_P99_MS,
-                      "latency": runs, "replay": rep,
+                      "latency": runs, "broker_latency": brokered, "replay": rep,
                       "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                                   "python": platform.python_version(), "numba": numba.__version__}}))
     return 0
