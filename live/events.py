@@ -484,6 +484,9 @@ class RunnerEvents:
                         qty=d.get("qty"), price=d.get("price"), trigger=d.get("trigger"),
                         filled_qty=d.get("filled_qty") or 0.0,
                         reject_reason=(d.get("reason") or "") if kind == "order_rejected" else "")]
+        if kind == "signal":
+            return [Signal(runner=runner, ts_ms=ts_ms, symbol=d["symbol"], bar_ms=bar_ms, action=d["action"],
+                           order_type=d.get("order_type") or "market", price=d.get("price"))]
         if kind == "reconciliation":
             return [Reconciliation(runner=runner, ts_ms=ts_ms, at_ms=ts_ms, ok=bool(d["ok"]),
                                    differences=list(d.get("differences", [])))]

@@ -120,6 +120,7 @@ _RUN_FLAG = "run"  # flag holding what the run was started with (checked on a re
 _BALANCE_FLAG = "balance_start"  # broker mode: the account's totals the balance check starts from
 _HOLD_FLAG = "balance_hold"  # broker mode: entries blocked until a balance difference is confirmed
 _ONE_BAR_TYPES = ("market", "limit", "stop", "stop_limit")  # good for one bar unless protective
+_ACTIONS = {enums.ACTION_LONG: "long", enums.ACTION_SHORT: "short", enums.ACTION_EXIT: "exit"}
 _EXIT_REASONS = {enums.REASON_STOP_LOSS, enums.REASON_TAKE_PROFIT, enums.REASON_TRAILING_STOP,
                  enums.REASON_MAX_DRAWDOWN, enums.REASON_DAILY_LOSS, enums.REASON_EMERGENCY,
                  enums.REASON_LIQUIDATION}
@@ -518,6 +519,7 @@ class LiveRunner:
         fills = [self._paper_fill(f, batch.open_ms) for f in out.fills]
         self.last_bar_ms = batch.open_ms
         order_records, event_dicts = self._records(out.events, batch.open_ms)
+        event_dicts = self._signals(batch.open_ms) + event_dicts
         self._uncommitted.append(_SteppedBar(batch.open_ms, fills, order_records, event_dicts))
         if not self._defer_commit():
             self.commit(batch, arrived)
@@ -595,6 +597,20 @@ class LiveRunner:
                  "order_type": enums.ORDER_TYPE_NAMES[rec["order_type"]],
                  "reason": enums.REASON_NAMES[rec["reason"]]}
         return fill, event
+
+    def _signals(self, bar_ms: int) -> list[dict[str, Any]]:
+        """A ``signal`` event for each column whose strategy decided something at this close
+        (the step's intents: long, short or exit, with the order type and price it asked for)."""
+        st = self.stepper
+        assert st is not None
+        out = []
+        for j, symbol in enumerate(self.symbols):
+            action = int(st.intents[j, enums.INTENT_ACTION])
+            if action != enums.ACTION_NONE:
+                out.append({"kind": "signal", "symbol": symbol, "bar": iso(bar_ms), "action": _ACTIONS[action],
+                            "order_type": enums.ORDER_TYPE_NAMES[int(st.intents[j, enums.INTENT_ORDER_TYPE])],
+                            "price": _num(st.intents[j, enums.INTENT_PRICE])})
+        return out
 
     def _records(self, events: np.ndarray, bar_ms: int) -> tuple[list[OrderRequest | OrderUpdate], list[dict[str, Any]]]:
         """The store's order records and event dicts of a step's (or an emergency stop's) events."""
