@@ -172,6 +172,12 @@ def test_redis_down_and_restarted_mid_run_loses_reorders_and_doubles_nothing(tmp
     bars = [e.bar_ms for e in events if e.kind == "bar" and e.symbol == SYMBOLS[0]]  # each bar, in order
     assert bars == sorted(set(bars)) and bars[-1] == pd.Timestamp(summary["last_bar"]).value // 1_000_000
     assert all(b - a == 3_600_000 for a, b in zip(bars, bars[1:]))
+    # every order a signal created comes with the strategy's signal at that close, the same way
+    signals = {(e.symbol, e.bar_ms): e.action for e in events if e.kind == "signal"}
+    created = [e for e in events if e.kind == "order_created" and e.reason == "signal"]
+    assert created and all((e.symbol, e.bar_ms) in signals for e in created)
+    assert all(signals[e.symbol, e.bar_ms] in (("long", "exit") if e.side == "buy" else ("short", "exit"))
+               for e in created)
     assert sum(e.kind == "fill" for e in events) == summary["fills"] > 0
     assert sum(e.kind == "heartbeat" for e in events) > 0
     assert sum(e.kind == "performance" for e in events) == 90
