@@ -130,6 +130,7 @@ def call_with_retries(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     error: type[ExchangeAccessError] = ExchangeAccessError,
+    on_error: Callable[[Exception], None] | None = None,
     **kwargs: Any,
 ) -> T:
     """Call ``fn(*args, **kwargs)``, retrying ccxt network errors with backoff.
@@ -140,6 +141,8 @@ def call_with_retries(
         sleep: how to wait (inject a recorder in tests).
         rng: the random source of the policy's jitter.
         error: the exception class raised when giving up.
+        on_error: called with every network error caught (each is followed by a retry, but the
+            last), e.g. to count them.
 
     Raises:
         error: after ``retry.max_retries`` retries, naming ``what`` and the last error; or at
@@ -151,6 +154,8 @@ def call_with_retries(
         try:
             return fn(*args, **kwargs)
         except RETRYABLE as e:
+            if on_error is not None:
+                on_error(e)
             if attempt == retry.max_retries:
                 raise error(
                     f"{what} failed {attempt + 1} times in a row; last error: "

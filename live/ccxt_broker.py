@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,6 +119,10 @@ class CcxtBroker:
         self.exchange, self.retry = exchange, retry
         self.max_order_notional = None if max_order_notional is None else float(max_order_notional)
         self.not_found_retries, self.page_limit = not_found_retries, page_limit
+        #: network errors met, by ccxt error class, and retries made, by operation (read by the
+        #: runner's metrics: ``tradpal_exchange_errors``, ``tradpal_retries``)
+        self.errors: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
         self.order_window_ms, self.clock_skew_ms = order_window_ms, clock_skew_ms
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
         self._client_ids: dict[tuple[str, str], str] = {}  # (symbol, exchange order id) -> client id
@@ -128,9 +133,15 @@ class CcxtBroker:
 
     # --- reading ---------------------------------------------------------------------------
     def _read(self, fn: Callable[..., Any], *args: Any, what: str) -> Any:
+        operation = what.split()[0]
+
+        def count(e: Exception) -> None:
+            self.errors[type(e).__name__] += 1
+            self.retries[operation] += 1
+
         return call_with_retries(fn, *args, retry=self.retry, what=f"{self.exchange.id} {what}",
                                  exchange=self.exchange, sleep=self._sleep, rng=self._rng,
-                                 error=BrokerError)
+                                 error=BrokerError, on_error=count)
 
     def _market(self, symbol: str) -> dict:
         if not self.exchange.markets:
@@ -364,11 +375,14 @@ class CcxtBroker:
             return self._rejected(order, prepared)
         delays = self.retry.delays(self._rng)
         failures: list[str] = []
-        for _ in range(self.retry.max_retries + 1):
+        for attempt in range(self.retry.max_retries + 1):
+            if attempt:
+                self.retries["submit"] += 1
             sent_at = self._clock()
             try:
                 return self._update(cid, prepared.call())
             except ccxt.DDoSProtection as e:  # 429: refused unread, nothing to look up
+                self.errors[type(e).__name__] += 1
                 failures.append(f"{type(e).__name__}: {e}")
                 wait, server_wait = next(delays), retry_after_s(self.exchange, e)
                 if server_wait is not None and server_wait > self.retry.max_delay_s:
@@ -379,6 +393,7 @@ class CcxtBroker:
                 self._sleep(max(wait, server_wait or 0.0))
                 continue
             except ccxt.NetworkError as e:  # timeout, lost answer, dropped connection, 5xx
+                self.errors[type(e).__name__] += 1
                 failures.append(f"{type(e).__name__}: {e}")
                 already_there = False
             except _ACCOUNT_ERRORS:

@@ -132,7 +132,7 @@ class RunnerServices:
         self._stats = stats_nb.stats_init_nb(0.0)
         self._beat = 0
         self._next_beat = 0.0
-        self._feed_counts = {"errors": 0, "reconnects": 0}
+        self._feed_counts: dict[tuple[str, str], int] = {}  # (errors | retries, label) -> counted so far
         self.published = 0
 
     # --- start / stop ---------------------------------------------------------------------------
@@ -314,16 +314,23 @@ class RunnerServices:
 
     def _count_feed_errors(self) -> None:
         """The feed's failed polls (exchange errors) and stream reconnects (retries), as counted
-        by the feed since it was opened."""
+        by the feed since it was opened, and the broker's network errors by kind and retries by
+        operation (broker mode)."""
         stats = getattr(self.runner.feed, "stats", None)
-        if not isinstance(stats, dict):
-            return
-        for key, counter in (("errors", self.metrics.exchange_errors.labels("feed_poll")),
-                             ("reconnects", self.metrics.retries.labels("feed_reconnect"))):
-            n = int(stats.get(key, 0))
-            if n > self._feed_counts[key]:
-                counter.inc(n - self._feed_counts[key])
-                self._feed_counts[key] = n
+        counts: dict[tuple[str, str], int] = {}
+        if isinstance(stats, dict):
+            counts[("errors", "feed_poll")] = int(stats.get("errors", 0))
+            counts[("retries", "feed_reconnect")] = int(stats.get("reconnects", 0))
+        broker = self.runner.broker
+        for which in ("errors", "retries"):
+            for label, n in dict(getattr(broker, which, None) or {}).items():
+                counts[(which, str(label))] = int(n)
+        for (which, label), n in counts.items():
+            seen = self._feed_counts.get((which, label), 0)
+            if n > seen:
+                metric = self.metrics.exchange_errors if which == "errors" else self.metrics.retries
+                metric.labels(label).inc(n - seen)
+                self._feed_counts[(which, label)] = n
 
 
 #: the session statistics in a performance snapshot (names as ``framework.metrics``)

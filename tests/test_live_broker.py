@@ -31,6 +31,7 @@ from framework.settings import SimSettings
 from live.ccxt_broker import CcxtBroker
 from live.feed import CandleFeed, FeedEvent
 from live.runner import LiveRunner, PaperBroker
+from live.service import RunnerServices, ServiceOptions
 from live.store import StateStore
 from strategies import STRATEGIES
 from tests.exchange_fixtures import API_KEY, SECRET
@@ -214,7 +215,11 @@ def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
 
     try:
         runner = fast_runner(ex.url, tmp_path, broker=make_broker(ex.url, timeout_ms=200))
+        services = RunnerServices(runner, ServiceOptions(metrics_port=0)).start()
         drive(ex, runner, L, later_faults)
+        runner.on_poll[0]()  # the services' last turn: counters synced
+        errors, retries, registry = dict(runner.broker.errors), dict(runner.broker.retries), services.metrics.registry
+        services.stop("test")
         runner.close()
         assert ex.faults.describe()["rules"] == []  # every fault hit a request
         statuses = [r.status for r in ex.requests("/api/v3/order", "POST")]
@@ -224,6 +229,12 @@ def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
     assert {503, 429, 400} <= set(statuses)
     assert len(ids) == len(set(ids))
     assert outcome(tmp_path) == reference
+    # every network error met and retry made is counted, and exported as the runner's metrics
+    assert sum(errors.values()) >= 7 and retries["submit"] >= 4 and sum(retries.values()) > retries["submit"]
+    for kind, n in errors.items():
+        assert registry.get_sample_value("tradpal_exchange_errors_total", {"kind": kind}) == n
+    for operation, n in retries.items():
+        assert registry.get_sample_value("tradpal_retries_total", {"operation": operation}) == n
 
 
 def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(reference, tmp_path):
