@@ -45,8 +45,16 @@ from framework.sim_nb import EVENTS_PER_COLUMN_BAR, EVENTS_PER_GROUP_BAR, FILLS_
 from framework.sim_nb import NS_PER_DAY, fill_nb, init_state_nb, order_nb
 {import_line}
 
+
+@njit(cache=CACHE, _nrt=False)
+def _no_shared(vals, state, o, h, l, c, v, pos, p, intent):
+    """In place of ``decide_shared_nb`` for a strategy without shared indicators (never called:
+    its sweeps have no shared columns)."""
+
+
 _init = _strategy.init_nb
 _decide = _strategy.decide_nb
+_decide_shared = {decide_shared}
 
 
 @njit(cache=CACHE)
@@ -74,6 +82,15 @@ def _column_state(states, j):
 
 
 @njit(cache=CACHE, _nrt=False, inline='always')
+def _reset_intent(intents, j):
+    """Column j's intent before its decision: no action, a market order."""
+    intents[j, INTENT_ACTION] = ACTION_NONE
+    intents[j, INTENT_ORDER_TYPE] = ORDER_MARKET
+    intents[j, INTENT_PRICE] = np.nan
+    intents[j, INTENT_LIMIT] = np.nan
+
+
+@njit(cache=CACHE, _nrt=False, inline='always')
 def bar_nb(t, row, col0, day, o, h, l, c, v, states, sp, intents, g, cs, atr_s, vol_s, p, fills, ev, nrec):
     """One closed bar for one cash group: fills, the strategy's decision, next-open orders.
 
@@ -87,10 +104,7 @@ def bar_nb(t, row, col0, day, o, h, l, c, v, states, sp, intents, g, cs, atr_s, 
     fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, ev, nrec)
     for j in range(cs.shape[0]):
         x = col0 + j
-        intents[j, INTENT_ACTION] = ACTION_NONE
-        intents[j, INTENT_ORDER_TYPE] = ORDER_MARKET
-        intents[j, INTENT_PRICE] = np.nan
-        intents[j, INTENT_LIMIT] = np.nan
+        _reset_intent(intents, j)
         _decide(_column_state(states, j), o[row, x], h[row, x], l[row, x], c[row, x], v[row, x],
                 cs[j, C_POS], sp[x], intents[j])
     order_nb(t, col0, intents, g, cs, p, ev, nrec)
@@ -166,50 +180,99 @@ def backtest_nb(o, h, l, c, v, ts, sp, simp, group_start):
     return equity, fills[:count[0]], events[:count[1]]
 
 
+@njit(cache=CACHE, _nrt=False, inline='always')
+def _row_states(states, j):
+    """Row j of stacked strategy states as a one-column stack (what ``bar_nb`` takes)."""
+    return ({row_slices})
+
+
+@njit(cache=CACHE, _nrt=False, inline='always')
+def _bar_shared_nb(t, day, o, h, l, c, v, vals, state, sp, intents, g, cs, atr_s, vol_s, p, fills, ev,
+                   nrec):
+    """``bar_nb`` of a one-column run on column 0 whose strategy reads its shared indicators
+    (``Strategy.shared``) at this bar from ``vals`` (``decide_shared_nb``) instead of updating
+    them: the same simulator halves around the same rule."""
+    nrec[0] = 0
+    nrec[1] = 0
+    fill_nb(t, t, 0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, ev, nrec)
+    _reset_intent(intents, 0)
+    _decide_shared(vals, state, o[t, 0], h[t, 0], l[t, 0], c[t, 0], v[t, 0], cs[0, C_POS], sp,
+                   intents[0])
+    order_nb(t, 0, intents, g, cs, p, ev, nrec)
+
+
 @njit(cache=CACHE, _nrt=False)
-def _sweep_bars_nb(o, h, l, c, v, ts, states, sp, intents, g, cs, atr_s, vol_s, p, buf, ebuf, nrec,
-                   stats, trades):
-    """All bars of one single-column run, each close folded into a statistics state (see
-    ``framework.metrics_nb``) and each fill into a trade state (``framework.trades_nb``)
-    instead of an equity series and fill records."""
+def _sweep_block_nb(o, h, l, c, v, ts, ind, idx, states, sp, simp, intents, g, cs, atr_s, vol_s,
+                    buf, ebuf, nrec, vals, stats, trades):
+    """All bars of a block of one-column runs (run j: parameters ``sp[j]``, settings ``simp[j]``,
+    simulator state ``g[j]``, ``cs[j]`` ...), bar by bar with the block's runs inside each bar,
+    so their states stay in cache and a bar's prices and shared values are read once. Each
+    close is folded into a statistics state (``framework.metrics_nb``) and each fill into a
+    trade state (``framework.trades_nb``) instead of an equity series and fill records."""
+    k = sp.shape[0]
+    m = idx.shape[1]
     for t in range(c.shape[0]):
-        bar_nb(t, t, 0, ts[t] // NS_PER_DAY, o, h, l, c, v, states, sp, intents, g, cs,
-               atr_s, vol_s, p, buf, ebuf, nrec)
-        for i in range(nrec[0]):  # most bars fill nothing
-            trade_fill_nb(trades, buf[i])
-        stats_update_nb(stats, g[G_EQUITY], cs[0, C_POS] != 0.0)
-    trade_end_nb(trades, c[c.shape[0] - 1, 0])  # an open position is a trade at the last close
+        day = ts[t] // NS_PER_DAY
+        for j in range(k):
+            if m > 0:
+                for i in range(m):
+                    vals[j, i] = ind[t, idx[j, i]]
+                _bar_shared_nb(t, day, o, h, l, c, v, vals[j], _column_state(states, j), sp[j],
+                               intents[j], g[j], cs[j], atr_s[j], vol_s[j], simp[j], buf[j], ebuf[j],
+                               nrec[j])
+            else:
+                bar_nb(t, t, 0, day, o, h, l, c, v, _row_states(states, j), sp[j:j + 1], intents[j],
+                       g[j], cs[j], atr_s[j], vol_s[j], simp[j], buf[j], ebuf[j], nrec[j])
+            for i in range(nrec[j, 0]):  # most bars fill nothing
+                trade_fill_nb(trades[j], buf[j, i])
+            stats_update_nb(stats[j], g[j, G_EQUITY], cs[j, 0, C_POS] != 0.0)
+    for j in range(k):
+        trade_end_nb(trades[j], c[c.shape[0] - 1, 0])  # an open position is a trade at the last close
 
 
 @njit(cache=CACHE, parallel=True)
-def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar):
+def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar, ind, idx, block):
     """Every row of ``sp`` (strategy parameters) with the same row of ``simp`` is its own
-    single-column backtest over the same (bars, 1) prices, run in parallel over rows. Returns
-    (rows, N_STATS_STATE) statistics states and (rows, N_TRADE_STATE) trade states: memory
-    grows with bars plus rows, never bars x rows."""
+    single-column backtest over the same (bars, 1) prices; blocks of ``block`` rows run in
+    parallel, each advanced bar by bar (``_sweep_block_nb``). With shared indicators, ``ind``
+    (bars, m) holds their values and ``idx`` (rows, len(shared)) each row's columns of ``ind``;
+    without, ``idx`` has no columns and ``decide_nb`` updates each row's own indicators.
+    Returns (rows, N_STATS_STATE) statistics states and (rows, N_TRADE_STATE) trade states:
+    memory grows with bars plus rows (and bars x m shared values), never bars x rows."""
     n_rows = sp.shape[0]
     out = np.empty((n_rows, N_STATS_STATE))
     out_trades = np.zeros((n_rows, N_TRADE_STATE))
-    for r in prange(n_rows):
-        row = sp[r:r + 1]
-        states = init_states_nb(row)
-        g, cs, atr_s, vol_s = init_state_nb(1, simp[r])
-        intents = np.empty((1, INTENT_SIZE))
-        buf = np.empty(FILLS_PER_COLUMN_BAR, dtype=fill_dt)
-        ebuf = np.empty(EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR, dtype=event_dt)
-        nrec = np.zeros(2, dtype=np.int64)
-        stats = stats_init_nb(rf_bar)
-        _sweep_bars_nb(o, h, l, c, v, ts, states, row, intents, g, cs, atr_s, vol_s, simp[r], buf,
-                       ebuf, nrec, stats, out_trades[r])
-        out[r] = stats
+    for bi in prange((n_rows + block - 1) // block):
+        a = bi * block
+        k = min(a + block, n_rows) - a
+        states = init_states_nb(sp[a:a + k])
+        g0, cs0, atr0, vol0 = init_state_nb(1, simp[a])
+        g = np.empty((k, g0.shape[0]))
+        cs = np.empty((k, 1, cs0.shape[1]))
+        atr_s = np.empty((k, 1, atr0.shape[1]))
+        vol_s = np.empty((k, 1, vol0.shape[1]))
+        stats = np.empty((k, N_STATS_STATE))
+        for j in range(k):
+            g[j], cs[j], atr_s[j], vol_s[j] = init_state_nb(1, simp[a + j])
+            stats[j] = stats_init_nb(rf_bar)
+        intents = np.empty((k, 1, INTENT_SIZE))
+        buf = np.empty((k, FILLS_PER_COLUMN_BAR), dtype=fill_dt)
+        ebuf = np.empty((k, EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR), dtype=event_dt)
+        nrec = np.zeros((k, 2), dtype=np.int64)
+        vals = np.empty((k, max(idx.shape[1], 1)))
+        _sweep_block_nb(o, h, l, c, v, ts, ind, idx[a:a + k], states, sp[a:a + k], simp[a:a + k],
+                        intents, g, cs, atr_s, vol_s, buf, ebuf, nrec, vals, stats, out_trades[a:a + k])
+        out[a:a + k] = stats
     return out, out_trades
 '''
 
 
-def _render(qualname: str, digest: str, import_line: str, arity: int) -> str:
+def _render(qualname: str, digest: str, import_line: str, arity: int, shared: bool) -> str:
     """The driver module's source for a strategy whose state is a tuple of ``arity`` arrays
-    (numba cannot loop over a tuple's elements, so the per-element lines are written out)."""
+    (numba cannot loop over a tuple's elements, so the per-element lines are written out) and
+    that has ``decide_shared_nb`` if ``shared``."""
     elems = range(arity)
+    decide_shared = "_strategy.decide_shared_nb" if shared else "_no_shared"
     return _TEMPLATE.format(
         qualname=qualname,
         digest=digest,
@@ -219,6 +282,8 @@ def _render(qualname: str, digest: str, import_line: str, arity: int) -> str:
         allocs="".join(f"np.full((k, n{i}), np.nan), " for i in elems),
         copies="; ".join(f"states[{i}][j, :s[{i}].shape[0]] = s[{i}]" for i in elems),
         row_views="".join(f"states[{i}][j], " for i in elems),
+        row_slices="".join(f"states[{i}][j:j + 1], " for i in elems),
+        decide_shared=decide_shared,
     )
 
 
@@ -287,7 +352,7 @@ def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
     digest = _source_digest(strategy_cls)
     qualname = f"{strategy_cls.__module__}.{strategy_cls.__qualname__}"
     if digest is None:
-        source = _render(qualname, "none", "", arity)
+        source = _render(qualname, "none", "", arity, bool(strategy_cls.shared))
         namespace: dict = {"_strategy": strategy_cls, "CACHE": False}
         exec(compile(source, f"<tradpal drivers for {qualname}>", "exec"), namespace)
         result: ModuleType | SimpleNamespace = SimpleNamespace(**namespace)
@@ -296,7 +361,7 @@ def drivers(strategy_cls: type) -> ModuleType | SimpleNamespace:
             f"from {strategy_cls.__module__} import {strategy_cls.__qualname__} as _strategy"
             "\n\nCACHE = True"
         )
-        source = _render(qualname, digest, import_line, arity)
+        source = _render(qualname, digest, import_line, arity, bool(strategy_cls.shared))
         name = f"tradpal_drivers_{strategy_cls.__name__.lower()}_{digest}"
         folder = kernel_cache_dir()
         folder.mkdir(parents=True, exist_ok=True)
