@@ -213,10 +213,11 @@ def _sweep_block_nb(o, h, l, c, v, ts, ind, idx, states, sp, simp, intents, g, c
     m = idx.shape[1]
     for t in range(c.shape[0]):
         day = ts[t] // NS_PER_DAY
+        for j in range(k):  # the block's shared values first: independent loads, overlapped
+            for i in range(m):
+                vals[j, i] = ind[t, idx[j, i]]
         for j in range(k):
             if m > 0:
-                for i in range(m):
-                    vals[j, i] = ind[t, idx[j, i]]
                 _bar_shared_nb(t, day, o, h, l, c, v, vals[j], _column_state(states, j), sp[j],
                                intents[j], g[j], cs[j], atr_s[j], vol_s[j], simp[j], buf[j], ebuf[j],
                                nrec[j])

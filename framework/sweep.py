@@ -7,7 +7,10 @@ in parallel (numba threads, or the workers of a Dask cluster).
     table.sort_values("sharpe", ascending=False).head()
 
 Each combination runs through the very per-bar kernel of ``Backtest`` (``framework.runner``),
-numba ``prange`` over combinations, and folds its equity bar by bar into a statistics state
+in blocks of ``BLOCK`` combinations advanced bar by bar, numba ``prange`` over blocks. The
+indicators a strategy declares ``shared`` (``Strategy.shared``) are computed once per distinct
+parameter value by their own streaming kernel and read by ``decide_shared_nb``. Each run folds
+its equity bar by bar into a statistics state
 (``framework.metrics_nb``) and its fills into a trade state (``framework.trades_nb``) instead
 of keeping an equity series or fills: memory grows with bars plus combinations, never bars x
 combinations. The statistics equal those of ``Backtest(...).run()`` for the same parameters,
@@ -104,7 +107,7 @@ def _instruments(data: SweepData) -> dict[str, DataInput]:
 
 
 #: combinations advanced together bar by bar (their states stay in the core's cache)
-BLOCK = 32
+BLOCK = 64
 
 
 class _Job(NamedTuple):

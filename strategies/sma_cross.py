@@ -37,7 +37,7 @@ def decide_nb(state, o, h, l, c, v, pos, p, intent):
     rule_nb(sma_update_nb(fast_state, c), sma_update_nb(slow_state, c), prev, intent)
 
 
-@bar_njit
+@bar_njit_inline  # one caller, the sweep's step: inlined there
 def decide_shared_nb(values, state, o, h, l, c, v, pos, p, intent):
     """``decide_nb`` with both averages computed once per window by a sweep (``shared``)."""
     rule_nb(values[0], values[1], state[2], intent)  # values in the order of ``shared``
