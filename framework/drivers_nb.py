@@ -9,8 +9,9 @@ pointer costs about as much as a direct call (``research/bench_core.py``).
 
 Both drivers go through ``bar_nb``: the backtester loops it over all bars inside numba
 (``backtest_nb``), the live runner calls it once per closed bar (``framework.runner.BarStepper``),
-a sweep inlines it with the strategy's adapter as a direct call. That is the whole of replay
-parity: there is no second implementation to keep in step.
+a sweep inlines it with the strategy's adapter as a direct call (or, for a strategy with shared
+indicators, ``bar_shared_nb``: the same fill and order halves around ``decide_shared_nb``).
+That is the whole of replay parity: there is no second implementation to keep in step.
 """
 
 from __future__ import annotations
@@ -50,6 +51,15 @@ DECIDE_SIG = types.void(_row, types.int64[::1], *(types.float64,) * 6, _row, _ro
 
 
 @bar_njit_inline
+def _reset_intent(intent):
+    """An intent row before its decision: no action, a market order."""
+    intent[INTENT_ACTION] = ACTION_NONE
+    intent[INTENT_ORDER_TYPE] = ORDER_MARKET
+    intent[INTENT_PRICE] = np.nan
+    intent[INTENT_LIMIT] = np.nan
+
+
+@bar_njit_inline
 def bar_nb(decide, t, row, col0, day, o, h, l, c, v, states, offs, sp, intents, g, cs, atr_s, vol_s, p,
            fills, ev, nrec):
     """One closed bar for one cash group: fills, the strategy's decision, next-open orders.
@@ -64,13 +74,27 @@ def bar_nb(decide, t, row, col0, day, o, h, l, c, v, states, offs, sp, intents, 
     fill_nb(t, row, col0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, ev, nrec)
     for j in range(cs.shape[0]):
         x = col0 + j
-        intents[j, INTENT_ACTION] = ACTION_NONE
-        intents[j, INTENT_ORDER_TYPE] = ORDER_MARKET
-        intents[j, INTENT_PRICE] = np.nan
-        intents[j, INTENT_LIMIT] = np.nan
+        _reset_intent(intents[j])
         decide(states[x], offs, o[row, x], h[row, x], l[row, x], c[row, x], v[row, x],
                cs[j, C_POS], sp[x], intents[j])
     order_nb(t, col0, intents, g, cs, p, ev, nrec)
+
+
+@bar_njit_inline
+def bar_shared_nb(decide_shared, t, day, o, h, l, c, v, values, states, offs, sp, intents, g, cs, atr_s,
+                  vol_s, p, fills, ev, nrec):
+    """``bar_nb`` of a one-column run (a sweep's, over (bars, 1) prices) whose strategy reads its
+    shared indicators (``Strategy.shared``) at bar ``t`` from ``values`` instead of updating
+    them: ``decide_shared(values, state row, offsets, o, h, l, c, v, position, parameter row,
+    intent row)``, the strategy's ``decide_shared_nb`` adapter. The same simulator halves
+    around the same rule."""
+    nrec[0] = 0
+    nrec[1] = 0
+    fill_nb(t, t, 0, day, o, h, l, c, g, cs, atr_s, vol_s, p, fills, ev, nrec)
+    _reset_intent(intents[0])
+    decide_shared(values, states[0], offs, o[t, 0], h[t, 0], l[t, 0], c[t, 0], v[t, 0], cs[0, C_POS],
+                  sp[0], intents[0])
+    order_nb(t, 0, intents, g, cs, p, ev, nrec)
 
 
 @bar_njit

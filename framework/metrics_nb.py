@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from framework.jit import bar_njit, njit
+from framework.jit import bar_njit, bar_njit_inline, njit
 
 # --- state slots ------------------------------------------------------------------------------
 S_RF_BAR = 0  # per-bar risk-free rate (fraction), fixed at init
@@ -62,7 +62,8 @@ def stats_init_nb(rf_bar: float) -> np.ndarray:
     return state
 
 
-@bar_njit
+# inlined at numba-IR level: it runs once per bar and combination in a sweep
+@bar_njit_inline
 def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
     """Fold one bar (its closing ``equity`` in cash, whether a position was open) into ``state``."""
     bar = state[S_BARS]
@@ -71,7 +72,10 @@ def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
         state[S_PEAK] = equity
         state[S_PEAK_BAR] = 0.0
     else:
-        excess = equity / state[S_LAST_EQUITY] - 1.0 - state[S_RF_BAR]
+        last = state[S_LAST_EQUITY]
+        # a bar without change (flat, most of them) skips the division: x / x is exactly 1
+        ratio = 1.0 if equity == last and 0.0 < abs(last) < np.inf else equity / last
+        excess = ratio - 1.0 - state[S_RF_BAR]
         n = state[S_N_RET] + 1.0
         delta = excess - state[S_MEAN]
         state[S_MEAN] += delta / n

@@ -40,7 +40,7 @@ framework.runner, which sets ``_strategy`` (the strategy class) before running t
 import numpy as np
 from numba import prange
 
-from framework.drivers_nb import DECIDE_SIG, bar_nb
+from framework.drivers_nb import DECIDE_SIG, bar_nb, bar_shared_nb
 from framework.jit import njit
 from framework.enums import INTENT_SIZE, G_EQUITY, C_POS, event_dt, fill_dt
 from framework.metrics_nb import N_STATS_STATE, stats_init_nb, stats_update_nb
@@ -48,8 +48,16 @@ from framework.trades_nb import N_TRADE_STATE, trade_end_nb, trade_fill_nb
 from framework.sim_nb import EVENTS_PER_COLUMN_BAR, EVENTS_PER_GROUP_BAR, FILLS_PER_COLUMN_BAR
 from framework.sim_nb import NS_PER_DAY, init_state_nb
 
+
+@njit(cache=True, _nrt=False)
+def _no_shared(values, state, o, h, l, c, v, pos, p, intent):
+    """In place of ``decide_shared_nb`` for a strategy without shared indicators (never called:
+    its sweeps have no shared columns)."""
+
+
 _init = _strategy.init_nb
 _decide = _strategy.decide_nb
+_decide_shared = _no_shared if _strategy.decide_shared_nb is None else _strategy.decide_shared_nb
 
 
 @njit(cache=True)
@@ -80,41 +88,76 @@ def decide_row_nb(row, offs, o, h, l, c, v, pos, p, intent):
 
 
 @njit(cache=True, _nrt=False)
-def _sweep_bars_nb(o, h, l, c, v, ts, states, offs, sp, intents, g, cs, atr_s, vol_s, p, buf, ebuf,
-                   nrec, stats, trades):
-    """All bars of one single-column run, each close folded into a statistics state (see
-    ``framework.metrics_nb``) and each fill into a trade state (``framework.trades_nb``)
-    instead of an equity series and fill records."""
+def decide_shared_row_nb(values, row, offs, o, h, l, c, v, pos, p, intent):
+    """``decide_shared_nb`` on one column's state row and its shared indicators' ``values``
+    (a sweep's step, ``framework.drivers_nb.bar_shared_nb``)."""
+    _decide_shared(values, ({row_views}), o, h, l, c, v, pos, p, intent)
+
+
+@njit(cache=True, _nrt=False)
+def _sweep_block_nb(o, h, l, c, v, ts, ind, idx, states, offs, sp, simp, intents, g, cs, atr_s, vol_s,
+                    buf, ebuf, nrec, vals, stats, trades):
+    """All bars of a block of one-column runs (run j: parameters ``sp[j]``, settings ``simp[j]``,
+    state row ``states[j]``, simulator state ``g[j]``, ``cs[j]`` ...), bar by bar with the
+    block's runs inside each bar, so their states stay in cache and a bar's prices and shared
+    values are read once. Each close is folded into a statistics state (``framework.metrics_nb``)
+    and each fill into a trade state (``framework.trades_nb``) instead of an equity series and
+    fill records."""
+    k = sp.shape[0]
+    m = idx.shape[1]
     for t in range(c.shape[0]):
-        bar_nb(decide_row_nb, t, t, 0, ts[t] // NS_PER_DAY, o, h, l, c, v, states, offs, sp, intents,
-               g, cs, atr_s, vol_s, p, buf, ebuf, nrec)
-        for i in range(nrec[0]):  # most bars fill nothing
-            trade_fill_nb(trades, buf[i])
-        stats_update_nb(stats, g[G_EQUITY], cs[0, C_POS] != 0.0)
-    trade_end_nb(trades, c[c.shape[0] - 1, 0])  # an open position is a trade at the last close
+        day = ts[t] // NS_PER_DAY
+        for j in range(k):  # the block's shared values first: independent loads, overlapped
+            for i in range(m):
+                vals[j, i] = ind[t, idx[j, i]]
+        for j in range(k):
+            if m > 0:
+                bar_shared_nb(decide_shared_row_nb, t, day, o, h, l, c, v, vals[j], states[j:j + 1], offs,
+                              sp[j:j + 1], intents[j], g[j], cs[j], atr_s[j], vol_s[j], simp[j], buf[j],
+                              ebuf[j], nrec[j])
+            else:
+                bar_nb(decide_row_nb, t, t, 0, day, o, h, l, c, v, states[j:j + 1], offs, sp[j:j + 1],
+                       intents[j], g[j], cs[j], atr_s[j], vol_s[j], simp[j], buf[j], ebuf[j], nrec[j])
+            for i in range(nrec[j, 0]):  # most bars fill nothing
+                trade_fill_nb(trades[j], buf[j, i])
+            stats_update_nb(stats[j], g[j, G_EQUITY], cs[j, 0, C_POS] != 0.0)
+    for j in range(k):
+        trade_end_nb(trades[j], c[c.shape[0] - 1, 0])  # an open position is a trade at the last close
 
 
 @njit(cache=True, parallel=True)
-def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar):
+def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar, ind, idx, block):
     """Every row of ``sp`` (strategy parameters) with the same row of ``simp`` is its own
-    single-column backtest over the same (bars, 1) prices, run in parallel over rows. Returns
-    (rows, N_STATS_STATE) statistics states and (rows, N_TRADE_STATE) trade states: memory
-    grows with bars plus rows, never bars x rows."""
+    single-column backtest over the same (bars, 1) prices; blocks of ``block`` rows run in
+    parallel, each advanced bar by bar (``_sweep_block_nb``). With shared indicators, ``ind``
+    (bars, m) holds their values and ``idx`` (rows, len(shared)) each row's columns of ``ind``;
+    without, ``idx`` has no columns and ``decide_nb`` updates each row's own indicators.
+    Returns (rows, N_STATS_STATE) statistics states and (rows, N_TRADE_STATE) trade states:
+    memory grows with bars plus rows (and bars x m shared values), never bars x rows."""
     n_rows = sp.shape[0]
     out = np.empty((n_rows, N_STATS_STATE))
     out_trades = np.zeros((n_rows, N_TRADE_STATE))
-    for r in prange(n_rows):
-        row = sp[r:r + 1]
-        states, offs = init_states_nb(row)
-        g, cs, atr_s, vol_s = init_state_nb(1, simp[r])
-        intents = np.empty((1, INTENT_SIZE))
-        buf = np.empty(FILLS_PER_COLUMN_BAR, dtype=fill_dt)
-        ebuf = np.empty(EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR, dtype=event_dt)
-        nrec = np.zeros(2, dtype=np.int64)
-        stats = stats_init_nb(rf_bar)
-        _sweep_bars_nb(o, h, l, c, v, ts, states, offs, row, intents, g, cs, atr_s, vol_s, simp[r],
-                       buf, ebuf, nrec, stats, out_trades[r])
-        out[r] = stats
+    for bi in prange((n_rows + block - 1) // block):
+        a = bi * block
+        k = min(a + block, n_rows) - a
+        states, offs = init_states_nb(sp[a:a + k])
+        g0, cs0, atr0, vol0 = init_state_nb(1, simp[a])
+        g = np.empty((k, g0.shape[0]))
+        cs = np.empty((k, 1, cs0.shape[1]))
+        atr_s = np.empty((k, 1, atr0.shape[1]))
+        vol_s = np.empty((k, 1, vol0.shape[1]))
+        stats = np.empty((k, N_STATS_STATE))
+        for j in range(k):
+            g[j], cs[j], atr_s[j], vol_s[j] = init_state_nb(1, simp[a + j])
+            stats[j] = stats_init_nb(rf_bar)
+        intents = np.empty((k, 1, INTENT_SIZE))
+        buf = np.empty((k, FILLS_PER_COLUMN_BAR), dtype=fill_dt)
+        ebuf = np.empty((k, EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR), dtype=event_dt)
+        nrec = np.zeros((k, 2), dtype=np.int64)
+        vals = np.empty((k, max(idx.shape[1], 1)))
+        _sweep_block_nb(o, h, l, c, v, ts, ind, idx[a:a + k], states, offs, sp[a:a + k], simp[a:a + k],
+                        intents, g, cs, atr_s, vol_s, buf, ebuf, nrec, vals, stats, out_trades[a:a + k])
+        out[a:a + k] = stats
     return out, out_trades
 '''
 
@@ -249,7 +292,9 @@ def drivers(strategy_cls: type, jit: bool = True) -> Drivers:
     strategy_cls = getattr(strategy_cls, "driver_class", lambda: strategy_cls)()
     if (strategy_cls, jit) in _loaded:
         return _loaded[strategy_cls, jit]
-    for attr in ("init_nb", "decide_nb"):
+    for attr in ("init_nb", "decide_nb", "decide_shared_nb"):
+        if attr == "decide_shared_nb" and strategy_cls.decide_shared_nb is None:
+            continue  # optional: only with shared indicators (``framework.strategy.check_shared``)
         if not _is_kernel(getattr(strategy_cls, attr, None)):
             raise TypeError(
                 f"{strategy_cls.__name__}.{attr} must be a numba @njit function "

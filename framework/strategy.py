@@ -35,6 +35,22 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class SharedIndicator:
+    """An indicator a sweep computes once per distinct parameter value and shares among the
+    combinations that use that value (``Strategy.shared``).
+
+    ``kernel(x, value) -> array`` is the indicator's array kernel over the price ``field``
+    ("open", "high", "low", "close" or "volume"), e.g. ``sma_nb``: the loop of the very update
+    ``decide_nb`` calls (``framework.indicators_nb``), so the shared values equal the streamed
+    ones to the last bit. ``param`` names the strategy parameter that keys it (the window).
+    """
+
+    kernel: Any
+    field: str
+    param: str
+
+
+@dataclass(frozen=True)
 class Param:
     """A strategy parameter: default, inclusive valid range, and a one-line description.
 
@@ -112,10 +128,18 @@ class Strategy:
     indicators: ClassVar[tuple[str, ...]] = ()
     init_nb: ClassVar[Any]
     decide_nb: ClassVar[Any]
+    #: optional, for sweeps: indicators keyed by one parameter each (``SharedIndicator``), and
+    #: ``decide_shared_nb(values, state, o, h, l, c, v, pos, params, intent)``, the rule of
+    #: ``decide_nb`` reading their values at this bar from ``values`` (in the order of
+    #: ``shared``) instead of updating them. A sweep then computes each distinct indicator once
+    #: per instrument; its statistics still equal ``Backtest``'s, which runs ``decide_nb``.
+    shared: ClassVar[tuple[SharedIndicator, ...]] = ()
+    decide_shared_nb: ClassVar[Any] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         check_param_indices(cls)
+        check_shared(cls)
 
     def __init__(self, **params: Any) -> None:
         spec = self.param_spec()
@@ -249,7 +273,7 @@ def _param_reads(func: Any, arg: int) -> list[tuple[str, Any]]:
 
 
 #: the kernels that receive the parameter vector, and its position among their arguments
-_PARAM_ARG = {"init_nb": 0, "decide_nb": 7}
+_PARAM_ARG = {"init_nb": 0, "decide_nb": 7, "decide_shared_nb": 8}
 
 
 def check_param_indices(cls: type[Strategy]) -> None:
@@ -298,3 +322,25 @@ def check_param_indices(cls: type[Strategy]) -> None:
                     f"{cls.__name__}.{attr} reads p[{index}], but the parameter vector has "
                     f"{len(spec)} entries ({order}); valid indices are 0 to {len(spec) - 1}"
                 )
+
+
+_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def check_shared(cls: type[Strategy]) -> None:
+    """Verify a strategy's ``shared`` indicators: each a ``SharedIndicator`` on a price field,
+    keyed by a declared integer or real parameter, and a ``decide_shared_nb`` given with them
+    (and only with them). Raises ``TypeError`` naming the class and the mismatch."""
+    spec = cls.param_spec()
+    for item in cls.shared:
+        if not isinstance(item, SharedIndicator):
+            raise TypeError(f"{cls.__name__}.shared holds SharedIndicator(kernel, field, param) "
+                            f"entries, got {type(item).__name__}")
+        if item.field not in _FIELDS:
+            raise TypeError(f"{cls.__name__}.shared: field {item.field!r} is not one of {', '.join(_FIELDS)}")
+        if item.param not in spec or spec[item.param].kind is bool:
+            raise TypeError(f"{cls.__name__}.shared: {item.param!r} is not a declared integer or "
+                            f"real parameter (parameters: {', '.join(spec) or 'none'})")
+    if bool(cls.shared) != (cls.decide_shared_nb is not None):
+        raise TypeError(f"{cls.__name__}: declare shared indicators and decide_shared_nb together "
+                        "(a sweep reads the one with the other)")

@@ -7,7 +7,10 @@ in parallel (numba threads, or the workers of a Dask cluster).
     table.sort_values("sharpe", ascending=False).head()
 
 Each combination runs through the very per-bar kernel of ``Backtest`` (``framework.runner``),
-numba ``prange`` over combinations, and folds its equity bar by bar into a statistics state
+in blocks of ``BLOCK`` combinations advanced bar by bar, numba ``prange`` over blocks. The
+indicators a strategy declares ``shared`` (``Strategy.shared``) are computed once per distinct
+parameter value by their own streaming kernel and read by ``decide_shared_nb``. Each run folds
+its equity bar by bar into a statistics state
 (``framework.metrics_nb``) and its fills into a trade state (``framework.trades_nb``) instead
 of keeping an equity series or fills: memory grows with bars plus combinations, never bars x
 combinations. The statistics equal those of ``Backtest(...).run()`` for the same parameters,
@@ -103,9 +106,14 @@ def _instruments(data: SweepData) -> dict[str, DataInput]:
     return {Path(data).stem if isinstance(data, (str, Path)) else "asset": data}
 
 
+#: combinations advanced together bar by bar (their states stay in the core's cache)
+BLOCK = 64
+
+
 class _Job(NamedTuple):
     """One instrument's part of a sweep: its backtest of the first combination (data and
-    settings checked), the compiled drivers' price arguments and the per-row settings."""
+    settings checked), the compiled drivers' price arguments (with the shared indicators'
+    values, see ``_shared_values``) and the per-row settings."""
     name: str
     bt: Backtest
     prices: tuple[np.ndarray, ...]
@@ -113,11 +121,34 @@ class _Job(NamedTuple):
     rf_bar: float
 
 
+def _shared_columns(cls: type[Strategy], strategies: list[Strategy]) -> tuple[list[tuple[int, Any]], np.ndarray]:
+    """The distinct (shared indicator, parameter value) pairs of the combinations, and each
+    combination's column among them per shared indicator: (combinations, len(shared)) int64."""
+    distinct: dict[tuple[int, Any], int] = {}
+    idx = np.empty((len(strategies), len(cls.shared)), dtype=np.int64)
+    for r, strat in enumerate(strategies):
+        for i, item in enumerate(cls.shared):
+            idx[r, i] = distinct.setdefault((i, strat.params[item.param]), len(distinct))
+    return list(distinct), idx
+
+
+def _shared_values(cls: type[Strategy], columns: list[tuple[int, Any]], prices: list[np.ndarray]) -> np.ndarray:
+    """(bars, columns) values of the shared indicators over one instrument's (bars, 1) prices,
+    each distinct one computed once by its array kernel (the loop of the streaming update)."""
+    fields = dict(zip(("open", "high", "low", "close", "volume"), prices))
+    ind = np.empty((prices[0].shape[0], len(columns)))
+    for col, (i, value) in enumerate(columns):
+        item = cls.shared[i]
+        ind[:, col] = item.kernel(np.ascontiguousarray(fields[item.field][:, 0]), value)
+    return ind
+
+
 def _sweep_chunk(strategy_cls: type[Strategy], prices: tuple[np.ndarray, ...], sp: np.ndarray,
-                 simp: np.ndarray, rf_bar: float) -> tuple[np.ndarray, np.ndarray]:
-    """Statistics and trade states of the rows ``sp``/``simp`` over ``prices`` (on a Dask
-    worker too: the drivers load from the kernel cache, or compile once per process)."""
-    return runner.drivers(strategy_cls).sweep_nb(*prices, sp, simp, rf_bar)
+                 simp: np.ndarray, rf_bar: float, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics and trade states of the rows ``sp``/``simp`` over ``prices`` (the shared
+    indicators' values last; rows read their columns ``idx``), on a Dask worker too: the
+    drivers load from the kernel cache, or compile once per process."""
+    return runner.drivers(strategy_cls).sweep_nb(*prices[:-1], sp, simp, rf_bar, prices[-1], idx, BLOCK)
 
 
 def _check_client(client: Any) -> Any:
@@ -192,13 +223,15 @@ def sweep(
             )
     strategies = _combinations(cls, base, grid)
     sp = np.ascontiguousarray(np.stack([s.param_vector() for s in strategies]))
+    columns, idx = _shared_columns(cls, strategies)
     jobs = []
     for name, source in _instruments(data).items():
         # the backtest of the first combination validates the data and settings for all of them
         bt = Backtest(strategies[0], {name: source}, ann_factor=ann_factor, risk_free=risk_free,
                       **settings)
         simp = np.ascontiguousarray(np.tile(bt.settings.vector(bt.ann_factor), (len(strategies), 1)))
-        jobs.append(_Job(name, bt, tuple(bt.kernel_prices()), simp,
+        prices = bt.kernel_prices()
+        jobs.append(_Job(name, bt, (*prices, _shared_values(cls, columns, prices)), simp,
                          metrics.risk_free_per_bar(bt.risk_free, bt.ann_factor)))
     n = len(strategies)
     states = np.empty((len(jobs), n, metrics_nb.N_STATS_STATE))
@@ -211,7 +244,7 @@ def sweep(
             for k, a, b in parts:
                 job = jobs[k]
                 states[k, a:b], trades[k, a:b] = _sweep_chunk(cls, job.prices, sp[a:b], job.simp[a:b],
-                                                              job.rf_bar)
+                                                              job.rf_bar, idx[a:b])
                 bar.update(b - a)
         else:
             from distributed import as_completed
@@ -220,7 +253,7 @@ def sweep(
             prices = [client.scatter([job.prices], broadcast=True)[0] for job in jobs]
             futures = {
                 client.submit(_sweep_chunk, cls, prices[k], sp[a:b], jobs[k].simp[a:b],
-                              jobs[k].rf_bar, pure=False): (k, a, b)
+                              jobs[k].rf_bar, idx[a:b], pure=False): (k, a, b)
                 for k, a, b in parts
             }
             for future in as_completed(futures):

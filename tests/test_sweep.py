@@ -6,7 +6,10 @@ import re
 import pandas as pd
 import pytest
 
+from framework import sweep as sweep_module
 from framework.backtest import Backtest
+from framework.indicators_nb import sma_nb
+from framework.strategy import SharedIndicator
 from framework.sweep import sweep
 from framework.synthetic import generate_ohlcv
 from strategies.donchian_breakout import DonchianBreakout
@@ -166,3 +169,39 @@ def test_sweep_over_start_end_equals_backtests_and_refuses_trade_from():
     for keyword in ("trade_from", "emergency_at"):
         with pytest.raises(ValueError, match=f"sweep does not take {keyword}"):
             sweep("sma_cross", data, {"fast": [5]}, **{keyword: data.index[500]})
+
+
+def test_shared_averages_once_per_distinct_window_and_block_size_changes_nothing(monkeypatch):
+    """SmaCross declares its two SMAs shared: a sweep computes each distinct window once and
+    each combination reads its own two columns; the statistics still equal the Backtest's
+    (which streams the SMAs in decide_nb), and do not depend on how combinations are blocked."""
+    grid = {"fast": [5, 10, 20], "slow": [10, 30, 50]}
+    strategies = sweep_module._combinations(SmaCross, {}, grid)
+    columns, idx = sweep_module._shared_columns(SmaCross, strategies)
+    assert sorted(columns) == [(0, 5), (0, 10), (0, 20), (1, 10), (1, 30), (1, 50)]  # 6, not 14
+    for strat, (a, b) in zip(strategies, idx, strict=True):
+        assert columns[a] == (0, strat.params["fast"]) and columns[b] == (1, strat.params["slow"])
+
+    data = generate_ohlcv(2500, freq="1h", seed=8)
+    settings = dict(fees=0.001, sl_pct=0.02, allow_short=True)
+    table = sweep(SmaCross, data, grid, **settings)
+    assert (table["total_trades"] > 10).all()
+    assert_rows_match_backtests(table, SmaCross, data, settings)
+    for block in (1, 3):  # one combination per block; a last block that is not full
+        monkeypatch.setattr(sweep_module, "BLOCK", block)
+        pd.testing.assert_frame_equal(sweep(SmaCross, data, grid, chunk=5, **settings), table)
+
+
+@pytest.mark.parametrize(
+    "attrs, message",
+    [
+        ({"shared": (SharedIndicator(sma_nb, "close", "fastest"),)},
+         "'fastest' is not a declared integer or real parameter"),
+        ({"shared": (SharedIndicator(sma_nb, "price", "fast"),)}, "field 'price' is not one of"),
+        ({"shared": (("sma", "close", "fast"),)}, "holds SharedIndicator(kernel, field, param) entries"),
+        ({"decide_shared_nb": None}, "declare shared indicators and decide_shared_nb together"),
+    ],
+)
+def test_bad_shared_declarations_fail_at_class_creation(attrs, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        type("Bad", (SmaCross,), attrs)
