@@ -530,7 +530,7 @@ class LiveRunner:
         """True while the commit of the bars stepped may wait (see "Catching up" above): paper
         only, no services watching (their ``on_commit`` hooks see every bar with the state after
         it), the feed holds more bars, fewer than ``commit_every`` bars are waiting."""
-        return (bool(getattr(self.broker, "matches_in_step", False)) and not self.on_commit
+        return (not self.broker_mode and not self.on_commit
                 and getattr(self.feed, "backlog", 0) > 0
                 and len(self._uncommitted) < self.commit_every)
 
@@ -744,9 +744,10 @@ class LiveRunner:
     def _refuse(self, order: OrderRequest, reason: str) -> None:
         """An order the gate did not approve: never sent, recorded as rejected."""
         self._awaiting.pop(order.client_order_id, None)
-        why = getattr(self.order_gate, "reason", None)
-        if why is not None and why(order.client_order_id):
-            log.warning("order %s not sent: %s", order.client_order_id, why(order.client_order_id))
+        reason_of = getattr(self.order_gate, "reason", None)
+        why = reason_of(order.client_order_id) if reason_of is not None else None
+        if why:
+            log.warning("order %s not sent: %s", order.client_order_id, why)
         self._note(OrderUpdate(order.client_order_id, "rejected", reason=reason), order.symbol, "order")
 
     def _send(self, order: OrderRequest, created_s: float) -> None:

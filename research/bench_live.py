@@ -88,19 +88,25 @@ class PrebuiltFeed:
         pass
 
 
-def latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state: Path) -> dict:
-    """(a): per-bar times of one runner on ``n_symbols`` synthetic series (see the docstring)."""
+def synthetic_bars(n_symbols: int, n_bars: int, warmup: int) -> tuple[PrebuiltFeed, list[BarBatch]]:
+    """``n_symbols`` synthetic hourly series (seed 0): a feed holding the warm-up, and the
+    ``n_bars`` closed bars after it as batches for ``LiveRunner.on_bar``."""
     names = [f"S{i}/USDT" for i in range(n_symbols)]
     data = generate_ohlcv(warmup + n_bars, n_symbols, freq="1h", seed=0, names=names)
     frames = data if isinstance(data, dict) else {names[0]: data}
-    strategy = STRATEGIES[strategy_name]()
-    settings = SimSettings.build(strategy.sim_defaults, cash_sharing=n_symbols > 1)
-    runner = LiveRunner(strategy, PaperBroker(), PrebuiltFeed(frames, warmup), settings, StateStore(state),
-                        warmup_bars=warmup, run_id="bench")
     opens = frames[names[0]].index.as_unit("ms").asi8
     ohlcv = np.stack([f[["open", "high", "low", "close", "volume"]].to_numpy(np.float64) for f in frames.values()],
                      axis=1)
     batches = [BarBatch(int(opens[i]), HOUR_MS, tuple(names), ohlcv[i]) for i in range(warmup, warmup + n_bars)]
+    return PrebuiltFeed(frames, warmup), batches
+
+
+def latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state: Path) -> dict:
+    """(a): per-bar times of one runner on ``n_symbols`` synthetic series (see the docstring)."""
+    feed, batches = synthetic_bars(n_symbols, n_bars, warmup)
+    strategy = STRATEGIES[strategy_name]()
+    settings = SimSettings.build(strategy.sim_defaults, cash_sharing=n_symbols > 1)
+    runner = LiveRunner(strategy, PaperBroker(), feed, settings, StateStore(state), warmup_bars=warmup, run_id="bench")
     commit, marks = runner.commit, []
 
     def timed_commit(*args) -> None:  # on_bar calls it once the step's orders exist
@@ -167,22 +173,16 @@ class RecordingBroker:
 def broker_latency(strategy_name: str, n_symbols: int, n_bars: int, warmup: int, state: Path) -> dict:
     """(a'): bar close to each order handed to the broker, in broker mode (the ccxt broker's
     path in the runner), timed at the broker's ``submit`` call."""
-    names = [f"S{i}/USDT" for i in range(n_symbols)]
-    data = generate_ohlcv(warmup + n_bars, n_symbols, freq="1h", seed=0, names=names)
-    frames = data if isinstance(data, dict) else {names[0]: data}
+    feed, batches = synthetic_bars(n_symbols, n_bars, warmup)
     strategy = STRATEGIES[strategy_name]()
     broker = RecordingBroker()
-    runner = LiveRunner(strategy, broker, PrebuiltFeed(frames, warmup),
+    runner = LiveRunner(strategy, broker, feed,
                         SimSettings.build(strategy.sim_defaults, cash_sharing=n_symbols > 1, size=0.5 / n_symbols),
                         StateStore(state), warmup_bars=warmup, run_id="bench")
-    opens = frames[names[0]].index.as_unit("ms").asi8
-    ohlcv = np.stack([f[["open", "high", "low", "close", "volume"]].to_numpy(np.float64) for f in frames.values()],
-                     axis=1)
     delays: list[float] = []
     try:
         runner.start()
-        for i in range(warmup, warmup + n_bars):
-            batch = BarBatch(int(opens[i]), HOUR_MS, tuple(names), ohlcv[i])
+        for batch in batches:
             n_before = len(broker.handed)
             t0 = time.perf_counter()
             runner.on_bar(batch)
