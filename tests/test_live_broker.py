@@ -478,7 +478,7 @@ def test_confirm_orders_gate_sends_only_approved_orders(tmp_path):
 # --- watched stops, a cancel racing a fill (a scripted strategy: its decisions in the volume) ----------
 
 
-def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, **settings):
+def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, protective: str = "exchange", **settings):
     """A Scripted strategy on one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
     from tests.scripted import Scripted
 
@@ -489,12 +489,13 @@ def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, **settings):
     data = {SYMBOL: data[SYMBOL].assign(volume=volume)}
     strategy = Scripted(gap=gap)
     ex = exchange(data)
-    runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL])
+    runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL],
+                         protective=protective)
     return ex, runner
 
 
 def test_a_watched_stop_that_the_bar_crossed_goes_out_as_a_market_order(tmp_path):
-    ex, runner = scripted_run(tmp_path, {1: 1}, sl_pct=0.002)  # long, with a stop 0.2 % below
+    ex, runner = scripted_run(tmp_path, {1: 1}, protective="watch", sl_pct=0.002)  # long, a stop 0.2 % below
     try:
         drive(ex, runner, 30)
         events = [e.payload for e in runner.store.events() if e.kind == "fill"]
