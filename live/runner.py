@@ -48,8 +48,8 @@ closed (market, limit, stop entries) still open at the broker are cancelled; the
 are fetched (``fills_since``), de-duplicated by exchange trade id and booked with
 ``BarStepper.apply_fill`` (price, quantity, fee and fee currency as the exchange reports them;
 a fee in the base asset comes out of the position), each in one transaction with the snapshot;
-a position's stop or take-profit that the bar crossed is sent as a market order (the runner
-watches them: the core holds their levels, trailing ones included). Then the step; the bar is
+a watched stop or take-profit that the bar crossed is sent as a market order (the core holds
+their levels, trailing ones included). Then the step; the bar is
 committed (its new orders recorded as ``created``); then every new order goes to
 ``broker.submit`` with its deterministic client order id (exits ``reduce_only``, market
 entries sized by notional as ``cost``, ``ref_price`` the close), the broker's answer stored
@@ -58,13 +58,38 @@ filled while its cancel was on the way is booked like any fill. A rejection (ins
 funds, invalid order) is final with the exchange's words (event ``order_rejected`` with the
 refreshed balance); an order the exchange never got is ``lost`` (event ``order_lost``,
 ``alert``). A stale feed blocks entries (``BarStepper.block_entries``; exits still managed),
-fresh allows them again. With ``order_gate`` every order waits, unsent, for approval.
+fresh allows them again. With ``order_gate`` every order waits, unsent, for approval (a
+protective placement does not: it only closes a position that was approved).
+
+**Protective orders** (broker mode, ``protective="exchange"``, on symbols whose broker says
+``supports_stop_orders``): the core's stop order (its stop-loss or trailing stop, the tighter
+one) rests on the exchange as a stop-market order, sized as the position, placed as soon as the
+entry fill is booked (right after a market entry is sent, so it protects from the first bar
+and while the runner is down). One protective order at a time, because on spot the first sell
+order locks the coins: the stop, else a lone take-profit (``take_profit``); a target beside a
+stop is watched. Each placement has its own client order id, ``<the core order's id>.<k>``
+with revision ``k`` = 1, 2, ..., recorded before it is sent; when the core's level moves (a
+trailing stop, at a close) or the position changes size, the resting one is cancelled and
+revision ``k + 1`` placed. Before any exit is sent (signal, reversal, risk limit, emergency
+stop, watched target) the placement is cancelled; a fill that raced the cancel is booked and
+the exit sized from the position left (none left: not sent, recorded cancelled). A placement
+refused because the market is already through its level goes out at once as a market order
+(what the resting stop would have done at that gap); one refused otherwise leaves that order
+watched. A placement's fills are booked as the core's stop (``apply_fill``) in the bar they
+happened in: a fill after the bar forming now (a gap at the next open, or while the runner was
+down) waits until that bar forms, so the strategy sees the position as the backtest does. The
+limits of parity: a limit or stop entry's position is protected from the close after its fill
+(the backtest checks its stop inside the entry bar); a watched target fills at the next open;
+an exit decided at the close before a bar that gaps through the stop meets the stop's fill
+instead (same price and bar, the stop's id).
 
 **Reconcile** (broker mode, every start): an order recorded but never acknowledged is looked
 up by client order id (adopted if the exchange has it, sent if it was decided at the last
 close and the exchange has not); open orders with this run's id prefix that the store lacks
 are adopted (event ``order_adopted``), others are ``order_external`` (left, or cancelled with
-``external_orders="cancel"``); fills missed while down are booked once; the account's totals
+``external_orders="cancel"``); the protective placements are looked up (filled, cancelled or
+resting), stale revisions cancelled and the missing one placed; fills missed while down are
+booked once (a placement's in its bar, see above); the account's totals
 are compared with the start balance plus the core's positions and cash change: a difference
 beyond rounding is ``balance_mismatch`` and blocks entries (flag ``balance_hold``) until a
 ``confirm_balance`` request (or ``reset``).
