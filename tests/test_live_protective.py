@@ -28,10 +28,11 @@ from tests.test_live_broker import (
     settings_for,
     small_data,
 )
+from tests.test_live_broker import STOPS as TRAILING
 
 L = 40
 # stops that fire every few bars on these hourly bars; on the price tick, as the exchange's trigger
-STOPS = {"fixed": dict(sl_pct=0.004, price_tick=0.01), "trailing": dict(trail_pct=0.004, price_tick=0.01)}
+STOPS = {"fixed": dict(sl_pct=0.004, price_tick=0.01), "trailing": TRAILING}
 HOUR = 3_600_000
 
 
