@@ -936,14 +936,15 @@ class LiveRunner:
         assert st is not None
         cs = st.cs[col]
         pos = float(cs[enums.C_POS])
-        if not self.on_exchange[col] or pos == 0.0 or self._exit_working(col):
+        if not self.on_exchange[col] or pos == 0.0:
             return None
         qty = round(abs(pos), 12)  # as an exit's: the exchange's 8 decimals, not a float sum's 1e-17
+        want: tuple[int, str, float, float] | None = None
         if not np.isnan(cs[enums.C_SL_ID]) and not np.isnan(cs[enums.C_STOP_LEVEL]):
-            return int(cs[enums.C_SL_ID]), "stop", float(cs[enums.C_STOP_LEVEL]), qty
-        if not np.isnan(cs[enums.C_TP_ID]) and not np.isnan(cs[enums.C_TP_PRICE]):
-            return int(cs[enums.C_TP_ID]), "take_profit", float(cs[enums.C_TP_PRICE]), qty
-        return None
+            want = int(cs[enums.C_SL_ID]), "stop", float(cs[enums.C_STOP_LEVEL]), qty
+        elif not np.isnan(cs[enums.C_TP_ID]) and not np.isnan(cs[enums.C_TP_PRICE]):
+            want = int(cs[enums.C_TP_ID]), "take_profit", float(cs[enums.C_TP_PRICE]), qty
+        return None if want is None or self._exit_working(col) else want
 
     def _matches(self, o: StoredOrder, want: tuple[int, str, float, float]) -> bool:
         ids = self._ids(o.client_order_id)
@@ -998,21 +999,26 @@ class LiveRunner:
         core_id = st.client_order_id(col, oid)
         side = "sell" if st.cs[col, enums.C_POS] > 0 else "buy"
         ref = None if self._closes is None else float(self._closes[col])
-        if keep is not None:
-            request = keep.request
-        else:
+        request = None if keep is None else keep.request
+        update: OrderUpdate | None = None
+        if request is None:
             rev = self._revision(core_id)
             latest = self.store.order(f"{core_id}.{rev}") if rev else None
             if latest is not None and latest.status in ("rejected", "lost") and self._matches(latest, want):
-                return
-            request = OrderRequest(f"{core_id}.{rev + 1}", symbol, side, kind, qty, None, trigger,  # type: ignore[arg-type]
-                                   reduce_only=True, ref_price=ref)
-            self._revisions[core_id] = rev + 1
-            self.store.record_order(request, "created", self.last_bar_ms, extra={"protects": core_id})
-        update = self.broker.submit(request)
-        crash_point("runner.after_submit")
-        self._note(update, symbol, "protective order", request)
-        if update.status == "rejected" and "immediately" in (update.reason or ""):
+                update = latest.update  # refused as it is: watched, unless through its level (below)
+            else:
+                request = OrderRequest(f"{core_id}.{rev + 1}", symbol, side, kind, qty, None, trigger,  # type: ignore[arg-type]
+                                       reduce_only=True, ref_price=ref)
+                self._revisions[core_id] = rev + 1
+                self.store.record_order(request, "created", self.last_bar_ms, extra={"protects": core_id})
+        if update is None:
+            assert request is not None
+            update = self.broker.submit(request)
+            crash_point("runner.after_submit")
+            self._note(update, symbol, "protective order", request)
+        stored = self.store.order(core_id)
+        if update.status == "rejected" and "immediately" in (update.reason or "") \
+                and stored is not None and stored.status == "created":  # not sent yet (a crash in between)
             market = OrderRequest(core_id, symbol, side, "market", qty, reduce_only=True, ref_price=ref)  # type: ignore[arg-type]
             log.info("%s of %s is already through its level %s: market order %s", kind, symbol, trigger, core_id)
             update = self.broker.submit(market)
@@ -1064,7 +1070,8 @@ class LiveRunner:
                 # a resting stop's fill in a later bar (a gap at the next open, or while the runner
                 # was down) is booked when that bar forms, as the backtest books it; the column's
                 # later fills wait with it
-                if fill.timestamp_ms >= end_ms and _is_placement(fill.client_order_id):
+                if fill.timestamp_ms >= end_ms and _is_placement(fill.client_order_id) \
+                        and self._ids(fill.client_order_id) is not None:
                     self._deferred[col], new = new[i:], new[:i]
                     break
             last = {f.client_order_id: i for i, f in enumerate(new)}
@@ -1139,7 +1146,7 @@ class LiveRunner:
             base = self._base[col]
             for f in fills:
                 sign = 1.0 if f.side == "buy" else -1.0
-                expected[base] += sign * f.qty - (f.fee if f.fee_currency == base else 0.0)
+                expected[base] = expected.get(base, 0.0) + sign * f.qty - (f.fee if f.fee_currency == base else 0.0)
                 expected[quote] -= sign * f.qty * f.price + (f.fee if f.fee_currency != base else 0.0)
         return expected
 

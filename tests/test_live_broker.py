@@ -499,17 +499,21 @@ def test_confirm_orders_gate_sends_only_approved_orders(tmp_path):
 # --- watched stops, a cancel racing a fill (a scripted strategy: its decisions in the volume) ----------
 
 
-def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, protective: str = "exchange", **settings):
-    """A Scripted strategy on one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
-    from tests.scripted import Scripted
-
+def scripted_data(codes: dict[int, int]) -> dict[str, pd.DataFrame]:
+    """The bars of one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
     data = small_data()
     volume = np.zeros(len(data[SYMBOL]))
     for i, code in codes.items():
         volume[W + i] = code
-    data = {SYMBOL: data[SYMBOL].assign(volume=volume)}
+    return {SYMBOL: data[SYMBOL].assign(volume=volume)}
+
+
+def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, protective: str = "exchange", **settings):
+    """A Scripted strategy on :func:`scripted_data`."""
+    from tests.scripted import Scripted
+
     strategy = Scripted(gap=gap)
-    ex = exchange(data)
+    ex = exchange(scripted_data(codes))
     runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL],
                          protective=protective)
     return ex, runner

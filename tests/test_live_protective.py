@@ -20,10 +20,10 @@ from tests.test_live_broker import (
     client_ids,
     drive,
     exchange,
-    fills_until,
     make_broker,
     make_runner,
     outcome,
+    scripted_data,
     scripted_run,
     settings_for,
     small_data,
@@ -52,6 +52,12 @@ def stop_run(tmp_path, stops: dict, protective: str = "exchange", bars: int = L,
     finally:
         ex.stop()
     return runner, strategy, settings, orders, 0.0 if held is None else held.total
+
+
+def fills_until(store: StateStore, last_bar: str) -> list:
+    """The run's fills up to the end of its last bar (a stop fills inside a bar)."""
+    end = pd.Timestamp(last_bar).value // 1_000_000 + HOUR
+    return [f for f in store.fills() if f.timestamp_ms < end]
 
 
 def core_id(client_order_id: str) -> str:
@@ -212,6 +218,35 @@ def test_a_stop_fill_racing_the_exits_cancel_is_booked_and_the_exit_not_sent(tmp
     assert [o.type for o in sells] == ["STOP_LOSS"]  # the exit never reached the exchange
     assert positions[0] == 0.0 and (held is None or abs(held.total) < 1e-9)
     assert not [o for o in orders if o.status == "rejected"]
+
+
+@pytest.mark.parametrize("stops", [dict(tp_pct=0.003), dict(sl_pct=0.05, tp_pct=0.003)])
+def test_a_lone_target_rests_on_the_exchange_and_one_beside_a_stop_is_watched(stops, tmp_path):
+    codes = {1: 1, 9: 1, 17: 1}  # three longs; each target is hit within a few bars
+    ex, runner = scripted_run(tmp_path, codes, price_tick=0.01, **stops)
+    try:
+        drive(ex, runner, 24)
+        summary = runner.summary()
+        ours = fills_until(runner.store, summary["last_bar"])
+        settings = runner.settings
+        runner.close()
+        kinds = [(o.type, o.status) for o in ex.engine.orders.values() if o.type != "MARKET"]
+    finally:
+        ex.stop()
+    result = backtest(runner.strategy, scripted_data(codes), settings, summary).run()
+    theirs = result.fills
+    assert (theirs["reason"] == "take_profit").sum() == 3
+    ids = [core_id(f.client_order_id) for f in ours]
+    if "sl_pct" not in stops:  # it rests as TAKE_PROFIT and fills at its level, in its bar
+        assert kinds == [("TAKE_PROFIT", "FILLED")] * 3
+        assert ids == theirs["client_order_id"].tolist()
+        assert [f.price for f in ours] == pytest.approx(theirs["price"].tolist(), rel=1e-15, abs=0)
+    else:  # the stop rests (on spot it locks the coins); the target, watched, fills at the next open
+        assert kinds == [("STOP_LOSS", "CANCELED")] * 3
+        assert ids == theirs["client_order_id"].tolist()[:len(ids)]  # the last one after the run's end
+        sells = [f for f in ours if f.side == "sell"]
+        assert len(sells) >= 2 and all(f.client_order_id.count(".") == 3 for f in sells)  # at market
+        assert [f.price for f in sells] != theirs[theirs["side"] == "sell"]["price"].tolist()[:len(sells)]
 
 
 def test_the_watch_policy_and_bad_values(tmp_path):
