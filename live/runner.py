@@ -59,7 +59,9 @@ funds, invalid order) is final with the exchange's words (event ``order_rejected
 refreshed balance); an order the exchange never got is ``lost`` (event ``order_lost``,
 ``alert``). A stale feed blocks entries (``BarStepper.block_entries``; exits still managed),
 fresh allows them again. With ``order_gate`` every order waits, unsent, for approval (a
-protective placement does not: it only closes a position that was approved).
+protective placement does not: it only closes a position that was approved); one still waiting
+when the runner stops is offered again at the restart, if decided at the last close, its wait
+counted from when it was decided (``awaiting_since`` in the order's record).
 
 **Protective orders** (broker mode, ``protective="exchange"``, on symbols whose broker says
 ``supports_stop_orders``): the core's stop order (its stop-loss or trailing stop, the tighter
@@ -803,6 +805,9 @@ class LiveRunner:
         if self.order_gate is not None:
             decision = self.order_gate.decide(order, created_s, self._wall())
             if decision == "pending":
+                if order.client_order_id not in self._awaiting:  # kept for a restart: offered again
+                    self.store.update_order(OrderUpdate(order.client_order_id, "created"),
+                                            extra={"awaiting_since": created_s})
                 self._awaiting[order.client_order_id] = (order, created_s)
                 return
             if decision != "approved":
@@ -1173,7 +1178,8 @@ class LiveRunner:
             if update.status != "lost":
                 self._note(update, o.symbol, "order")
             elif o.created_bar_ms == self.last_bar_ms:  # decided at the last close: still due
-                self._send(o.request, self._wall())
+                # one that was waiting for approval is offered again, its wait counted from then
+                self._send(o.request, float(o.extra.get("awaiting_since", self._wall())))
         for symbol in self.symbols:
             for request, update in self.broker.open_order_requests(symbol):
                 known = self.store.order(request.client_order_id)

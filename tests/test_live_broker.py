@@ -628,6 +628,42 @@ def test_bad_broker_and_options_are_refused_in_their_words():
         LiveRunner(strategy, PaperBroker(), None, SimSettings(), None, order_gate=ScriptedGate([]))
 
 
+class RecordingGate:
+    """Answers ``answer`` to every order and records what it was asked: (id, created_s)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.asked = answer, []
+
+    def decide(self, order, created_s: float, now_s: float) -> str:
+        self.asked.append((order.client_order_id, created_s))
+        return self.answer
+
+
+def test_an_order_waiting_for_approval_is_offered_again_after_a_restart(tmp_path):
+    wall = [1_000.0]
+    ex = exchange(small_data())
+    try:
+        gate = RecordingGate("pending")
+        runner = fast_runner(ex.url, tmp_path, order_gate=gate, wall_clock=lambda: wall[0])
+        i = 0
+        while not gate.asked:
+            drive(ex, runner, i + 1)
+            i += 1
+        (cid, decided_s), *_ = gate.asked
+        runner.close()  # stopped while the order waits (the same bar: it is still due)
+        wall[0] += 30.0
+        gate = RecordingGate("approved")
+        runner = fast_runner(ex.url, tmp_path, order_gate=gate, wall_clock=lambda: wall[0])
+        runner.start()
+        order = runner.store.order(cid)
+        runner.close()
+        sent = client_ids(ex)
+    finally:
+        ex.stop()
+    assert decided_s == 1_000.0 and gate.asked[0] == (cid, decided_s)  # its wait counts from then
+    assert cid in sent and order.status == "filled"
+
+
 def test_confirm_orders_by_control_requests_through_the_runners_loop(tmp_path):
     """The real ``OrderGate`` (``--confirm-orders=control``) with the runner in its own thread:
     each order waits unsent until an operator, on another store connection, approves it
