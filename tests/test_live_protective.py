@@ -220,6 +220,25 @@ def test_a_stop_fill_racing_the_exits_cancel_is_booked_and_the_exit_not_sent(tmp
     assert not [o for o in orders if o.status == "rejected"]
 
 
+def test_an_emergency_stop_takes_the_resting_stop_off_before_it_flattens(tmp_path):
+    ex, runner = scripted_run(tmp_path, {1: 1}, sl_pct=0.05)
+    try:
+        drive(ex, runner, 3)
+        (stop,) = [o for o in ex.engine.orders.values() if o.type == "STOP_LOSS"]
+        assert stop.is_open and runner.stepper.positions[0] > 0
+        runner.store.request("emergency_stop")
+        runner.handle_requests()
+        orders = runner.store.orders()
+        runner.close()
+        held = make_broker(ex.url).balance().get("BTC")
+    finally:
+        ex.stop()
+    assert stop.status == "CANCELED" and not [o for o in orders if o.status == "rejected"]
+    exits = [o.status for o in orders if o.request.reduce_only and o.request.type == "market"]
+    assert exits == ["filled"]  # the emergency exit sold the whole position
+    assert held is None or abs(held.total) < 1e-9
+
+
 @pytest.mark.parametrize("stops", [dict(tp_pct=0.003), dict(sl_pct=0.05, tp_pct=0.003)])
 def test_a_lone_target_rests_on_the_exchange_and_one_beside_a_stop_is_watched(stops, tmp_path):
     codes = {1: 1, 9: 1, 17: 1}  # three longs; each target is hit within a few bars
