@@ -14,6 +14,7 @@
                   [--redis-url URL] [--metrics-port N] [--api-port N] [--api-host HOST]
     tradpal live  (the options of paper) --live [--yes] [--credentials-file PATH]
                   [--max-order-notional AMOUNT|off] [--daily-loss FRACTION|off]
+                  [--protective exchange|watch]
     tradpal runner status | stop | reset | pause | resume --state DIR
     tradpal runner approve | reject --state DIR CLIENT_ORDER_ID [--reason TEXT]
     tradpal data fetch | data check | exchange serve   (see framework.data_cli)
@@ -718,7 +719,8 @@ def _run_trade(args: argparse.Namespace, run: TradeRun) -> int:
     try:
         runner = LiveRunner(run.strategy, run.broker, feed, run.settings, store, warmup_bars=args.warmup,
                             run_id=args.run_id, poll_s=args.poll, commit_every=args.commit_every or COMMIT_EVERY,
-                            **({"order_gate": run.gate} if run.gate is not None else {}))
+                            **({"order_gate": run.gate} if run.gate is not None else {}),
+                            **({"protective": args.protective} if run.mode == "live" else {}))
     except (ValueError, TypeError) as e:
         feed.close()
         store.close()
@@ -873,6 +875,10 @@ def register_live(sub) -> None:
     p.add_argument("--credentials-file", metavar="PATH",
                    help="API key and secret: JSON or key=value (api_key=, api_secret=), mode 600, "
                    "outside any git work tree (default: TRADPAL_API_KEY / TRADPAL_API_SECRET)")
+    p.add_argument("--protective", choices=("exchange", "watch"), default="exchange",
+                   help="a position's stop (or lone take-profit) rests on the exchange as a stop order "
+                   "where the exchange takes them (exchange, the default), or the runner watches "
+                   "them and sends a market order when a bar crosses the level (watch)")
     p.add_argument("--max-order-notional", default=str(DEFAULT_MAX_ORDER_NOTIONAL), metavar="AMOUNT|off",
                    help="largest order (quote currency) sent, exits excepted "
                    f"(default {DEFAULT_MAX_ORDER_NOTIONAL:g})")

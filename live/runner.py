@@ -48,8 +48,8 @@ closed (market, limit, stop entries) still open at the broker are cancelled; the
 are fetched (``fills_since``), de-duplicated by exchange trade id and booked with
 ``BarStepper.apply_fill`` (price, quantity, fee and fee currency as the exchange reports them;
 a fee in the base asset comes out of the position), each in one transaction with the snapshot;
-a position's stop or take-profit that the bar crossed is sent as a market order (the runner
-watches them: the core holds their levels, trailing ones included). Then the step; the bar is
+a watched stop or take-profit that the bar crossed is sent as a market order (the core holds
+their levels, trailing ones included). Then the step; the bar is
 committed (its new orders recorded as ``created``); then every new order goes to
 ``broker.submit`` with its deterministic client order id (exits ``reduce_only``, market
 entries sized by notional as ``cost``, ``ref_price`` the close), the broker's answer stored
@@ -58,13 +58,40 @@ filled while its cancel was on the way is booked like any fill. A rejection (ins
 funds, invalid order) is final with the exchange's words (event ``order_rejected`` with the
 refreshed balance); an order the exchange never got is ``lost`` (event ``order_lost``,
 ``alert``). A stale feed blocks entries (``BarStepper.block_entries``; exits still managed),
-fresh allows them again. With ``order_gate`` every order waits, unsent, for approval.
+fresh allows them again. With ``order_gate`` every order waits, unsent, for approval (a
+protective placement does not: it only closes a position that was approved); one still waiting
+when the runner stops is offered again at the restart, if decided at the last close, its wait
+counted from when it was decided (``awaiting_since`` in the order's record).
+
+**Protective orders** (broker mode, ``protective="exchange"``, on symbols whose broker says
+``supports_stop_orders``): the core's stop order (its stop-loss or trailing stop, the tighter
+one) rests on the exchange as a stop-market order, sized as the position, placed as soon as the
+entry fill is booked (right after a market entry is sent, so it protects from the first bar
+and while the runner is down). One protective order at a time, because on spot the first sell
+order locks the coins: the stop, else a lone take-profit (``take_profit``); a target beside a
+stop is watched. Each placement has its own client order id, ``<the core order's id>.<k>``
+with revision ``k`` = 1, 2, ..., recorded before it is sent; when the core's level moves (a
+trailing stop, at a close) or the position changes size, the resting one is cancelled and
+revision ``k + 1`` placed. Before any exit is sent (signal, reversal, risk limit, emergency
+stop, watched target) the placement is cancelled; a fill that raced the cancel is booked and
+the exit sized from the position left (none left: not sent, recorded cancelled). A placement
+refused because the market is already through its level goes out at once as a market order
+(what the resting stop would have done at that gap); one refused otherwise leaves that order
+watched. A placement's fills are booked as the core's stop (``apply_fill``) in the bar they
+happened in: a fill after the bar forming now (a gap at the next open, or while the runner was
+down) waits until that bar forms, so the strategy sees the position as the backtest does. The
+limits of parity: a limit or stop entry's position is protected from the close after its fill
+(the backtest checks its stop inside the entry bar); a watched target fills at the next open;
+an exit decided at the close before a bar that gaps through the stop meets the stop's fill
+instead (same price and bar, the stop's id).
 
 **Reconcile** (broker mode, every start): an order recorded but never acknowledged is looked
 up by client order id (adopted if the exchange has it, sent if it was decided at the last
 close and the exchange has not); open orders with this run's id prefix that the store lacks
 are adopted (event ``order_adopted``), others are ``order_external`` (left, or cancelled with
-``external_orders="cancel"``); fills missed while down are booked once; the account's totals
+``external_orders="cancel"``); the protective placements are looked up (filled, cancelled or
+resting), stale revisions cancelled and the missing one placed; fills missed while down are
+booked once (a placement's in its bar, see above); the account's totals
 are compared with the start balance plus the core's positions and cash change: a difference
 beyond rounding is ``balance_mismatch`` and blocks entries (flag ``balance_hold``) until a
 ``confirm_balance`` request (or ``reset``).
@@ -84,7 +111,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -97,7 +124,7 @@ from framework.settings import SimSettings
 from framework.strategy import Strategy
 from live.broker import FINAL_STATUSES, BrokerFill, OrderRequest, OrderUpdate
 from live.feed import BarBatch, CandleFeed, FeedEvent
-from live.store import ControlRequest, StateStore, crash_point
+from live.store import ControlRequest, StateStore, StoredOrder, crash_point
 
 log = logging.getLogger("tradpal.live.runner")
 
@@ -105,12 +132,17 @@ log = logging.getLogger("tradpal.live.runner")
 #: after the warm-up was stepped and before it is committed; after a bar was stepped and before
 #: anything of it is stored; after its fills were stored and before the bar is committed (inside
 #: the commit's transaction).
-#: Broker mode: after the exchange acknowledged an order and before the store records it.
+#: Broker mode: after the exchange acknowledged an order and before the store records it; after
+#: the exchange cancelled a protective order (to replace it, or before an exit) and before the
+#: store records it.
 CRASH_POINTS: tuple[str, ...] = ("runner.after_warmup", "runner.after_step", "runner.after_fills",
-                                 "runner.after_submit")
+                                 "runner.after_submit", "runner.after_cancel")
 
 #: What broker mode does with an open order on the exchange that is not this run's.
 EXTERNAL_POLICIES = ("report", "cancel")
+
+#: Broker mode: where a position's stop and take-profit live (see "Protective orders").
+PROTECTIVE_POLICIES = ("exchange", "watch")
 
 #: Columns of the fills CSV (``tradpal paper --fills-out``, ``tradpal backtest --fills-out``).
 FILL_COLUMNS = ("timestamp", "symbol", "side", "qty", "price", "fee", "client_order_id",
@@ -120,6 +152,7 @@ _RUN_FLAG = "run"  # flag holding what the run was started with (checked on a re
 _BALANCE_FLAG = "balance_start"  # broker mode: the account's totals the balance check starts from
 _HOLD_FLAG = "balance_hold"  # broker mode: entries blocked until a balance difference is confirmed
 _ONE_BAR_TYPES = ("market", "limit", "stop", "stop_limit")  # good for one bar unless protective
+_WORKING = ("submitted", "partially_filled")  # at the broker, may still fill
 _ACTIONS = {enums.ACTION_LONG: "long", enums.ACTION_SHORT: "short", enums.ACTION_EXIT: "exit"}
 _EXIT_REASONS = {enums.REASON_STOP_LOSS, enums.REASON_TAKE_PROFIT, enums.REASON_TRAILING_STOP,
                  enums.REASON_MAX_DRAWDOWN, enums.REASON_DAILY_LOSS, enums.REASON_EMERGENCY,
@@ -231,6 +264,10 @@ class LiveRunner:
         order_gate: broker mode (``--confirm-orders``): an object with ``decide(order, created_s,
             now_s)`` returning ``"approved"``, ``"rejected"``, ``"pending"`` or ``"expired"``;
             every order waits, unsent, until approved (see :class:`OrderGate`).
+        protective: broker mode: ``"exchange"`` (default) places a position's stop (or its lone
+            take-profit) on the exchange as a resting order where the broker's
+            ``supports_stop_orders(symbol)`` says it can, and watches the rest; ``"watch"``
+            watches them all (see "Protective orders" in the module docstring).
         wall_clock: seconds since the epoch, for the gate's ``created_s`` / ``now_s``.
 
     Hooks for the services around a runner (``live.service``): :attr:`on_commit` callbacks get
@@ -247,7 +284,7 @@ class LiveRunner:
                  ann_factor: float | None = None, poll_s: float = 0.5, commit_every: int = COMMIT_EVERY,
                  on_event: Sequence[Callable[[dict[str, Any]], None]] = (),
                  external_orders: str = "report", order_gate: OrderGate | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 protective: str = "exchange", wall_clock: Callable[[], float] = time.time) -> None:
         if not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a Strategy instance, got {type(strategy).__name__}")
         #: True for a broker that fills on an exchange (``matches_in_step`` False): broker mode
@@ -260,6 +297,8 @@ class LiveRunner:
                                 f"(it lacks {', '.join(missing)}; see live.broker.Broker)")
         if external_orders not in EXTERNAL_POLICIES:
             raise ValueError(f"external_orders must be one of {', '.join(EXTERNAL_POLICIES)}, got {external_orders!r}")
+        if protective not in PROTECTIVE_POLICIES:
+            raise ValueError(f"protective must be one of {', '.join(PROTECTIVE_POLICIES)}, got {protective!r}")
         if order_gate is not None and not callable(getattr(order_gate, "decide", None)):
             raise TypeError(f"order_gate must have a decide(order, created_s, now_s) method, got {order_gate!r}")
         if order_gate is not None and not self.broker_mode:
@@ -311,6 +350,11 @@ class LiveRunner:
         self._updates: dict[str, OrderUpdate] = {}  # the broker's last word on each order
         self._runner_final: set[str] = set()  # rejected / lost at the broker or the gate: final
         self._closes: np.ndarray | None = None  # the last stepped bar's closes (orders' ref_price)
+        self.protective = protective
+        #: per symbol: its stop (or lone take-profit) rests on the exchange (set at start)
+        self.on_exchange: list[bool] = [False] * len(self.symbols)
+        self._revisions: dict[str, int] = {}  # core stop/target id -> its last placement's revision
+        self._deferred: dict[int, list[BrokerFill]] = {}  # per column: placement fills of a later bar
 
     # --- public ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -326,6 +370,9 @@ class LiveRunner:
         self._paused = bool(self.store.get_flag("paused"))
         self._update_entry_block()
         if self.broker_mode:
+            supports = getattr(self.broker, "supports_stop_orders", None)
+            self.on_exchange = [self.protective == "exchange" and callable(supports) and bool(supports(s))
+                                for s in self.symbols]
             self._reconcile()
         self.handle_requests()
 
@@ -699,12 +746,15 @@ class LiveRunner:
                         "blocked" if blocked else "allowed again", self._paused, self._stale, self._balance_hold)
 
     def _ids(self, client_order_id: str) -> tuple[int, int] | None:
-        """(column, order id) of one of this run's client order ids; None for another's."""
+        """(column, order id) of one of this run's client order ids (of the core's stop or
+        target for a placement of it); None for another's."""
         st = self.stepper
         assert st is not None
         parts = client_order_id.split(".")
         prefix = f"{orders.strategy_tag(self.strategy)}.{self.run_id}."
-        if len(parts) != 4 or not client_order_id.startswith(prefix) or not (parts[2].isdigit() and parts[3].isdigit()):
+        # a protective order placed on the exchange carries its revision: ``<id>.<revision>``
+        if len(parts) not in (4, 5) or not client_order_id.startswith(prefix) \
+                or not all(p.isdigit() for p in parts[2:]):
             return None
         col = int(parts[2])
         return (col, int(parts[3])) if col < len(self.symbols) else None
@@ -755,12 +805,20 @@ class LiveRunner:
         if self.order_gate is not None:
             decision = self.order_gate.decide(order, created_s, self._wall())
             if decision == "pending":
+                if order.client_order_id not in self._awaiting:  # kept for a restart: offered again
+                    self.store.update_order(OrderUpdate(order.client_order_id, "created"),
+                                            extra={"awaiting_since": created_s})
                 self._awaiting[order.client_order_id] = (order, created_s)
                 return
             if decision != "approved":
                 self._refuse(order, "not_approved" if decision == "rejected" else "approval_expired")
                 return
             self._awaiting.pop(order.client_order_id, None)
+        if order.reduce_only:
+            cleared = self._clear_for_exit(order)
+            if cleared is None:
+                return
+            order = cleared
         update = self.broker.submit(order)
         crash_point("runner.after_submit")
         self._note(update, order.symbol, "order", order)
@@ -770,11 +828,13 @@ class LiveRunner:
         for order, created_s in list(self._awaiting.values()):
             self._send(order, created_s)
         self._sync_fills()
+        self._protect()
 
     def _dispatch(self, records: Sequence[OrderRequest | OrderUpdate]) -> None:
         """Cancel at the broker what the core withdrew, send the orders a step (or the emergency
-        stop) created, then book their fills. Protective stops and targets are not sent: the
-        runner watches them (``_watch_stops``)."""
+        stop) created, book their fills, then bring the protective orders resting on the
+        exchange in line with the core (:meth:`_protect`). The core's stop and take-profit
+        orders are not sent as they are: they rest as placements or are watched."""
         refused = {r.client_order_id for r in records if isinstance(r, OrderUpdate) and r.status in FINAL_STATUSES}
         for r in records:  # the core withdrew an order working at the broker (emergency stop, risk)
             last = self._updates.get(r.client_order_id)
@@ -790,6 +850,7 @@ class LiveRunner:
                 sent = True
         if sent:
             self._sync_fills()
+        self._protect()
 
     def _before_close(self, batch: BarBatch) -> None:
         """What happens at a close before the step: orders still waiting for approval expire;
@@ -807,7 +868,8 @@ class LiveRunner:
 
     def _watch_stops(self, batch: BarBatch) -> bool:
         """Send a market order for each position's stop or take-profit the closed bar crossed
-        (the core holds their levels, trailing included). Returns True if any was sent."""
+        (the core holds their levels, trailing included) unless it rests on the exchange.
+        Returns True if any was sent."""
         st = self.stepper
         assert st is not None
         sent = False
@@ -815,17 +877,19 @@ class LiveRunner:
             pos = float(st.cs[col, enums.C_POS])
             if pos == 0.0:
                 continue
+            resting = {self._ids(o.client_order_id)[1] for o in self._placements(col) if o.status in _WORKING}
             d = 1.0 if pos > 0 else -1.0
             level, _ = sim_nb._stop_level(st.cs, col, d)
             target = float(st.cs[col, enums.C_TP_PRICE])
             low, high = float(batch.low[col]), float(batch.high[col])
+            sl_id, tp_id = st.cs[col, enums.C_SL_ID], st.cs[col, enums.C_TP_ID]
             hit = None
-            if not np.isnan(st.cs[col, enums.C_SL_ID]) and not np.isnan(level) and (
+            if not np.isnan(sl_id) and int(sl_id) not in resting and not np.isnan(level) and (
                     low <= level if d > 0 else high >= level):
-                hit = int(st.cs[col, enums.C_SL_ID])
-            elif not np.isnan(st.cs[col, enums.C_TP_ID]) and not np.isnan(target) and (
+                hit = int(sl_id)
+            elif not np.isnan(tp_id) and int(tp_id) not in resting and not np.isnan(target) and (
                     high >= target if d > 0 else low <= target):
-                hit = int(st.cs[col, enums.C_TP_ID])
+                hit = int(tp_id)
             if hit is None:
                 continue
             cid = st.client_order_id(col, hit)
@@ -836,23 +900,185 @@ class LiveRunner:
                                  reduce_only=True, ref_price=float(batch.close[col]))
             log.info("watched %s of %s triggered: market order %s", "stop" if hit == st.cs[col, enums.C_SL_ID]
                      else "take-profit", symbol, cid)
-            update = self.broker.submit(order)
+            cleared = self._clear_for_exit(order)  # the stop resting on the exchange comes off first
+            if cleared is None:
+                continue
+            update = self.broker.submit(cleared)
             crash_point("runner.after_submit")
             self._note(update, symbol, "stop order")
             sent = True
         return sent
 
+    # --- protective orders resting on the exchange (broker mode) ----------------------------
+    def _placements(self, col: int) -> list[StoredOrder]:
+        """The column's protective orders recorded and not final (resting, or about to)."""
+        return [o for o in self.store.orders(("created", *_WORKING), self.symbols[col])
+                if _is_placement(o.client_order_id)]
+
+    def _exit_working(self, col: int) -> bool:
+        """True while an exit of the column is at the broker (a signal or risk exit, a
+        reversal's closing half, a watched stop or target sent as a market order): no
+        protective order may rest beside it (on spot both would sell the same coins)."""
+        st = self.stepper
+        assert st is not None
+        cs = st.cs[col]
+        ids = [cs[enums.C_PEND_CLOSE_ID], cs[enums.C_SL_ID], cs[enums.C_TP_ID]]
+        if int(cs[enums.C_PEND_ACTION]) == enums.ACTION_EXIT:
+            ids.append(cs[enums.C_PEND_ID])
+        for oid in ids:
+            if not np.isnan(oid):
+                o = self.store.order(st.client_order_id(col, int(oid)))
+                if o is not None and o.status in _WORKING:
+                    return True
+        return False
+
+    def _desired(self, col: int) -> tuple[int, str, float, float] | None:
+        """The protective order the column should have resting on the exchange now: (the core
+        order's id, type, trigger, quantity), or None. One at a time, since on spot the first
+        sell order locks the coins: the stop, else a lone take-profit (a target beside a stop
+        is watched)."""
+        st = self.stepper
+        assert st is not None
+        cs = st.cs[col]
+        pos = float(cs[enums.C_POS])
+        if not self.on_exchange[col] or pos == 0.0:
+            return None
+        qty = round(abs(pos), 12)  # as an exit's: the exchange's 8 decimals, not a float sum's 1e-17
+        want: tuple[int, str, float, float] | None = None
+        if not np.isnan(cs[enums.C_SL_ID]) and not np.isnan(cs[enums.C_STOP_LEVEL]):
+            want = int(cs[enums.C_SL_ID]), "stop", float(cs[enums.C_STOP_LEVEL]), qty
+        elif not np.isnan(cs[enums.C_TP_ID]) and not np.isnan(cs[enums.C_TP_PRICE]):
+            want = int(cs[enums.C_TP_ID]), "take_profit", float(cs[enums.C_TP_PRICE]), qty
+        return None if want is None or self._exit_working(col) else want
+
+    def _matches(self, o: StoredOrder, want: tuple[int, str, float, float]) -> bool:
+        ids = self._ids(o.client_order_id)
+        r = o.request
+        return ids is not None and (ids[1], r.type, r.trigger, r.qty) == want
+
+    def _protect(self, cols: Sequence[int] | None = None, clear: bool = False) -> None:
+        """Bring the protective orders resting on the exchange in line with the core: each
+        column (all, or ``cols``) has the one :meth:`_desired` says (none with ``clear``, before
+        an exit goes out) and nothing else. A stale one (the position changed size, a trailing
+        stop moved, the position closed) is cancelled, then the new one placed with the next
+        revision of its client order id; a fill that raced a cancel is booked and the column
+        looked at again."""
+        if not any(self.on_exchange):
+            return
+        for col in range(len(self.symbols)) if cols is None else cols:
+            for _ in range(3):
+                if not self.on_exchange[col] or col in self._deferred:
+                    break  # watched; or its protective order filled in a later bar: nothing rests
+                want = None if clear else self._desired(col)
+                placed = self._placements(col)
+                keep = next((o for o in placed if want is not None and self._matches(o, want)), None)
+                raced = False
+                for o in placed:
+                    if o is not keep:
+                        raced |= self._cancel_placement(o).filled_qty > o.filled_qty
+                if raced:
+                    self._sync_fills()
+                    continue
+                if want is not None and (keep is None or keep.status == "created"):
+                    self._place(col, want, keep)
+                break
+
+    def _revision(self, core_id: str) -> int:
+        """The last revision placed of the core's order ``core_id`` (0: none yet)."""
+        if core_id not in self._revisions:
+            rev = 0
+            while self.store.order(f"{core_id}.{rev + 1}") is not None:
+                rev += 1
+            self._revisions[core_id] = rev
+        return self._revisions[core_id]
+
+    def _place(self, col: int, want: tuple[int, str, float, float], keep: StoredOrder | None) -> None:
+        """Place the protective order ``want`` (or ``keep``: recorded but never sent, a crash in
+        between), recorded before it is sent. A placement the exchange refused stays refused
+        (the runner watches that order); one refused because the market is already through
+        its level goes out at once as a market order, as the exchange's stop would have."""
+        st = self.stepper
+        assert st is not None
+        symbol = self.symbols[col]
+        oid, kind, trigger, qty = want
+        core_id = st.client_order_id(col, oid)
+        side = "sell" if st.cs[col, enums.C_POS] > 0 else "buy"
+        ref = None if self._closes is None else float(self._closes[col])
+        request = None if keep is None else keep.request
+        update: OrderUpdate | None = None
+        if request is None:
+            rev = self._revision(core_id)
+            latest = self.store.order(f"{core_id}.{rev}") if rev else None
+            if latest is not None and latest.status in ("rejected", "lost") and self._matches(latest, want):
+                update = latest.update  # refused as it is: watched, unless through its level (below)
+            else:
+                request = OrderRequest(f"{core_id}.{rev + 1}", symbol, side, kind, qty, None, trigger,  # type: ignore[arg-type]
+                                       reduce_only=True, ref_price=ref)
+                self._revisions[core_id] = rev + 1
+                self.store.record_order(request, "created", self.last_bar_ms, extra={"protects": core_id})
+        if update is None:
+            assert request is not None
+            update = self.broker.submit(request)
+            crash_point("runner.after_submit")
+            self._note(update, symbol, "protective order", request)
+        stored = self.store.order(core_id)
+        if update.status == "rejected" and "immediately" in (update.reason or "") \
+                and stored is not None and stored.status == "created":  # not sent yet (a crash in between)
+            market = OrderRequest(core_id, symbol, side, "market", qty, reduce_only=True, ref_price=ref)  # type: ignore[arg-type]
+            log.info("%s of %s is already through its level %s: market order %s", kind, symbol, trigger, core_id)
+            update = self.broker.submit(market)
+            crash_point("runner.after_submit")
+            self._note(update, symbol, "stop order")
+            self._sync_fills()
+
+    def _cancel_placement(self, o: StoredOrder) -> OrderUpdate:
+        """Cancel a protective order resting on the exchange; its final state, stored."""
+        update = self.broker.cancel(o.client_order_id, o.symbol)
+        crash_point("runner.after_cancel")
+        if update.status == "lost":  # recorded, never placed (a crash before it was sent)
+            update = OrderUpdate(o.client_order_id, "cancelled", reason="never placed")
+        self._note(update, o.symbol, "cancel")
+        return update
+
+    def _clear_for_exit(self, order: OrderRequest) -> OrderRequest | None:
+        """An exit about to go out: its column's protective order comes off the exchange first
+        (a fill that raced the cancel is booked), and the exit sells no more than the position
+        left. None when nothing is left to close; the exit is then recorded as cancelled."""
+        st = self.stepper
+        ids = self._ids(order.client_order_id)
+        assert st is not None and ids is not None
+        col = ids[0]
+        self._protect([col], clear=True)
+        left = round(abs(float(st.cs[col, enums.C_POS])), 12)
+        if left == 0.0 or col in self._deferred:
+            log.warning("exit %s not sent: its protective order closed the position on the exchange",
+                        order.client_order_id)
+            self._note(OrderUpdate(order.client_order_id, "cancelled", reason=(
+                "not sent: the position was closed by its protective order on the exchange")), order.symbol, "exit")
+            return None
+        return replace(order, qty=left) if order.qty is not None and order.qty > left else order
+
     def _sync_fills(self, day: int | None = None) -> None:
         """Book the broker's fills not booked yet (by exchange trade id), oldest first, each
         with the core's snapshot in one transaction. ``day``: UTC day of the bar they belong to
         (default the bar forming now)."""
-        assert self.info is not None
+        assert self.info is not None and self.last_bar_ms is not None
         day = self._forming_day() if day is None else day
+        end_ms = self.last_bar_ms + 2 * self.tf_ms  # the end of the bar forming now
+        self._deferred = {}
         for col, symbol in enumerate(self.symbols):
             since = self.store.last_fill_ms(symbol)
             fills = self.broker.fills_since(symbol, self.info.trade_from_ms if since is None else since)
             known = self.store.known_trade_ids(symbol)
             new = [f for f in fills if f.trade_id not in known]
+            for i, fill in enumerate(new):
+                # a resting stop's fill in a later bar (a gap at the next open, or while the runner
+                # was down) is booked when that bar forms, as the backtest books it; the column's
+                # later fills wait with it
+                if fill.timestamp_ms >= end_ms and _is_placement(fill.client_order_id) \
+                        and self._ids(fill.client_order_id) is not None:
+                    self._deferred[col], new = new[i:], new[:i]
+                    break
             last = {f.client_order_id: i for i, f in enumerate(new)}
             for i, fill in enumerate(new):
                 done = False
@@ -861,6 +1087,8 @@ class LiveRunner:
                     if update is None or update.status not in FINAL_STATUSES:
                         update = self.broker.fetch_order(fill.client_order_id, symbol)
                         self._updates[fill.client_order_id] = update
+                        if _is_placement(fill.client_order_id) and self.store.order(fill.client_order_id):
+                            self.store.update_order(update)  # the core tracks its own order, not this one
                     done = update.status in FINAL_STATUSES
                 self._book_broker_fill(fill, col, day, done)
 
@@ -901,7 +1129,7 @@ class LiveRunner:
                                   events=[event, *dicts], orders=records, records=state_records):
             self._saved = saved
         self._publish([event, *dicts])
-        if any(isinstance(r, OrderRequest) for r in records):
+        if any(isinstance(r, OrderRequest) and not _protective(r) for r in records):
             self._dispatch(records)
 
     def _account_totals(self) -> dict[str, float]:
@@ -919,6 +1147,12 @@ class LiveRunner:
             expected[base] = expected.get(base, 0.0) + float(st.cs[col, enums.C_POS])
         quote = self._quote[0]
         expected[quote] = expected.get(quote, 0.0) + st.cash - float(st.p[enums.P_INIT_CASH])
+        for col, fills in self._deferred.items():  # on the exchange already, booked at their bar
+            base = self._base[col]
+            for f in fills:
+                sign = 1.0 if f.side == "buy" else -1.0
+                expected[base] = expected.get(base, 0.0) + sign * f.qty - (f.fee if f.fee_currency == base else 0.0)
+                expected[quote] -= sign * f.qty * f.price + (f.fee if f.fee_currency != base else 0.0)
         return expected
 
     def _reconcile(self) -> None:
@@ -932,14 +1166,20 @@ class LiveRunner:
         self._balance_hold = self.store.get_flag(_HOLD_FLAG) is not None
         self._update_entry_block()
         events: list[dict[str, Any]] = []
+        for o in self.store.orders(("created", *_WORKING)):
+            if _is_placement(o.client_order_id):  # resting on the exchange: what became of it while down
+                update = self.broker.fetch_order(o.client_order_id, o.symbol)
+                if update.status != "lost" or o.status != "created":  # else never placed: _protect sends it
+                    self._note(update, o.symbol, "protective order")
         for o in self.store.orders("created"):
             if _protective(o.request):
-                continue  # watched by the runner; a triggered one shows up below (open or filled)
+                continue  # the core's stop or target: placed or watched (below, and at closes)
             update = self.broker.fetch_order(o.client_order_id, o.symbol)
             if update.status != "lost":
                 self._note(update, o.symbol, "order")
             elif o.created_bar_ms == self.last_bar_ms:  # decided at the last close: still due
-                self._send(o.request, self._wall())
+                # one that was waiting for approval is offered again, its wait counted from then
+                self._send(o.request, float(o.extra.get("awaiting_since", self._wall())))
         for symbol in self.symbols:
             for request, update in self.broker.open_order_requests(symbol):
                 known = self.store.order(request.client_order_id)
@@ -964,6 +1204,7 @@ class LiveRunner:
         self._publish(events)
         self._sync_fills()
         self._check_balance()
+        self._protect()
         differences = [f"{e['kind']} {e['client_order_id']} on {e['symbol']}" for e in events]
         if self._balance_hold:
             differences.append("balance differs (balance_hold): entries blocked until confirm_balance or reset")
@@ -1092,8 +1333,13 @@ class LiveRunner:
 
 
 def _protective(order: OrderRequest) -> bool:
-    """A position's stop or take-profit (watched by the runner in broker mode)."""
+    """A position's stop or take-profit: the core's order, or a placement of it (broker mode)."""
     return order.reduce_only and order.type in ("stop", "take_profit")
+
+
+def _is_placement(client_order_id: str) -> bool:
+    """True for a protective order placed on the exchange: ``<the core order's id>.<revision>``."""
+    return client_order_id.count(".") == 4
 
 
 def restore_stepper(stepper: BarStepper, store: StateStore) -> int:
@@ -1112,5 +1358,5 @@ def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
 
 
-__all__ = ["COMMIT_EVERY", "CRASH_POINTS", "EXTERNAL_POLICIES", "FILL_COLUMNS", "LiveRunner", "OrderGate",
-           "PaperBroker", "RunInfo", "iso", "restore_stepper"]
+__all__ = ["COMMIT_EVERY", "CRASH_POINTS", "EXTERNAL_POLICIES", "FILL_COLUMNS", "PROTECTIVE_POLICIES", "LiveRunner",
+           "OrderGate", "PaperBroker", "RunInfo", "iso", "restore_stepper"]

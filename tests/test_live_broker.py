@@ -148,16 +148,22 @@ SYMBOL = "BTC/USDT"
 SCRIPT = """
 import sys
 from tests.test_live_broker import fast_runner
-runner = fast_runner(sys.argv[1], sys.argv[2])
+runner = fast_runner(sys.argv[1], sys.argv[2], stops=True)
 runner.run(max_bars=int(sys.argv[3]))
 runner.close()
 """
+# a trailing stop on the price tick: resting on the exchange, replaced as it moves, filled often
+STOPS = dict(trail_pct=0.004, price_tick=0.01)
 
 
-def fast_runner(url: str, state, **kw) -> LiveRunner:
-    """The run of these tests: a 2/3 moving-average cross on one symbol (an order every few bars)."""
+def fast_runner(url: str, state, stops: bool = False, **kw) -> LiveRunner:
+    """The run of these tests: a 2/3 moving-average cross on one symbol (an order every few
+    bars); with ``stops``, a trailing stop resting on the exchange."""
     strategy = STRATEGIES["sma_cross"](**FAST)
-    return make_runner(url, strategy, settings_for(strategy, 1), Path(state), [SYMBOL], **kw)
+    settings = settings_for(strategy, 1)
+    if stops:
+        settings = SimSettings(**{**vars(settings), **STOPS})
+    return make_runner(url, strategy, settings, Path(state), [SYMBOL], **kw)
 
 
 def small_data() -> dict[str, pd.DataFrame]:
@@ -184,20 +190,30 @@ def client_ids(ex: LocalExchange) -> list[str]:
     return [o.client_id for o in ex.engine.orders.values()]
 
 
+def exchange_orders(ex: LocalExchange) -> list[tuple[str, str]]:
+    """Every order of the account on the exchange: client id and status."""
+    with ex.engine.lock:
+        return sorted((o.client_id, o.status) for o in ex.engine.orders.values())
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The uninterrupted run: its fills and orders."""
+    """The uninterrupted run (with its trailing stop on the exchange): its fills and orders,
+    and the exchange's orders once each bar was handled (before the next)."""
     state = tmp_path_factory.mktemp("reference")
     ex = exchange(small_data())
+    handled: list[list[tuple[str, str]]] = []
     try:
-        runner = fast_runner(ex.url, state)
-        drive(ex, runner, L)
+        runner = fast_runner(ex.url, state, stops=True)
+        drive(ex, runner, L, lambda i: handled.append(exchange_orders(ex)))
         runner.close()
     finally:
         ex.stop()
     fills, orders = outcome(state)
     assert len(fills) >= 10
-    return fills, orders
+    placements = [o for o in orders if o[0].count(".") == 4]
+    assert {"filled", "cancelled"} <= {status for _, status, _ in placements}  # stops fill, and move
+    return fills, orders, handled
 
 
 def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
@@ -215,7 +231,7 @@ def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
             ex.faults.latency(0.9, count=1, **order)
 
     try:
-        runner = fast_runner(ex.url, tmp_path, broker=make_broker(ex.url, timeout_ms=200))
+        runner = fast_runner(ex.url, tmp_path, stops=True, broker=make_broker(ex.url, timeout_ms=200))
         services = RunnerServices(runner, ServiceOptions(metrics_port=0)).start()
         drive(ex, runner, L, later_faults)
         runner.on_poll[0]()  # the services' last turn: counters synced
@@ -229,7 +245,7 @@ def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
         ex.stop()
     assert {503, 429, 400} <= set(statuses)
     assert len(ids) == len(set(ids))
-    assert outcome(tmp_path) == reference
+    assert outcome(tmp_path) == reference[:2]
     # every network error met and retry made is counted, and exported as the runner's metrics
     assert sum(errors.values()) >= 7 and retries["submit"] >= 4 and sum(retries.values()) > retries["submit"]
     for kind, n in errors.items():
@@ -240,12 +256,13 @@ def test_network_faults_on_orders_and_reads_change_nothing(reference, tmp_path):
 
 def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(reference, tmp_path):
     """At least 20 kill -9 of a broker-mode runner process (at the crash point between the
-    exchange's acknowledgement and the store's commit, at other crash points, or at a random
-    moment), each followed by a restart: the fills and orders of the uninterrupted run, no order
-    twice on the exchange; one more restart books nothing new."""
+    exchange's acknowledgement and the store's commit, between the cancel of a resting stop and
+    its record, at other crash points, or at a random moment), each followed by a restart: the
+    fills and orders of the uninterrupted run (its trailing stop's placements included), no
+    order twice on the exchange; one more restart books nothing new."""
     rng = random.Random(11)
-    points = ("runner.after_submit", "runner.after_step", "after_record_fill", "before_record_fill",
-              "commit_bar.commit", "after_commit_bar", "before_update_order")
+    points = ("runner.after_submit", "runner.after_cancel", "runner.after_step", "after_record_fill",
+              "before_record_fill", "commit_bar.commit", "after_commit_bar", "before_update_order")
     state = tmp_path / "state"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     ex = exchange(small_data())
@@ -253,7 +270,8 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
     first_ms = int(ex.clock.now_ms())  # the open of the first live bar
 
     def caught_up() -> bool:
-        """The runner has stepped every closed bar and booked every trade of the exchange."""
+        """The runner has stepped every closed bar, booked every trade of the exchange and
+        done there what the uninterrupted run had done by then (its stop placed, replaced...)."""
         if not (state / "state.sqlite").exists():
             return False
         with StateStore(state, create=False) as store:
@@ -262,7 +280,7 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
             n_fills = len(store.fills())
         trades = sum(len(t) for t in ex.engine.trades.values())
         return bool(cursor) and max(cursor.values()) == first_ms + (stepped - 1) * 3_600_000 \
-            and not created and n_fills == trades
+            and not created and n_fills == trades and exchange_orders(ex) == reference[2][stepped]
 
     try:
         cmd = [sys.executable, "-c", SCRIPT, ex.url, str(state), str(L)]
@@ -274,8 +292,11 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
                                     stderr=subprocess.PIPE, text=True)
             # while crashing, each process gets at most one new bar, so the run outlasts the kills
             budget = stepped + 1 if crashing else L
-            kill_at = None
+            kill_at, deadline = None, time.monotonic() + 120
             while proc.poll() is None:
+                if time.monotonic() > deadline:  # it never got where the uninterrupted run was
+                    proc.kill()
+                    raise AssertionError(f"bar {stepped}: {exchange_orders(ex)} != {reference[2][stepped]}")
                 if crashing and attempt % 2 and kill_at is None and runner_pid(state) == proc.pid:
                     kill_at = time.monotonic() + rng.uniform(0.0, 1.0)  # a random moment
                 if kill_at is not None and time.monotonic() >= kill_at:
@@ -300,7 +321,7 @@ def test_kill_9_at_random_moments_and_after_submit_loses_and_doubles_nothing(ref
     finally:
         ex.stop()
     assert len(ids) == len(set(ids))  # no client order id twice on the exchange
-    assert outcome(state) == reference
+    assert outcome(state) == reference[:2]
 
 
 # --- reconcile, rejections, stale feed, approvals ------------------------------------------------------
@@ -478,23 +499,28 @@ def test_confirm_orders_gate_sends_only_approved_orders(tmp_path):
 # --- watched stops, a cancel racing a fill (a scripted strategy: its decisions in the volume) ----------
 
 
-def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, **settings):
-    """A Scripted strategy on one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
-    from tests.scripted import Scripted
-
+def scripted_data(codes: dict[int, int]) -> dict[str, pd.DataFrame]:
+    """The bars of one symbol whose live bar ``i`` carries volume code ``codes[i]``."""
     data = small_data()
     volume = np.zeros(len(data[SYMBOL]))
     for i, code in codes.items():
         volume[W + i] = code
-    data = {SYMBOL: data[SYMBOL].assign(volume=volume)}
+    return {SYMBOL: data[SYMBOL].assign(volume=volume)}
+
+
+def scripted_run(tmp_path, codes: dict[int, int], gap: float = 0.0, protective: str = "exchange", **settings):
+    """A Scripted strategy on :func:`scripted_data`."""
+    from tests.scripted import Scripted
+
     strategy = Scripted(gap=gap)
-    ex = exchange(data)
-    runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL])
+    ex = exchange(scripted_data(codes))
+    runner = make_runner(ex.url, strategy, SimSettings(size=0.5, fees=FEE, **settings), tmp_path, [SYMBOL],
+                         protective=protective)
     return ex, runner
 
 
 def test_a_watched_stop_that_the_bar_crossed_goes_out_as_a_market_order(tmp_path):
-    ex, runner = scripted_run(tmp_path, {1: 1}, sl_pct=0.002)  # long, with a stop 0.2 % below
+    ex, runner = scripted_run(tmp_path, {1: 1}, protective="watch", sl_pct=0.002)  # long, a stop 0.2 % below
     try:
         drive(ex, runner, 30)
         events = [e.payload for e in runner.store.events() if e.kind == "fill"]
@@ -600,6 +626,42 @@ def test_bad_broker_and_options_are_refused_in_their_words():
         LiveRunner(strategy, broker, None, SimSettings(), None, order_gate=object())
     with pytest.raises(ValueError, match=r"order_gate \(--confirm-orders\) needs a broker that sends orders"):
         LiveRunner(strategy, PaperBroker(), None, SimSettings(), None, order_gate=ScriptedGate([]))
+
+
+class RecordingGate:
+    """Answers ``answer`` to every order and records what it was asked: (id, created_s)."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.asked = answer, []
+
+    def decide(self, order, created_s: float, now_s: float) -> str:
+        self.asked.append((order.client_order_id, created_s))
+        return self.answer
+
+
+def test_an_order_waiting_for_approval_is_offered_again_after_a_restart(tmp_path):
+    wall = [1_000.0]
+    ex = exchange(small_data())
+    try:
+        gate = RecordingGate("pending")
+        runner = fast_runner(ex.url, tmp_path, order_gate=gate, wall_clock=lambda: wall[0])
+        i = 0
+        while not gate.asked:
+            drive(ex, runner, i + 1)
+            i += 1
+        (cid, decided_s), *_ = gate.asked
+        runner.close()  # stopped while the order waits (the same bar: it is still due)
+        wall[0] += 30.0
+        gate = RecordingGate("approved")
+        runner = fast_runner(ex.url, tmp_path, order_gate=gate, wall_clock=lambda: wall[0])
+        runner.start()
+        order = runner.store.order(cid)
+        runner.close()
+        sent = client_ids(ex)
+    finally:
+        ex.stop()
+    assert decided_s == 1_000.0 and gate.asked[0] == (cid, decided_s)  # its wait counts from then
+    assert cid in sent and order.status == "filled"
 
 
 def test_confirm_orders_by_control_requests_through_the_runners_loop(tmp_path):
