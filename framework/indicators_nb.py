@@ -215,14 +215,54 @@ def _win_untrack(s, o, y):
 
 @bar_njit
 def _win_push(s, o, x):
-    """Slide a mean-only window by one value (non-finite values count as missing)."""
+    """Slide a mean-only window by one value (non-finite values count as missing).
+
+    ``_ring_push``, ``_win_untrack``, ``_win_track`` and ``_nsum_add`` written out over locals:
+    the same arithmetic, but each slot is loaded and stored once (the ring's store at a
+    variable index would otherwise make the compiler reload every header slot after it)."""
     r = o + _W_HDR
-    full = _ring_full(s, r)
-    old = _ring_push(s, r, x)
-    if full and _win_untrack(s, o, old):
-        _nsum_add(s, o + _W_SUM, -old)
-    if _win_track(s, o, x):
-        _nsum_add(s, o + _W_SUM, x)
+    cap = s[r + 1]
+    count = s[r + 3]
+    pos = int(s[r + 2])
+    slot = r + _RING_HDR + pos
+    old = s[slot]
+    s[slot] = x
+    s[r + 2] = pos + 1 if pos + 1 < cap else 0
+    valid = s[o + _W_VALID]
+    bad = s[o + _W_BAD]
+    acc = s[o + _W_SUM]
+    comp = s[o + _W_SUM + 1]
+    if count == cap:  # full: the oldest value leaves
+        if not math.isfinite(old):
+            bad -= 1.0
+        else:
+            valid -= 1.0
+            if valid == 0.0:  # empty: the sums restart from exact zeros (``_win_untrack``)
+                acc = 0.0
+                comp = 0.0
+                s[o + _W_SQ] = 0.0
+                s[o + _W_SQ + 1] = 0.0
+            else:
+                t = acc - old
+                comp += ((acc - t) - old) if abs(acc) >= abs(old) else ((-old - t) + acc)
+                acc = t
+    else:
+        s[r + 3] = count + 1.0
+    if not math.isfinite(x):
+        bad += 1.0
+        s[o + _W_LAST] = NAN
+        s[o + _W_RUN] = 0.0
+    else:
+        valid += 1.0
+        s[o + _W_RUN] = s[o + _W_RUN] + 1.0 if x == s[o + _W_LAST] else 1.0
+        s[o + _W_LAST] = x
+        t = acc + x
+        comp += ((acc - t) + x) if abs(acc) >= abs(x) else ((x - t) + acc)
+        acc = t
+    s[o + _W_VALID] = valid
+    s[o + _W_BAD] = bad
+    s[o + _W_SUM] = acc
+    s[o + _W_SUM + 1] = comp
 
 
 @bar_njit

@@ -824,3 +824,34 @@ def test_kernel_init_rejects_bad_windows():
         with pytest.raises(ValueError):
             call()
     assert nb.atr_init_nb(14.0).shape == nb.atr_init_nb(14).shape  # whole floats are fine
+
+
+@njit
+def _win_push_by_steps(s, o, x):
+    """The mean-only window's push as the generic ring and window steps compose it (the
+    variance window's path): the reference for ``_win_push``, which writes them out over locals."""
+    r = o + nb._W_HDR
+    full = nb._ring_full(s, r)
+    old = nb._ring_push(s, r, x)
+    if full and nb._win_untrack(s, o, old):
+        nb._nsum_add(s, o + nb._W_SUM, -old)
+    if nb._win_track(s, o, x):
+        nb._nsum_add(s, o + nb._W_SUM, x)
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7, 50])
+def test_mean_window_push_equals_generic_steps(window):
+    """Every slot of the state (ring, counts, compensated sum, run) equals, bit for bit after
+    every value, the state the generic steps build: missing values entering and leaving, a
+    window emptied by them (sums restart from zero), flat runs, signs and scales mixed."""
+    rng = np.random.default_rng(window)
+    x = np.cumsum(rng.normal(size=4000)) * rng.choice([1.0, -1.0, 1e6, 1e-6], size=4000)
+    x[rng.integers(0, x.size, 200)] = np.nan
+    x[1000:1000 + 2 * window + 3] = np.nan  # the window empties
+    x[2000:2000 + 3 * window] = 7.25  # a flat run
+    x[rng.integers(0, x.size, 20)] = np.inf
+    got, ref = nb.sma_init_nb(window), nb.sma_init_nb(window)
+    for v in x:
+        nb._win_push(got, 0, v)
+        _win_push_by_steps(ref, 0, v)
+        np.testing.assert_array_equal(got, ref)
