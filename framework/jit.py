@@ -26,8 +26,8 @@ compiled once for all strategies, see ``framework.drivers_nb``, so that is paid 
 
 from __future__ import annotations
 
-import numba
-from numba.core import config
+from numba.core import config, types
+from numba.core.registry import CPUDispatcher
 
 from framework._kernel_cache import use_tradpal_cache
 
@@ -39,10 +39,25 @@ def njit(signature=None, /, *, cache: bool = False, **options):
     return lambda func: _compile(func, signature, cache, options)
 
 
+class _Dispatcher(CPUDispatcher):
+    """numba's dispatcher, compiling one specialisation per argument *type*, not per constant.
+
+    Called from another kernel with a constant argument (``_event(..., 0, ...)``), numba's own
+    dispatcher compiles a version for that value (``Literal[int](0)``), one more per distinct
+    constant: the simulator's helpers were compiled up to 21 times each, about a third of the
+    demo's first (cold-cache) backtest. The value would let numba prune a branch or two, which
+    LLVM does anyway once it inlines the small callee."""
+
+    def get_call_template(self, args, kws):
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+
 def _compile(func, signature, cache: bool, options: dict):
-    dispatcher = numba.njit(**options)(func)
-    if config.DISABLE_JIT:  # numba gave the plain function back
-        return dispatcher
+    if config.DISABLE_JIT:
+        return func
+    dispatcher = _Dispatcher(py_func=func, locals={},
+                             targetoptions={"nopython": True, "boundscheck": None, **options})
     if cache:
         use_tradpal_cache(dispatcher)
     if signature is not None:

@@ -193,14 +193,21 @@ def init_state_nb(k, p):
         cs[j, C_PEND_ACTION] = ACTION_NONE
         cs[j, C_COOLDOWN_UNTIL] = -1.0
         cs[j, C_REALIZED] = 0.0
-    atr0 = atr_init_nb(int(p[P_ATR_WINDOW]))
-    vol0 = realized_vol_init_nb(int(p[P_VOL_WINDOW]), p[P_ANN_FACTOR])
-    atr_s = np.empty((k, atr0.shape[0]))
-    vol_s = np.empty((k, vol0.shape[0]))
-    for j in range(k):
-        atr_s[j] = atr0
-        vol_s[j] = vol0
+    atr_s = _rows_of(atr_init_nb(int(p[P_ATR_WINDOW])), k)
+    vol_s = _rows_of(realized_vol_init_nb(int(p[P_VOL_WINDOW]), p[P_ANN_FACTOR]), k)
     return g, cs, atr_s, vol_s
+
+
+@njit(cache=True)
+def _rows_of(row, k):
+    """A (k, len(row)) array whose rows are copies of ``row``, copied element by element (a row
+    assignment would compile numba's broadcasting and its error message, seconds of a first
+    compile)."""
+    out = np.empty((k, row.shape[0]))
+    for j in range(k):
+        for i in range(row.shape[0]):
+            out[j, i] = row[i]
+    return out
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -1084,6 +1091,27 @@ def _replay_book(c, q, gi, col, f):
 
 
 @njit(cache=True)
+def _by_bar(fills, n_bars):
+    """Indices of the ``fills`` of bars ``0 .. n_bars - 1`` ordered by bar, each bar's in their
+    booking order: a counting sort, as stable as ``np.argsort(kind="mergesort")`` and much
+    cheaper to compile."""
+    start = np.zeros(n_bars + 1, dtype=np.int64)
+    for i in range(fills.shape[0]):
+        b = fills[i]["bar"]
+        if 0 <= b < n_bars:
+            start[b + 1] += 1
+    for t in range(n_bars):
+        start[t + 1] += start[t]
+    order = np.empty(start[n_bars], dtype=np.int64)
+    for i in range(fills.shape[0]):
+        b = fills[i]["bar"]
+        if 0 <= b < n_bars:
+            order[start[b]] = i
+            start[b] += 1
+    return order
+
+
+@njit(cache=True)
 def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
     """Cash of every group and position of every column at each close, replayed from the fills.
 
@@ -1092,7 +1120,7 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
     ``book_fill_nb`` (a whole exit leaves exactly 0), so the values are equal to the last bit.
     ``col_group[col]`` is the column's cash group.
     """
-    order = np.argsort(fills["bar"], kind="mergesort")  # stable: keeps each bar's booking order
+    order = _by_bar(fills, n_bars)
     cash = np.empty((n_bars, n_groups))
     pos = np.empty((n_bars, col_group.shape[0]))
     c = np.full(n_groups, init_cash)
@@ -1103,6 +1131,8 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
             f = fills[order[i]]
             _replay_book(c, q, col_group[f["col"]], f["col"], f)
             i += 1
-        cash[t] = c
-        pos[t] = q
+        for x in range(n_groups):  # element by element: see _rows_of
+            cash[t, x] = c[x]
+        for x in range(q.shape[0]):
+            pos[t, x] = q[x]
     return cash, pos
