@@ -32,8 +32,16 @@ from numba.core.registry import CPUDispatcher
 from framework._kernel_cache import use_tradpal_cache
 
 
-def njit(signature=None, /, *, cache: bool = False, **options):
-    """``numba.njit``, with ``cache=True`` meaning TradPal's dependency-keyed disk cache."""
+def njit(signature=None, /, *, cache: bool = False, internal: bool = False, **options):
+    """``numba.njit``, with ``cache=True`` meaning TradPal's dependency-keyed disk cache.
+
+    ``internal=True`` is for a kernel that only other kernels call, never Python: numba then
+    builds no CPython and C wrappers around it (unboxing each argument, boxing the result),
+    which for the simulator's helpers with their many arguments was about a seventh of a
+    cold compile. Called from Python, such a kernel raises.
+    """
+    if internal:
+        options = {**options, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
     if callable(signature):  # used bare, as ``@njit``
         return _compile(signature, None, cache, options)
     return lambda func: _compile(func, signature, cache, options)
@@ -69,5 +77,7 @@ def _compile(func, signature, cache: bool, options: dict):
 
 #: decorator for per-bar kernels: cached to disk, no reference counting (no allocation inside)
 bar_njit = njit(cache=True, _nrt=False)
+#: the same, for the helpers only other kernels call (``internal``, see ``njit``)
+bar_njit_internal = njit(cache=True, _nrt=False, internal=True)
 #: the same, inlined into its callers at numba-IR level: for small helpers of a per-bar kernel
 bar_njit_inline = njit(cache=True, _nrt=False, inline="always")
