@@ -40,11 +40,11 @@ def njit(signature=None, /, *, cache: bool = False, internal: bool = False,
     ``internal=True`` is for a kernel that only other kernels call, never Python: numba then
     builds no CPython and C wrappers around it (unboxing each argument, boxing the result),
     which for the simulator's helpers with their many arguments was about a seventh of a
-    cold compile. Called from Python, such a kernel raises.
+    cold compile. Called from Python, such a kernel raises TypeError.
     """
     if internal:
         options = {**options, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-    kind = CPUDispatcher if per_constant else _Dispatcher
+    kind = _KINDS[internal, per_constant]
     if callable(signature):  # used bare, as ``@njit``
         return _compile(kind, signature, None, cache, options)
     return lambda func: _compile(kind, func, signature, cache, options)
@@ -61,16 +61,42 @@ class _Dispatcher(CPUDispatcher):
     ``njit(per_constant=True)`` keeps numba's way: the indicators' window helpers, called with
     two or three constant offsets each, are 10 % of a backtest's time per bar faster for it."""
 
+    per_constant = False
+
     def get_call_template(self, args, kws):
-        return super().get_call_template(tuple(types.unliteral(a) for a in args),
-                                         {k: types.unliteral(v) for k, v in kws.items()})
+        if not self.per_constant:
+            args = tuple(types.unliteral(a) for a in args)
+            kws = {k: types.unliteral(v) for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+class _PerConstant(_Dispatcher):
+    per_constant = True
+
+
+class _Internal(_Dispatcher):
+    """An ``internal`` kernel: without a CPython wrapper numba would jump to a null entry point
+    (a crash), so a call from Python raises instead."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"{self.py_func.__qualname__} is compiled for calls from other kernels "
+                        "only (njit(internal=True))")
+
+
+class _InternalPerConstant(_Internal):
+    per_constant = True
+
+
+# module-level classes (not made on the fly): a dispatcher pickles by its class's name (Dask)
+_KINDS = {(False, False): _Dispatcher, (False, True): _PerConstant,
+          (True, False): _Internal, (True, True): _InternalPerConstant}
 
 
 def _compile(kind: type, func, signature, cache: bool, options: dict):
     if config.DISABLE_JIT:
         return func
     dispatcher = kind(py_func=func, locals={},
-                             targetoptions={"nopython": True, "boundscheck": None, **options})
+                      targetoptions={"nopython": True, "boundscheck": None, **options})
     if cache:
         use_tradpal_cache(dispatcher)
     if signature is not None:
