@@ -128,7 +128,7 @@ def _group_bars_nb(decide, t0, gi, col0, o, h, l, c, v, ts, states, offs, sp, in
     return c.shape[0]
 
 
-@njit(cache=True, internal=True)
+@njit(cache=True)  # not internal: backtest_nb as Python (Backtest(jit=False)) calls it too
 def _grown(records, n):
     """``records`` in an array twice as long, its first ``n`` copied one by one (a slice
     assignment would compile numba's broadcasting and its error message: seconds of a first
