@@ -34,10 +34,14 @@ The calendar decides how gaps are judged: a series is ``"24/7"`` when at least 5
 fall on Saturdays (crypto), otherwise ``"sessions"`` (stocks, forex), where nights, weekends and
 holidays are normal closures. Pass ``calendar=`` to override the guess.
 
-Speed: clean data, evenly spaced and in order, is certified by one compiled pass
-(``framework.data_nb.clean_scan_nb``, about 6 ms for a million bars) that reads the frame's
-arrays in place; only when that pass finds something, or cannot rule it out, do the detailed
-checks below run and write the report. Both give the same result (``tests/test_data.py``).
+Speed: clean data of ``COMPILED_MIN_ROWS`` rows or more, evenly spaced and in order, is
+certified by one compiled pass (``framework.data_nb.clean_scan_nb``, about 6 ms for a million
+bars) that reads the frame's arrays in place; only when that pass finds something, or cannot rule
+it out, do the detailed checks below run and write the report. Both give the same result
+(``tests/test_data.py``). Smaller frames go straight to the detailed checks, which take a few
+milliseconds there, less than loading the compiled pass from the kernel cache and far less than
+its first compile (about 8 s, most of it numba's sorts): a fresh install's first backtest on the
+bundled data does not pay it.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ import pandas as pd
 from framework import data_nb
 
 log = logging.getLogger(__name__)
+
+#: frames from this many rows on are first checked by the compiled pass (see the module docstring)
+COMPILED_MIN_ROWS = 100_000
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
@@ -542,8 +549,10 @@ def validate_ohlcv(
     frame = _standard_view(df)
     if frame is None:
         frame = _standardise(df, name=name, line_offset=None)
-    fast = _fast_validate(frame, calendar=calendar, spike_threshold=spike_threshold,
-                          policy=policy, name=name)
+    fast = None
+    if len(frame) >= COMPILED_MIN_ROWS:
+        fast = _fast_validate(frame, calendar=calendar, spike_threshold=spike_threshold,
+                              policy=policy, name=name)
     if fast is not None:
         return frame, fast
     n = len(frame)

@@ -85,7 +85,7 @@ def clean_scan_nb(ts, o, h, lo, c, v, has_volume, check_spikes, k):
     return CLEAN, spacing
 
 
-@njit(cache=True)
+@njit(cache=True, internal=True)
 def _no_spikes(o, h, lo, c, k):
     """True when provably neither spike rule fires on clean, positive prices (see module doc)."""
     n = c.shape[0]
@@ -192,7 +192,7 @@ def saturday_count_nb(t0, spacing, n):
     return full * _count_saturdays(t0, spacing, period) + _count_saturdays(t0, spacing, rest)
 
 
-@njit(cache=True)
+@njit(cache=True, internal=True)
 def _count_saturdays(t0, spacing, n):
     count = 0
     for i in range(n):

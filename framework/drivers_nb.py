@@ -128,6 +128,17 @@ def _group_bars_nb(decide, t0, gi, col0, o, h, l, c, v, ts, states, offs, sp, in
     return c.shape[0]
 
 
+@njit(cache=True)  # not internal: backtest_nb as Python (Backtest(jit=False)) calls it too
+def _grown(records, n):
+    """``records`` in an array twice as long, its first ``n`` copied one by one (a slice
+    assignment would compile numba's broadcasting and its error message: seconds of a first
+    compile)."""
+    out = np.empty(2 * records.shape[0], dtype=records.dtype)
+    for i in range(n):
+        out[i] = records[i]
+    return out
+
+
 @njit(cache=True)
 def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
     """All bars of all groups; arrays are (bars, columns), ``ts`` the bars' UTC times (int64 ns),
@@ -157,11 +168,7 @@ def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
                                atr_s, vol_s, simp[gi], buf, ebuf, nrec, fills, events, count, equity)
             if t < n:
                 if count[0] + buf.shape[0] > fills.shape[0]:
-                    grown = np.empty(2 * fills.shape[0], dtype=fill_dt)
-                    grown[:count[0]] = fills[:count[0]]
-                    fills = grown
+                    fills = _grown(fills, count[0])
                 if count[1] + ebuf.shape[0] > events.shape[0]:
-                    egrown = np.empty(2 * events.shape[0], dtype=event_dt)
-                    egrown[:count[1]] = events[:count[1]]
-                    events = egrown
+                    events = _grown(events, count[1])
     return equity, fills[:count[0]], events[:count[1]]

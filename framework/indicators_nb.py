@@ -63,12 +63,12 @@ import math
 
 import numpy as np
 
-from framework.jit import bar_njit, bar_njit_inline, njit
+from framework.jit import bar_njit, bar_njit_inline, bar_njit_internal_per_constant, njit
 
 NAN = np.nan
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _as_window(window, minimum):
     """``window`` as an int, or ValueError if it is not a whole number >= ``minimum``."""
     n = int(window)
@@ -79,13 +79,13 @@ def _as_window(window, minimum):
     return n
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _next(s, o):
     """Offset of the block after the one at ``o`` (slot 0 of every block is its length)."""
     return o + int(s[o])
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _nsum_add(s, i, x):
     """Neumaier-compensated ``s[i] += x``; ``s[i + 1]`` carries the lost low-order bits."""
     acc = s[i]
@@ -97,7 +97,7 @@ def _nsum_add(s, i, x):
     s[i] = t
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _tsum_add(s, i, x):
     """Compensated ``s[i] += x`` like ``_nsum_add`` but branch-free (Knuth's TwoSum), for the
     shifted sums of a variance window, whose terms are as often larger than the sum as not."""
@@ -112,12 +112,12 @@ def _tsum_add(s, i, x):
 _RING_HDR = 4
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ring_size(cap):
     return _RING_HDR + cap
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ring_init(s, o, cap):
     s[o] = _RING_HDR + cap
     s[o + 1] = cap
@@ -126,12 +126,12 @@ def _ring_init(s, o, cap):
     s[o + _RING_HDR : o + _RING_HDR + cap] = NAN
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ring_full(s, o):
     return s[o + 3] == s[o + 1]
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ring_push(s, o, x):
     """Append ``x``; return the value it overwrote (meaningful only if the ring was full)."""
     cap = int(s[o + 1])
@@ -144,7 +144,7 @@ def _ring_push(s, o, x):
     return old
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ring_oldest(s, o):
     """Oldest value of a full ring."""
     return s[o + _RING_HDR + int(s[o + 2])]
@@ -166,12 +166,12 @@ _W_HDR = 10
 _ANCHOR_RATIO = 16.0
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_size(n):
     return _W_HDR + _ring_size(n)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_init(s, o, n):
     """A rolling window of ``n`` values at offset ``o`` (either kind)."""
     s[o] = _win_size(n)
@@ -180,12 +180,12 @@ def _win_init(s, o, n):
     _ring_init(s, o + _W_HDR, n)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_clear_sums(s, o):
     s[o + _W_SUM : o + _W_SHIFT] = 0.0
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_track(s, o, x):
     """Count a value entering the window: valid/missing counts, last value and its run."""
     if not math.isfinite(x):
@@ -199,7 +199,7 @@ def _win_track(s, o, x):
     return True
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_untrack(s, o, y):
     """Count a value leaving the window; False if it was missing or the window is now empty
     (then the sums restart from exact zeros instead of carrying rounding residue)."""
@@ -213,7 +213,7 @@ def _win_untrack(s, o, y):
     return True
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_push(s, o, x):
     """Slide a mean-only window by one value (non-finite values count as missing).
 
@@ -265,7 +265,7 @@ def _win_push(s, o, x):
     s[o + _W_SUM + 1] = comp
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _vwin_anchor(s, o):
     """Move a variance window's shift to the valid value nearest its mean and recompute the
     sums from the ring: O(n), run only when the mean has drifted far from the shift.
@@ -315,30 +315,30 @@ def _vwin_push(s, o, x):
         _vwin_anchor(s, o)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_n(s, o):
     return s[o + _W_HDR + 1]
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_ready(s, o):
     """Window full and free of missing values."""
     return _ring_full(s, o + _W_HDR) and s[o + _W_BAD] == 0.0
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_flat(s, o):
     """Every value in the window equals the last one."""
     return s[o + _W_RUN] >= _win_n(s, o)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_sum(s, o):
     """Sum of the valid values in a mean-only window (missing ones count as 0)."""
     return s[o + _W_SUM] + s[o + _W_SUM + 1]
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _win_mean(s, o):
     """Mean of a ready mean-only window."""
     if _win_flat(s, o):
@@ -346,7 +346,7 @@ def _win_mean(s, o):
     return _win_sum(s, o) / _win_n(s, o)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _vwin_mean(s, o):
     """Mean of a ready variance window."""
     if _win_flat(s, o):
@@ -354,7 +354,7 @@ def _vwin_mean(s, o):
     return s[o + _W_SHIFT] + (s[o + _W_SUM] + s[o + _W_SUM + 1]) / _win_n(s, o)
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _vwin_var(s, o, ddof):
     """Variance of a ready variance window (ddof 0: population, 1: sample)."""
     if _win_flat(s, o):
@@ -371,12 +371,12 @@ def _vwin_var(s, o, ddof):
 _E_HDR = 7
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ext_size(n):
     return _E_HDR + 2 * n
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ext_init(s, o, n, sign):
     s[o] = _ext_size(n)
     s[o + 1] = n
@@ -388,7 +388,7 @@ def _ext_init(s, o, n, sign):
     s[o + _E_HDR : o + _E_HDR + 2 * n] = NAN
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _ext_push(s, o, x):
     """Push one value; return the extreme of the last n, NaN if short or a missing value is in."""
     n = int(s[o + 1])
@@ -425,7 +425,7 @@ def _ext_push(s, o, x):
 _SM_SIZE = 5
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _smooth_init(s, o, n, alpha):
     s[o] = _SM_SIZE
     s[o + 1] = n
@@ -434,7 +434,7 @@ def _smooth_init(s, o, n, alpha):
     s[o + 4] = 0.0
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _smooth_push(s, o, x):
     """Seed with the mean of the first n finite values, then ``v += alpha * (x - v)``.
 
@@ -456,7 +456,7 @@ def _smooth_push(s, o, x):
     return v
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _tr_step(s, i, high, low, close):
     """True range against the previous valid close kept in ``s[i]``; NaN on the first bar."""
     prev = s[i]
@@ -466,7 +466,7 @@ def _tr_step(s, i, high, low, close):
     return max(high - low, abs(high - prev), abs(low - prev))
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _finite3(a, b, c):
     return math.isfinite(a) and math.isfinite(b) and math.isfinite(c)
 
@@ -1002,7 +1002,7 @@ def support_resistance_init_nb(left, right):
     return s
 
 
-@bar_njit
+@bar_njit_internal_per_constant
 def _pivot_side(s, o_ring, o_left, x):
     """Push ``x`` (sign-adjusted side of one level); return (candidate, left extreme, right
     extreme) with NaNs while not enough bars have been seen."""

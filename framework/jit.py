@@ -26,23 +26,77 @@ compiled once for all strategies, see ``framework.drivers_nb``, so that is paid 
 
 from __future__ import annotations
 
-import numba
-from numba.core import config
+from numba.core import config, types
+from numba.core.registry import CPUDispatcher
 
 from framework._kernel_cache import use_tradpal_cache
 
 
-def njit(signature=None, /, *, cache: bool = False, **options):
-    """``numba.njit``, with ``cache=True`` meaning TradPal's dependency-keyed disk cache."""
+def njit(signature=None, /, *, cache: bool = False, internal: bool = False,
+         per_constant: bool = False, **options):
+    """``numba.njit``, with ``cache=True`` meaning TradPal's dependency-keyed disk cache, and
+    one specialisation per argument type (see ``_Dispatcher``) unless ``per_constant=True``.
+
+    ``internal=True`` is for a kernel that only other kernels call, never Python: numba then
+    builds no CPython and C wrappers around it (unboxing each argument, boxing the result),
+    which for the simulator's helpers with their many arguments was about a seventh of a
+    cold compile. Called from Python, such a kernel raises TypeError.
+    """
+    if internal:
+        options = {**options, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+    kind = _KINDS[internal, per_constant]
     if callable(signature):  # used bare, as ``@njit``
-        return _compile(signature, None, cache, options)
-    return lambda func: _compile(func, signature, cache, options)
+        return _compile(kind, signature, None, cache, options)
+    return lambda func: _compile(kind, func, signature, cache, options)
 
 
-def _compile(func, signature, cache: bool, options: dict):
-    dispatcher = numba.njit(**options)(func)
-    if config.DISABLE_JIT:  # numba gave the plain function back
-        return dispatcher
+class _Dispatcher(CPUDispatcher):
+    """numba's dispatcher, compiling one specialisation per argument *type*, not per constant.
+
+    Called from another kernel with a constant argument (``_event(..., 0, ...)``), numba's own
+    dispatcher compiles a version for that value (``Literal[int](0)``), one more per distinct
+    constant: the simulator's helpers were compiled up to 21 times each, about a third of the
+    demo's first (cold-cache) backtest. The value would let numba prune a branch or two, which
+    LLVM does anyway when it inlines the callee. Where it does not, and the constants are few,
+    ``njit(per_constant=True)`` keeps numba's way: the indicators' window helpers, called with
+    two or three constant offsets each, are 10 % of a backtest's time per bar faster for it."""
+
+    per_constant = False
+
+    def get_call_template(self, args, kws):
+        if not self.per_constant:
+            args = tuple(types.unliteral(a) for a in args)
+            kws = {k: types.unliteral(v) for k, v in kws.items()}
+        return super().get_call_template(args, kws)
+
+
+class _PerConstant(_Dispatcher):
+    per_constant = True
+
+
+class _Internal(_Dispatcher):
+    """An ``internal`` kernel: without a CPython wrapper numba would jump to a null entry point
+    (a crash), so a call from Python raises instead."""
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"{self.py_func.__qualname__} is compiled for calls from other kernels "
+                        "only (njit(internal=True))")
+
+
+class _InternalPerConstant(_Internal):
+    per_constant = True
+
+
+# module-level classes (not made on the fly): a dispatcher pickles by its class's name (Dask)
+_KINDS = {(False, False): _Dispatcher, (False, True): _PerConstant,
+          (True, False): _Internal, (True, True): _InternalPerConstant}
+
+
+def _compile(kind: type, func, signature, cache: bool, options: dict):
+    if config.DISABLE_JIT:
+        return func
+    dispatcher = kind(py_func=func, locals={},
+                      targetoptions={"nopython": True, "boundscheck": None, **options})
     if cache:
         use_tradpal_cache(dispatcher)
     if signature is not None:
@@ -54,5 +108,9 @@ def _compile(func, signature, cache: bool, options: dict):
 
 #: decorator for per-bar kernels: cached to disk, no reference counting (no allocation inside)
 bar_njit = njit(cache=True, _nrt=False)
+#: the same, for the helpers only other kernels call (``internal``, see ``njit``)
+bar_njit_internal = njit(cache=True, _nrt=False, internal=True)
+#: the same, compiled once per constant its callers pass (``per_constant``, see ``njit``)
+bar_njit_internal_per_constant = njit(cache=True, _nrt=False, internal=True, per_constant=True)
 #: the same, inlined into its callers at numba-IR level: for small helpers of a per-bar kernel
 bar_njit_inline = njit(cache=True, _nrt=False, inline="always")

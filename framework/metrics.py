@@ -207,7 +207,8 @@ def trade_stats(trades: np.ndarray, index: pd.DatetimeIndex) -> dict[str, object
     ``avg_trade_duration``, ``largest_win``, ``largest_loss`` (definitions in
     ``performance_stats``).
     """
-    pnl = np.asarray(trades["pnl"], dtype=np.float64)
+    # contiguous copies of the record fields: one compiled specialisation of the kernel below
+    pnl = np.ascontiguousarray(trades["pnl"], dtype=np.float64)
     n = len(pnl)
     if n == 0:
         return {
@@ -224,7 +225,7 @@ def trade_stats(trades: np.ndarray, index: pd.DatetimeIndex) -> dict[str, object
     durations = index[trades["exit_bar"]] - index[trades["entry_bar"]]
     # summed in trade order by the fold a sweep uses, so its table equals these to the bit
     res = trades_nb.trade_finalize_nb(trades_nb.trade_totals_1d_nb(
-        pnl, np.asarray(trades["ret"], dtype=np.float64)))
+        pnl, np.ascontiguousarray(trades["ret"], dtype=np.float64)))
     return {
         "win_rate": float(res[trades_nb.TR_WIN_RATE]),
         "profit_factor": float(res[trades_nb.TR_PROFIT_FACTOR]),

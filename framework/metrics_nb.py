@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from framework.jit import bar_njit, bar_njit_inline, njit
+from framework.jit import bar_njit_inline, bar_njit_internal, njit
 
 # --- state slots ------------------------------------------------------------------------------
 S_RF_BAR = 0  # per-bar risk-free rate (fraction), fixed at init
@@ -101,7 +101,7 @@ def stats_update_nb(state: np.ndarray, equity: float, in_market: bool) -> None:
     state[S_BARS] = bar + 1.0
 
 
-@bar_njit
+@bar_njit_internal
 def _note_underwater_nb(state: np.ndarray, bar: float) -> None:
     """Record [peak bar, ``bar``] as the longest underwater period if it beats the current one."""
     if bar - state[S_PEAK_BAR] > state[S_DD_END_BAR] - state[S_DD_START_BAR]:

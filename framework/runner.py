@@ -164,7 +164,9 @@ def sweep_nb(o, h, l, c, v, ts, sp, simp, rf_bar, ind, idx, block):
 
 def _render(arity: int) -> str:
     """The kernel module's source for a strategy whose state is a tuple of ``arity`` arrays
-    (numba cannot loop over a tuple's elements, so the per-element lines are written out)."""
+    (numba cannot loop over a tuple's elements, so the per-element lines are written out; the
+    elements are copied element by element, as a slice assignment would compile numba's
+    broadcasting and its error message, about 3 s of a first compile)."""
     elems = range(arity)
     return _TEMPLATE.format(
         arity=arity,
@@ -172,7 +174,8 @@ def _render(arity: int) -> str:
         lengths_init="; ".join(f"n{i} = first[{i}].shape[0]" for i in elems),
         lengths_max="; ".join(f"n{i} = max(n{i}, s[{i}].shape[0])" for i in elems),
         offsets="; ".join(f"offs[{i + 1}] = offs[{i}] + n{i}" for i in elems),
-        copies="; ".join(f"states[j, offs[{i}]:offs[{i}] + s[{i}].shape[0]] = s[{i}]" for i in elems),
+        copies="\n        ".join(f"for q in range(s[{i}].shape[0]): states[j, offs[{i}] + q] = s[{i}][q]"
+                                  for i in elems),
         row_views="".join(f"row[offs[{i}]:offs[{i + 1}]], " for i in elems),
     )
 

@@ -168,7 +168,7 @@ from framework.indicators_nb import (
     realized_vol_init_nb,
     realized_vol_update_nb,
 )
-from framework.jit import bar_njit, bar_njit_inline, njit
+from framework.jit import bar_njit, bar_njit_inline, bar_njit_internal, njit
 
 DUST_FRACTION = 1e-9  # an entry worth less than this fraction of equity is rounding residue
 FILLS_PER_COLUMN_BAR = 3  # close + open of a reversal, then a stop on the new position
@@ -193,19 +193,26 @@ def init_state_nb(k, p):
         cs[j, C_PEND_ACTION] = ACTION_NONE
         cs[j, C_COOLDOWN_UNTIL] = -1.0
         cs[j, C_REALIZED] = 0.0
-    atr0 = atr_init_nb(int(p[P_ATR_WINDOW]))
-    vol0 = realized_vol_init_nb(int(p[P_VOL_WINDOW]), p[P_ANN_FACTOR])
-    atr_s = np.empty((k, atr0.shape[0]))
-    vol_s = np.empty((k, vol0.shape[0]))
-    for j in range(k):
-        atr_s[j] = atr0
-        vol_s[j] = vol0
+    atr_s = _rows_of(atr_init_nb(int(p[P_ATR_WINDOW])), k)
+    vol_s = _rows_of(realized_vol_init_nb(int(p[P_VOL_WINDOW]), p[P_ANN_FACTOR]), k)
     return g, cs, atr_s, vol_s
+
+
+@njit(cache=True, internal=True)
+def _rows_of(row, k):
+    """A (k, len(row)) array whose rows are copies of ``row``, copied element by element (a row
+    assignment would compile numba's broadcasting and its error message, seconds of a first
+    compile)."""
+    out = np.empty((k, row.shape[0]))
+    for j in range(k):
+        for i in range(row.shape[0]):
+            out[j, i] = row[i]
+    return out
 
 
 # --- events -----------------------------------------------------------------------------------
 
-@bar_njit
+@bar_njit_internal
 def _event(ev, nrec, kind, t, col, oid, side, order_type, qty, notional, price, trigger, status,
            reason, reject, filled, avg, created):
     """Append one ``event_dt`` record to ``ev`` (count in ``nrec[1]``)."""
@@ -229,20 +236,20 @@ def _event(ev, nrec, kind, t, col, oid, side, order_type, qty, notional, price, 
     nrec[1] += 1
 
 
-@bar_njit
+@bar_njit_internal
 def _risk_event(ev, nrec, kind, t, col, reason):
     _event(ev, nrec, kind, t, col, -1, 0, ORDER_MARKET, np.nan, np.nan, np.nan, np.nan,
            STATUS_FILLED, reason, REJECT_NONE, 0.0, np.nan, t)
 
 
-@bar_njit
+@bar_njit_internal
 def _new_order_id(g):
     oid = g[G_NEXT_ORDER_ID]
     g[G_NEXT_ORDER_ID] += 1.0
     return oid
 
 
-@bar_njit
+@bar_njit_internal
 def _pending_event(ev, nrec, t, cs, j, col0, close_part, status, reject, filled, avg):
     """The pending order of column j (or, with ``close_part``, the closing half of a reversal)
     after a change of status."""
@@ -273,7 +280,7 @@ def _pending_event(ev, nrec, t, cs, j, col0, close_part, status, reject, filled,
            trigger, status, int(cs[j, C_PEND_REASON]), reject, filled, avg, int(cs[j, C_PEND_BAR]))
 
 
-@bar_njit
+@bar_njit_internal
 def _stop_event(ev, nrec, t, cs, j, col0, take_profit, status, reject, filled, avg, reason):
     """Column j's stop order (or take-profit order) after a change."""
     pos = cs[j, C_POS]
@@ -334,7 +341,7 @@ def book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy):
     cs[j, C_POS] = new
 
 
-@bar_njit
+@bar_njit_internal
 def _record_fill(g, cs, j, t, oid, side, qty, price, fee, fee_ccy, order_type, reason, fills, nrec, col0):
     """Book one fill (``book_fill_nb``) and append its ``fill_dt`` record to ``fills``."""
     book_fill_nb(g, cs, j, side, qty, price, fee, fee_ccy)
@@ -352,14 +359,14 @@ def _record_fill(g, cs, j, t, oid, side, qty, price, fee, fee_ccy, order_type, r
     nrec[0] += 1
 
 
-@bar_njit
+@bar_njit_internal
 def _book_fill(g, cs, j, t, oid, side, qty, price, order_type, reason, p, fills, nrec, col0):
     """A paper fill: booked with the simulator's fee."""
     _record_fill(g, cs, j, t, oid, side, qty, price, qty * price * p[P_FEES], FEE_QUOTE, order_type,
                  reason, fills, nrec, col0)
 
 
-@bar_njit
+@bar_njit_internal
 def _cancel_protective(cs, j, t, col0, ev, nrec, reject):
     """Cancel the position's stop and take-profit orders (its position closed, or a risk limit
     or the emergency stop took over)."""
@@ -378,7 +385,7 @@ def _cancel_protective(cs, j, t, col0, ev, nrec, reject):
     cs[j, C_TRAIL_DIST] = np.nan
 
 
-@bar_njit
+@bar_njit_internal
 def _close_position(g, cs, j, t, oid, price, order_type, reason, p, fills, nrec, col0):
     """Fill order ``oid`` for the whole position at ``price``; returns the quantity."""
     pos = cs[j, C_POS]
@@ -388,7 +395,7 @@ def _close_position(g, cs, j, t, oid, price, order_type, reason, p, fills, nrec,
     return abs(pos)
 
 
-@bar_njit
+@bar_njit_internal
 def _round_price(price, tick, direction):
     """``price`` on the exchange's tick: down (direction < 0), up (> 0) or nearest (0)."""
     if np.isnan(tick) or np.isnan(price):
@@ -401,7 +408,7 @@ def _round_price(price, tick, direction):
     return np.round(x) * tick
 
 
-@bar_njit
+@bar_njit_internal
 def _entry_fill_price(direction, order_type, level, limit, o, h, l, slip):
     """(fill price, filled inside the bar) of an entry order at this bar; NaN if it does not
     trigger. Inside means at its level after the open, rather than at the open itself."""
@@ -440,7 +447,7 @@ def _entry_fill_price(direction, order_type, level, limit, o, h, l, slip):
     return (level * (1.0 - slip) if l <= level else np.nan), True
 
 
-@bar_njit
+@bar_njit_internal
 def _entry_qty(g, cs, j, k, price, p):
     """(quantity, REJECT_*) of a pending entry at its fill price, after every cap and the
     exchange's rounding; the quantity is 0 when the order is rejected."""
@@ -497,7 +504,7 @@ def _stop_level(cs, j, d):
     return stop, reason
 
 
-@bar_njit
+@bar_njit_internal
 def _open_position(g, cs, j, t, oid, direction, price, inside, qty, p, fills, ev, nrec, col0):
     """Fill the entry order ``oid`` and place the position's stop and take-profit orders."""
     side = 1 if direction > 0 else -1
@@ -505,7 +512,7 @@ def _open_position(g, cs, j, t, oid, direction, price, inside, qty, p, fills, ev
     _attach_protective(g, cs, j, t, direction, price, inside, p, ev, nrec, col0)
 
 
-@bar_njit
+@bar_njit_internal
 def _attach_protective(g, cs, j, t, direction, price, inside, p, ev, nrec, col0):
     """A position opened at ``price`` in bar ``t``: its stop and take-profit orders (from the
     settings, and the ATR at the entry's decision) and the day's trade count."""
@@ -545,7 +552,7 @@ def _attach_protective(g, cs, j, t, direction, price, inside, p, ev, nrec, col0)
     g[G_TRADES_TODAY] += 1.0
 
 
-@bar_njit
+@bar_njit_internal
 def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, ev, nrec, col0):
     """The paper matcher: the order(s) column j decided at the last close, against this bar."""
     action = int(cs[j, C_PEND_ACTION])
@@ -585,7 +592,7 @@ def _fill_pending(g, cs, j, k, t, o, h, l, p, fills, ev, nrec, col0):
     cs[j, C_PEND_CLOSE_ID] = np.nan
 
 
-@bar_njit
+@bar_njit_internal
 def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, ev, nrec, col0):
     """The paper matcher for the position's stop and take-profit orders (and the venue's
     liquidation) inside the bar; the stops first when a stop and the target both touch."""
@@ -652,7 +659,7 @@ def _check_exits(g, cs, j, t, o, h, l, p, cooldown, fills, ev, nrec, col0):
     _follow_best_price(cs, j, t, d, h, l, p, ev, nrec, col0)
 
 
-@bar_njit
+@bar_njit_internal
 def _follow_best_price(cs, j, t, d, h, l, p, ev, nrec, col0):
     """The position is still open after this bar: the best price moves only now, after the
     bar's stops were checked (no intrabar look-ahead), and a trailing stop order follows it."""
@@ -667,7 +674,7 @@ def _follow_best_price(cs, j, t, d, h, l, p, ev, nrec, col0):
                 _stop_event(ev, nrec, t, cs, j, col0, False, -1, REJECT_NONE, 0.0, np.nan, reason)
 
 
-@bar_njit
+@bar_njit_internal
 def _liquidation_level(g, cs, j, m):
     """Price of column j's instrument at which the group's equity would fall below ``m`` times
     the gross notional of its positions, the others marked at their last close: above the price
@@ -688,7 +695,7 @@ def _liquidation_level(g, cs, j, m):
     return level if level > 0.0 else np.nan
 
 
-@bar_njit
+@bar_njit_internal
 def _others_notional(cs, k, skip, shorts_only):
     """Sum of |position| x last close over the group's columns other than ``skip`` (only the
     short ones if ``shorts_only``)."""
@@ -790,7 +797,7 @@ def broker_fill_nb(g, cs, j, t, day, oid, qty, price, fee, fee_ccy, done, p, fil
     return 0
 
 
-@bar_njit
+@bar_njit_internal
 def _expire_at_broker(cs, j, t, col0, ev, nrec):
     """Broker mode, at the next close: what is left of column j's pending order(s) expires
     (good for one bar; the runner has cancelled it at the broker)."""
@@ -815,7 +822,7 @@ def _may_exit(cs, j, t, h, l, p):
     return h >= cs[j, C_STOP_LEVEL] or l <= cs[j, C_TP_PRICE]
 
 
-@bar_njit
+@bar_njit_internal
 def _cancel_pending(cs, j, t, col0, ev, nrec, reject):
     """Cancel column j's pending order(s), if any."""
     if int(cs[j, C_PEND_ACTION]) == ACTION_NONE:
@@ -827,7 +834,7 @@ def _cancel_pending(cs, j, t, col0, ev, nrec, reject):
     cs[j, C_PEND_ACTION] = ACTION_NONE
 
 
-@bar_njit
+@bar_njit_internal
 def _new_pending(g, cs, j, t, col0, ev, nrec, action, order_type, reason):
     """Make column j's pending order (the caller has set its price and size slots)."""
     cs[j, C_PEND_ACTION] = action
@@ -843,7 +850,7 @@ def _new_pending(g, cs, j, t, col0, ev, nrec, action, order_type, reason):
     _pending_event(ev, nrec, t, cs, j, col0, False, STATUS_CREATED, REJECT_NONE, 0.0, np.nan)
 
 
-@bar_njit
+@bar_njit_internal
 def _queue_exit(g, cs, j, t, col0, ev, nrec, reason, reject):
     """A market order for the next open that closes column j's position (none if flat); an
     order already pending is cancelled with ``reject`` as the reason."""
@@ -853,7 +860,7 @@ def _queue_exit(g, cs, j, t, col0, ev, nrec, reason, reject):
         _new_pending(g, cs, j, t, col0, ev, nrec, ACTION_EXIT, ORDER_MARKET, reason)
 
 
-@bar_njit
+@bar_njit_internal
 def _flatten_all(g, cs, k, t, col0, ev, nrec, reason, reject):
     for j in range(k):
         _queue_exit(g, cs, j, t, col0, ev, nrec, reason, reject)
@@ -873,7 +880,7 @@ def emergency_stop_nb(g, cs, col0, ev, nrec):
     _flatten_all(g, cs, cs.shape[0], t, col0, ev, nrec, REASON_EMERGENCY, REJECT_HALTED)
 
 
-@bar_njit
+@bar_njit_internal
 def _reject_intent(g, cs, j, t, col0, ev, nrec, direction, order_type, price, reject):
     """An entry the strategy asked for that cannot be placed: a rejected order, so nothing an
     order does is silent."""
@@ -883,7 +890,7 @@ def _reject_intent(g, cs, j, t, col0, ev, nrec, direction, order_type, price, re
            STATUS_REJECTED, REASON_SIGNAL, reject, 0.0, np.nan, t)
 
 
-@bar_njit
+@bar_njit_internal
 def _queue_entry(g, cs, j, t, col0, ev, nrec, direction, order_type, price, limit, p):
     """Size an entry decided at this close and place it; returns REJECT_NONE, or why it could
     not be placed (sizing not possible yet)."""
@@ -922,7 +929,7 @@ def _queue_entry(g, cs, j, t, col0, ev, nrec, direction, order_type, price, limi
     return REJECT_NONE
 
 
-@bar_njit
+@bar_njit_internal
 def _open_or_pending(cs, k):
     count = 0
     for j in range(k):
@@ -1066,7 +1073,7 @@ def order_nb(t, col0, intents, g, cs, p, ev, nrec):
 
 # --- records after the run ----------------------------------------------------------------------
 
-@bar_njit
+@bar_njit_internal
 def _replay_book(c, q, gi, col, f):
     """Book fill ``f`` on cash ``c[gi]`` and position ``q[col]`` with ``book_fill_nb``'s
     arithmetic (``c``, ``q`` are the (groups,) and (columns,) running values)."""
@@ -1083,6 +1090,27 @@ def _replay_book(c, q, gi, col, f):
     q[col] = new
 
 
+@njit(cache=True, internal=True)
+def _by_bar(fills, n_bars):
+    """Indices of the ``fills`` of bars ``0 .. n_bars - 1`` ordered by bar, each bar's in their
+    booking order: a counting sort, as stable as ``np.argsort(kind="mergesort")`` and much
+    cheaper to compile."""
+    start = np.zeros(n_bars + 1, dtype=np.int64)
+    for i in range(fills.shape[0]):
+        b = fills[i]["bar"]
+        if 0 <= b < n_bars:
+            start[b + 1] += 1
+    for t in range(n_bars):
+        start[t + 1] += start[t]
+    order = np.empty(start[n_bars], dtype=np.int64)
+    for i in range(fills.shape[0]):
+        b = fills[i]["bar"]
+        if 0 <= b < n_bars:
+            order[start[b]] = i
+            start[b] += 1
+    return order
+
+
 @njit(cache=True)
 def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
     """Cash of every group and position of every column at each close, replayed from the fills.
@@ -1092,7 +1120,7 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
     ``book_fill_nb`` (a whole exit leaves exactly 0), so the values are equal to the last bit.
     ``col_group[col]`` is the column's cash group.
     """
-    order = np.argsort(fills["bar"], kind="mergesort")  # stable: keeps each bar's booking order
+    order = _by_bar(fills, n_bars)
     cash = np.empty((n_bars, n_groups))
     pos = np.empty((n_bars, col_group.shape[0]))
     c = np.full(n_groups, init_cash)
@@ -1103,6 +1131,8 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
             f = fills[order[i]]
             _replay_book(c, q, col_group[f["col"]], f["col"], f)
             i += 1
-        cash[t] = c
-        pos[t] = q
+        for x in range(n_groups):  # element by element: see _rows_of
+            cash[t, x] = c[x]
+        for x in range(q.shape[0]):
+            pos[t, x] = q[x]
     return cash, pos

@@ -344,6 +344,7 @@ def _variants():
 @pytest.mark.parametrize("case", [c for c, _, _ in _variants()])
 def test_fast_path_gives_the_detailed_result(case, monkeypatch):
     _, df, kw = next(v for v in _variants() if v[0] == case)
+    monkeypatch.setattr(data_module, "COMPILED_MIN_ROWS", 0)  # the compiled pass for any size
     fast = _outcome(df, **kw)
     _detailed_only(monkeypatch)
     _assert_same(fast, _outcome(df, **kw))
@@ -382,6 +383,7 @@ def test_fast_path_certifies_clean_data_only():
 
 
 def test_fast_path_result_is_independent_of_the_input(monkeypatch):
+    monkeypatch.setattr(data_module, "COMPILED_MIN_ROWS", 0)
     df = walk(100)
     before = df.copy()
     out, _ = validate_ohlcv(df)
@@ -389,6 +391,16 @@ def test_fast_path_result_is_independent_of_the_input(monkeypatch):
     df.iloc[1, 1] = -2.0
     pd.testing.assert_frame_equal(df.iloc[2:], before.iloc[2:])
     assert out.iloc[1, 1] == before.iloc[1, 1] and df.iloc[0, 0] == before.iloc[0, 0]
+
+
+def test_fast_path_only_for_large_frames(monkeypatch):
+    """Below COMPILED_MIN_ROWS the detailed checks run alone (no compile for small data)."""
+    calls = []
+    monkeypatch.setattr(data_module, "_fast_validate", lambda frame, **k: calls.append(len(frame)))
+    monkeypatch.setattr(data_module, "COMPILED_MIN_ROWS", 50)
+    for n in (49, 50, 51):
+        validate_ohlcv(walk(n))
+    assert calls == [50, 51]
 
 
 @pytest.mark.parametrize("start, spacing, n", [
