@@ -839,6 +839,12 @@ def _win_push_by_steps(s, o, x):
         nb._nsum_add(s, o + nb._W_SUM, x)
 
 
+@njit
+def _win_push(s, o, x):
+    """``_win_push`` is compiled for calls from kernels only (``njit(internal=True)``)."""
+    nb._win_push(s, o, x)
+
+
 @pytest.mark.parametrize("window", [1, 2, 3, 7, 50])
 def test_mean_window_push_equals_generic_steps(window):
     """Every slot of the state (ring, counts, compensated sum, run) equals, bit for bit after
@@ -852,6 +858,6 @@ def test_mean_window_push_equals_generic_steps(window):
     x[rng.integers(0, x.size, 20)] = np.inf
     got, ref = nb.sma_init_nb(window), nb.sma_init_nb(window)
     for v in x:
-        nb._win_push(got, 0, v)
+        _win_push(got, 0, v)
         _win_push_by_steps(ref, 0, v)
         np.testing.assert_array_equal(got, ref)
