@@ -46,8 +46,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-DEMO_ARGS = ["backtest", "sma_cross", "--data", "BTC_USDT-1d"]
+from framework.warmup import DEMO_ARGS  # noqa: E402  (make demo's command, as the warm-up runs it)
+
 DEMO_DATA = ROOT / "data" / "BTC_USDT-1d.csv"
 # goals of issue 11 ("The research loop")
 GOAL_EDIT_TO_RESULT_S = 3.0
