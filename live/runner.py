@@ -1106,12 +1106,9 @@ class LiveRunner:
             if self.store.record_fill(fill, events=[event]):
                 self._publish([event])
             return
-        if fill.fee == 0.0 or fill.fee_currency in (self._quote[col], ""):
-            fee, ccy = fill.fee, "quote"
-        elif fill.fee_currency == self._base[col]:
-            fee, ccy = fill.fee, "base"
-        else:  # a third currency (BNB): the core cannot value it; the balance check will tell
-            fee, ccy = 0.0, "quote"
+        fee, ccy = self._booked_fee(col, fill)
+        if ccy is None:  # a third currency (BNB): the core cannot value it; the balance check will tell
+            ccy = "quote"
             event["fee_unbooked"] = True
         try:
             out = st.apply_fill(col, ids[1], fill.qty, fill.price, fee, ccy, day=day, done=done)
@@ -1132,6 +1129,15 @@ class LiveRunner:
         if any(isinstance(r, OrderRequest) and not _protective(r) for r in records):
             self._dispatch(records)
 
+    def _booked_fee(self, col: int, fill: BrokerFill) -> tuple[float, str | None]:
+        """A fill's fee as the core books it: ``(fee, "quote" | "base")``, or ``(0.0, None)`` for
+        a fee in a third currency (BNB), which the core cannot value."""
+        if fill.fee == 0.0 or fill.fee_currency in (self._quote[col], ""):
+            return fill.fee, "quote"
+        if fill.fee_currency == self._base[col]:
+            return fill.fee, "base"
+        return 0.0, None
+
     def _account_totals(self) -> dict[str, float]:
         """The account's total of each asset the run trades."""
         balance = self.broker.balance()
@@ -1151,8 +1157,9 @@ class LiveRunner:
             base = self._base[col]
             for f in fills:
                 sign = 1.0 if f.side == "buy" else -1.0
-                expected[base] = expected.get(base, 0.0) + sign * f.qty - (f.fee if f.fee_currency == base else 0.0)
-                expected[quote] -= sign * f.qty * f.price + (f.fee if f.fee_currency != base else 0.0)
+                fee, ccy = self._booked_fee(col, f)  # as the core will book it
+                expected[base] = expected.get(base, 0.0) + sign * f.qty - (fee if ccy == "base" else 0.0)
+                expected[quote] -= sign * f.qty * f.price + (fee if ccy == "quote" else 0.0)
         return expected
 
     def _reconcile(self) -> None:
