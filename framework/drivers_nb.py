@@ -32,7 +32,7 @@ from framework.enums import (
     event_dt,
     fill_dt,
 )
-from framework.jit import bar_njit, bar_njit_inline, njit
+from framework.jit import bar_njit, bar_njit_inline
 from framework.sim_nb import (
     EVENTS_PER_COLUMN_BAR,
     EVENTS_PER_GROUP_BAR,
@@ -128,25 +128,17 @@ def _group_bars_nb(decide, t0, gi, col0, o, h, l, c, v, ts, states, offs, sp, in
     return c.shape[0]
 
 
-@njit(cache=True)  # not internal: backtest_nb as Python (Backtest(jit=False)) calls it too
-def _grown(records, n):
-    """``records`` in an array twice as long, its first ``n`` copied one by one (a slice
-    assignment would compile numba's broadcasting and its error message: seconds of a first
-    compile)."""
-    out = np.empty(2 * records.shape[0], dtype=records.dtype)
-    for i in range(n):
-        out[i] = records[i]
-    return out
-
-
-@njit(cache=True)
 def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
     """All bars of all groups; arrays are (bars, columns), ``ts`` the bars' UTC times (int64 ns),
     ``states`` the strategy states (columns, offs[-1]), ``simp`` is (groups, N_SIM_PARAMS).
     Returns the equity of each group at every close, the fill records and the event records
     (every order's changes of status); cash and positions change only at fills, so they are
     replayed from the records when asked for (``framework.sim_nb.replay_fills_nb``) rather
-    than stored for every bar."""
+    than stored for every bar.
+
+    Python around the compiled bar loop (``_group_bars_nb``, which returns to grow the
+    records): a few calls per run, and a second or two less of a first compile than this loop
+    as a kernel (its allocations compile numba's ``np.empty`` for every record type)."""
     n, n_cols = c.shape
     n_groups = group_start.shape[0] - 1
     equity = np.empty((n, n_groups))
@@ -156,8 +148,8 @@ def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
     count = np.zeros(2, dtype=np.int64)  # fills, events
     nrec = np.zeros(2, dtype=np.int64)
     for gi in range(n_groups):
-        a = group_start[gi]
-        k = group_start[gi + 1] - a
+        a = int(group_start[gi])
+        k = int(group_start[gi + 1]) - a
         g, cs, atr_s, vol_s = init_state_nb(k, simp[gi])
         intents = np.empty((k, INTENT_SIZE))
         buf = np.empty(FILLS_PER_COLUMN_BAR * k, dtype=fill_dt)
@@ -168,7 +160,7 @@ def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
                                atr_s, vol_s, simp[gi], buf, ebuf, nrec, fills, events, count, equity)
             if t < n:
                 if count[0] + buf.shape[0] > fills.shape[0]:
-                    fills = _grown(fills, count[0])
+                    fills = np.concatenate((fills, np.empty_like(fills)))
                 if count[1] + ebuf.shape[0] > events.shape[0]:
-                    events = _grown(events, count[1])
+                    events = np.concatenate((events, np.empty_like(events)))
     return equity, fills[:count[0]], events[:count[1]]
