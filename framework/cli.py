@@ -41,7 +41,6 @@ import numpy as np
 
 from framework import data_cli
 from framework.settings import settings_from_pairs
-from live import api_cli, events_cli
 
 
 class _StoreOnce(argparse._StoreAction):
@@ -908,10 +907,8 @@ def register_live(sub) -> None:
         q.set_defaults(func=cmd_runner_request)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register_research(sub) -> None:
+    """``strategies``, ``backtest`` and ``sweep``."""
     p = sub.add_parser("strategies", help="list strategies and their parameters")
     p.set_defaults(func=cmd_strategies)
 
@@ -942,29 +939,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="save the table: FILE.csv, FILE.json or FILE.parquet")
     p.set_defaults(func=cmd_sweep)
 
-    from framework import report  # the plotting stack: imported only where it may be used
 
-    register_live(sub)  # paper, live, runner status | stop | reset | approve | reject
-    data_cli.register(sub)  # data fetch, data check, exchange serve
+def _register_report(sub) -> None:
+    from framework import report  # the plotting stack
+
     report.register(sub)  # report STRATEGY --data ... --out report.html
+
+
+def _register_api(sub) -> None:
+    from live import api_cli
+
     api_cli.register(sub)  # api token, api serve, audit verify
+
+
+def _register_events(sub) -> None:
+    from live import events_cli
+
     events_cli.register(sub)  # events tail, events journal
-    return parser
-
-_LIVE_COMMANDS = ("paper", "live", "runner")
 
 
-def _live_parser() -> argparse.ArgumentParser:
-    """The parser of ``paper``, ``live`` and ``runner`` alone: a runner restarted after a crash starts
-    without importing the report's plotting stack (seconds of start-up)."""
+#: the command groups of the parser, each with the commands it adds: a command is parsed by its
+#: group alone, so ``tradpal backtest`` does not import the live runner, ccxt, redis or plotly
+_GROUPS = (
+    (("strategies", "backtest", "sweep"), register_research),
+    (("paper", "live", "runner"), register_live),
+    (("data", "exchange"), data_cli.register),
+    (("report",), _register_report),
+    (("api", "audit"), _register_api),
+    (("events",), _register_events),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``tradpal`` parser: every command, or only the group of ``command`` when that is one
+    of them (what ``main`` parses with: starting a command imports what it needs, no more)."""
     parser = _Parser(prog="tradpal", description="TradPal: research to live trading.")
-    register_live(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    owners = [register for commands, register in _GROUPS if command in commands]
+    for register in owners or [register for _, register in _GROUPS]:
+        register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _live_parser() if argv and argv[0] in _LIVE_COMMANDS else build_parser()
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)

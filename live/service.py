@@ -35,13 +35,15 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from framework import enums
 from framework import metrics_nb as stats_nb
 from live import events as ev
-from live.bus import InProcessBus, Outbox, RedisStreamsBus
-from live.feed import BarBatch
+
+if TYPE_CHECKING:  # the bus (redis) and the feed (ccxt) load when a runner starts, not with the CLI
+    from live.bus import InProcessBus, RedisStreamsBus
+    from live.feed import BarBatch
 
 log = logging.getLogger("tradpal.live.service")
 
@@ -140,6 +142,8 @@ class RunnerServices:
         """Start the runner (its lock, then restore or warm up) with its events going to the bus
         behind a ``session_started``, then serve metrics and API. A runner refused its state
         directory (another runner holds it) publishes and serves nothing."""
+        from live.bus import InProcessBus, Outbox, RedisStreamsBus
+
         r, o = self.runner, self.options
         if o.redis_url:
             self.bus = RedisStreamsBus(o.redis_url, r.run_id, outbox=Outbox.for_store(r.store))

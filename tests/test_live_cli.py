@@ -35,7 +35,7 @@ def live_args(ex, state: Path, *extra: str, command: str = "live") -> list[str]:
 
 
 def parse(argv: list[str]):
-    return cli._live_parser().parse_args(argv)
+    return cli.build_parser("paper").parse_args(argv)
 
 
 @pytest.fixture
