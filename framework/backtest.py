@@ -435,7 +435,19 @@ class Backtest:
         prices = self.kernel_prices()
         sp = self.strategy.kernel_params(prices[:5], prices[5])
         kernels = runner.drivers(type(self.strategy), jit=self.jit)
+        # on a cold cache, a second process compiles the result's kernels meanwhile
+        from framework.warmup import compile_results_aside  # (not at the top: `python -m` runs it)
+
+        results_compile = compile_results_aside() if self.jit else None
         equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
+        if results_compile is not None:
+            results_compile.wait()
+        return self.result_of(equity, fills, events, groups)
+
+    def result_of(self, equity: np.ndarray, fills: np.ndarray, events: np.ndarray,
+                  groups: np.ndarray) -> BacktestResult:
+        """The result of this backtest from the simulator's output: (bars, groups) equity, the
+        fill and event records, the first column of each cash group (then the columns)."""
         return BacktestResult(
             strategy=self.strategy,
             settings=self.settings,

@@ -9,7 +9,11 @@ argument types. They are cached on disk (``framework._kernel_cache``, under
 strategy then compiles only its own kernels, a second or two.
 
 This moves the compile, it does not shorten it: a fresh cache still pays it once (see
-``research/bench_compile.py``, which reports both figures).
+``research/bench_compile.py``, which reports both figures). What shortens it: on a cold cache
+``Backtest.run`` starts a second process (``compile_results_aside``) that compiles the kernels
+of the result (trades, cash and positions, statistics) while the first compiles the simulator,
+on a made-up result with the types of a real one; the first then loads them from the cache.
+``TRADPAL_COMPILE_ASIDE=0`` turns that off (it is off on a machine with one core).
 
     python -m framework.warmup
 """
@@ -18,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 #: ``make demo``'s command line (without the program name)
 DEMO_ARGS = ["backtest", "sma_cross", "--data", "BTC_USDT-1d"]
@@ -27,8 +34,85 @@ DEMO_ARGS = ["backtest", "sma_cross", "--data", "BTC_USDT-1d"]
 WARM_UP_ARGS = [*DEMO_ARGS, "--start", "2023-01-01", "--end", "2023-12-31"]
 
 
+#: set in the second process, which must not start another
+_ASIDE_ENV = "TRADPAL_COMPILE_ASIDE"
+
+
+def _cached(kernel) -> bool:
+    """Whether ``kernel`` (a dispatcher with TradPal's cache) has a compiled version on disk
+    for its current code."""
+    cache = getattr(kernel, "_cache", None)
+    if not hasattr(cache, "_fresh"):
+        return False
+    cache._fresh()
+    return bool(cache._cache_file._load_index())
+
+
+def compile_results_aside() -> subprocess.Popen | None:
+    """When the simulator and the result's kernels both have to be compiled (a cold cache),
+    start ``python -m framework.warmup --results`` to compile the latter meanwhile, and return
+    it (wait for it before reading the result). None when there is nothing to gain: kernels
+    cached or already compiled here, one core, ``TRADPAL_COMPILE_ASIDE=0``, or this is that
+    second process. Which process compiles a kernel never changes what it computes."""
+    from numba.core import config
+
+    from framework import drivers_nb, trades_nb
+
+    if config.DISABLE_JIT or os.environ.get(_ASIDE_ENV, "1") == "0" or (os.cpu_count() or 1) < 2:
+        return None
+    simulator, results = drivers_nb._group_bars_nb, trades_nb.trades_from_fills_nb
+    if simulator.overloads or results.overloads or _cached(simulator) or _cached(results):
+        return None
+    env = dict(os.environ, **{_ASIDE_ENV: "0"})
+    root = str(Path(__file__).resolve().parents[1])  # framework importable as here
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    try:
+        return subprocess.Popen([sys.executable, "-m", "framework.warmup", "--results"], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    except OSError:  # no process to spare: compile here, as without it
+        return None
+
+
+def compile_results() -> None:
+    """Compile the kernels of a backtest's result: build one from a made-up simulator output
+    (a round trip on eight daily bars, arrays of the simulator's types) and read what ``tradpal
+    backtest`` prints and keeps: statistics beside buy-and-hold, orders, fills, trades,
+    positions."""
+    import numpy as np
+    import pandas as pd
+
+    from framework import enums
+    from framework.backtest import Backtest
+    from strategies.sma_cross import SmaCross
+
+    n = 8
+    close = 100.0 + np.arange(n, dtype=np.float64)
+    frame = pd.DataFrame({"open": close, "high": close + 1.0, "low": close - 1.0, "close": close,
+                          "volume": np.full(n, 10.0)},
+                         index=pd.date_range("2024-01-01", periods=n, freq="1D", tz="UTC"))
+    bt = Backtest(SmaCross(fast=2, slow=3), frame)
+    fills = np.zeros(2, dtype=enums.fill_dt)
+    fills["order_id"] = [0, 1]
+    fills["bar"] = [2, 5]
+    fills["side"] = [1, -1]
+    fills["qty"] = 1.0
+    fills["price"] = close[[2, 5]]
+    fills["fee_ccy"] = enums.FEE_QUOTE
+    fills["order_type"] = enums.ORDER_MARKET
+    fills["reason"] = enums.REASON_SIGNAL
+    equity = np.full((n, 1), bt.settings.init_cash)
+    result = bt.result_of(equity, fills, np.zeros(0, dtype=enums.event_dt), np.array([0, 1], dtype=np.int64))
+    result.stats_table()
+    result.orders, result.fills, result.trades, result.positions  # noqa: B018 (compiled when read)
+
+
 def main() -> int:
-    """Run the warm-up quietly; one line on stderr says how long it took."""
+    """Run the warm-up quietly; one line on stderr says how long it took. With ``--results``,
+    only ``compile_results`` (the second process of ``compile_results_aside``)."""
+    if sys.argv[1:] == ["--results"]:
+        compile_results()
+        return 0
     from framework import cli
 
     started = time.perf_counter()

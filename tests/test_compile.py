@@ -79,3 +79,31 @@ def test_the_warm_up_compiles_what_the_demo_needs(tmp_path):
     result = json.loads(demo.stdout)
     assert result["code"] == 0 and "fills" in result["out"]
     assert result["compiled"] == []  # every kernel came from the warm-up's cache
+
+
+def _demo_cold(cache: Path, **env_extra: str) -> dict:
+    """``make demo``'s backtest in a fresh process on the empty cache ``cache``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_CACHE_DIR", "TRADPAL_KERNEL_CACHE", "TRADPAL_COMPILE_ASIDE")}
+    env.update(TRADPAL_CACHE_HOME=str(cache), PYTHONPATH=str(ROOT), **env_extra)
+    run = subprocess.run([sys.executable, "-c", COUNT_COMPILES, *DEMO_ARGS], cwd=ROOT, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result["code"] == 0
+    # the figures, without the line that says how long it ran
+    result["out"] = [line for line in result["out"].splitlines() if " ran in " not in line]
+    return result
+
+
+def test_a_cold_backtest_compiles_its_results_kernels_in_a_second_process(tmp_path):
+    aside = _demo_cold(tmp_path / "aside")
+    alone = _demo_cold(tmp_path / "alone", TRADPAL_COMPILE_ASIDE="0")
+    assert aside["out"] == alone["out"]  # the same figures, whoever compiled what
+    assert "_group_bars_nb" in aside["compiled"]  # the simulator: compiled in the first process
+    moved = set(alone["compiled"]) - set(aside["compiled"])
+    # the second process compiled the result's kernels with the types of the real result, so
+    # the first loaded them from the cache instead of compiling them again
+    assert {"trades_from_fills_nb", "replay_fills_nb", "stats_state_1d_nb", "stats_finalize_nb",
+            "trade_totals_1d_nb"} <= moved
+    assert set(aside["compiled"]) <= set(alone["compiled"])
