@@ -432,16 +432,17 @@ class Backtest:
         if self.check_causality:
             for frame in self.frames.values():
                 self.strategy.verify_causality(frame)
+        # on a cold cache, a second process compiles the simulator's state set-up and the
+        # result's kernels while this one compiles the strategy's and the simulator's
+        from framework.warmup import compile_aside  # (not at the top: `python -m` runs it)
+
+        aside = compile_aside() if self.jit else None
         prices = self.kernel_prices()
         sp = self.strategy.kernel_params(prices[:5], prices[5])
         kernels = runner.drivers(type(self.strategy), jit=self.jit)
-        # on a cold cache, a second process compiles the result's kernels meanwhile
-        from framework.warmup import compile_results_aside  # (not at the top: `python -m` runs it)
-
-        results_compile = compile_results_aside() if self.jit else None
         equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
-        if results_compile is not None:
-            results_compile.wait()
+        if aside is not None:
+            aside.wait()
         return self.result_of(equity, fills, events, groups)
 
     def result_of(self, equity: np.ndarray, fills: np.ndarray, events: np.ndarray,

@@ -10,7 +10,7 @@ strategy then compiles only its own kernels, a second or two.
 
 This moves the compile, it does not shorten it: a fresh cache still pays it once (see
 ``research/bench_compile.py``, which reports both figures). What shortens it: on a cold cache
-``Backtest.run`` starts a second process (``compile_results_aside``) that compiles the kernels
+``Backtest.run`` starts a second process (``compile_aside``) that compiles the kernels
 of the result (trades, cash and positions, statistics) while the first compiles the simulator,
 on a made-up result with the types of a real one; the first then loads them from the cache.
 ``TRADPAL_COMPILE_ASIDE=0`` turns that off (it is off on a machine with one core).
@@ -48,9 +48,10 @@ def _cached(kernel) -> bool:
     return bool(cache._cache_file._load_index())
 
 
-def compile_results_aside() -> subprocess.Popen | None:
+def compile_aside() -> subprocess.Popen | None:
     """When the simulator and the result's kernels both have to be compiled (a cold cache),
-    start ``python -m framework.warmup --results`` to compile the latter meanwhile, and return
+    start ``python -m framework.warmup --aside`` to compile the simulator's state set-up
+    (``framework.sim_nb.init_state_nb``) and the result's kernels meanwhile, and return
     it (wait for it before reading the result). None when there is nothing to gain: kernels
     cached or already compiled here, one core, ``TRADPAL_COMPILE_ASIDE=0``, or this is that
     second process. Which process compiles a kernel never changes what it computes."""
@@ -67,25 +68,29 @@ def compile_results_aside() -> subprocess.Popen | None:
     root = str(Path(__file__).resolve().parents[1])  # framework importable as here
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
-        return subprocess.Popen([sys.executable, "-m", "framework.warmup", "--results"], env=env,
+        return subprocess.Popen([sys.executable, "-m", "framework.warmup", "--aside"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     except OSError:  # no process to spare: compile here, as without it
         return None
 
 
-def compile_results() -> None:
-    """Compile the kernels of a backtest's result: build one from a made-up simulator output
+def compile_aside_work() -> None:
+    """What ``compile_aside``'s second process compiles: the simulator's state set-up, first
+    (the first process needs it soon), then the kernels of a backtest's result: built from a
+    made-up simulator output
     (a round trip on eight daily bars, arrays of the simulator's types) and read what ``tradpal
     backtest`` prints and keeps: statistics beside buy-and-hold, orders, fills, trades,
     positions."""
     import numpy as np
     import pandas as pd
 
-    from framework import enums
+    from framework import enums, sim_nb
     from framework.backtest import Backtest
+    from framework.settings import SimSettings
     from strategies.sma_cross import SmaCross
 
+    sim_nb.init_state_nb(1, SimSettings().vector(365.0))
     n = 8
     close = 100.0 + np.arange(n, dtype=np.float64)
     frame = pd.DataFrame({"open": close, "high": close + 1.0, "low": close - 1.0, "close": close,
@@ -108,10 +113,10 @@ def compile_results() -> None:
 
 
 def main() -> int:
-    """Run the warm-up quietly; one line on stderr says how long it took. With ``--results``,
-    only ``compile_results`` (the second process of ``compile_results_aside``)."""
-    if sys.argv[1:] == ["--results"]:
-        compile_results()
+    """Run the warm-up quietly; one line on stderr says how long it took. With ``--aside``,
+    only ``compile_aside_work`` (the second process of ``compile_aside``)."""
+    if sys.argv[1:] == ["--aside"]:
+        compile_aside_work()
         return 0
     from framework import cli
 
