@@ -122,6 +122,25 @@ def error_line_in_process(args: tuple[str, ...], capsys) -> str:
     return error_line(subprocess.CompletedProcess(args, code, out.out, out.err))
 
 
+def test_a_research_command_loads_no_live_or_plotting_library():
+    """``tradpal backtest`` parses with its own group of commands: starting it does not import
+    ccxt, redis, PyJWT, FastAPI or plotly (about a second of every research run), while
+    ``tradpal --help`` still lists every command."""
+    code = ("import sys\n"
+            "from framework.cli import build_parser\n"
+            "build_parser('backtest').parse_args(['backtest', 'sma_cross', '--data', 'BTC_USDT-1d'])\n"
+            "heavy = ('ccxt', 'redis', 'jwt', 'fastapi', 'plotly', 'live.feed')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    listed = subprocess.run([sys.executable, "-m", "framework.cli", "--help"], capture_output=True,
+                            text=True, timeout=300)
+    for command in ("backtest", "sweep", "paper", "live", "runner", "data", "exchange", "report",
+                    "api", "audit", "events"):
+        assert command in listed.stdout
+
+
 def test_user_strategy_file_backtests_and_a_second_process_reuses_its_compiled_kernels(tmp_path):
     from framework._kernel_cache import numba_cache_root
 
