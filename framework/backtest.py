@@ -432,17 +432,18 @@ class Backtest:
         if self.check_causality:
             for frame in self.frames.values():
                 self.strategy.verify_causality(frame)
-        # on a cold cache, a second process compiles the simulator's state set-up and the
-        # result's kernels while this one compiles the strategy's and the simulator's
-        from framework.warmup import compile_aside  # (not at the top: `python -m` runs it)
-
-        aside = compile_aside() if self.jit else None
         prices = self.kernel_prices()
         sp = self.strategy.kernel_params(prices[:5], prices[5])
+        # on a cold cache, a second process compiles the simulator's bar loop for these arguments
+        # while this one compiles the strategy's kernels and the result's
+        from framework import warmup  # (not at the top: `python -m framework.warmup` runs it)
+
+        aside = warmup.compile_aside(*prices, sp, simp) if self.jit else None
         kernels = runner.drivers(type(self.strategy), jit=self.jit)
-        equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
         if aside is not None:
-            aside.wait()
+            warmup.compile_results()
+            warmup.wait(aside)
+        equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
         return self.result_of(equity, fills, events, groups)
 
     def result_of(self, equity: np.ndarray, fills: np.ndarray, events: np.ndarray,

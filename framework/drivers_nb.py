@@ -17,7 +17,7 @@ That is the whole of replay parity: there is no second implementation to keep in
 from __future__ import annotations
 
 import numpy as np
-from numba import types
+from numba import typeof, types
 
 from framework.enums import (
     ACTION_NONE,
@@ -164,3 +164,16 @@ def backtest_nb(decide, o, h, l, c, v, ts, states, offs, sp, simp, group_start):
                 if count[1] + ebuf.shape[0] > events.shape[0]:
                     events = np.concatenate((events, np.empty_like(events)))
     return equity, fills[:count[0]], events[:count[1]]
+
+
+def group_bars_types(o, h, l, c, v, ts, sp, simp) -> tuple:
+    """The numba types of the arguments ``backtest_nb`` calls ``_group_bars_nb`` with, for these
+    prices, times, parameter rows and settings rows (the other arguments' types are fixed), so
+    that another process can compile the bar loop ahead of the call
+    (``framework.warmup.compile_aside``). Mirrors the call above: change them together (a test
+    checks that the bar loop compiled ahead is the one called)."""
+    rows, row = np.empty((1, 1)), np.empty(1)
+    fills, events, counts = np.empty(1, dtype=fill_dt), np.empty(1, dtype=event_dt), np.empty(2, dtype=np.int64)
+    values = (o, h, l, c, v, ts, rows, counts, sp, rows, row, rows, rows, rows, simp[0], fills, events, counts,
+              fills, events, counts, rows)
+    return (types.FunctionType(DECIDE_SIG), types.int64, types.int64, types.int64, *map(typeof, values))

@@ -10,9 +10,10 @@ strategy then compiles only its own kernels, a second or two.
 
 This moves the compile, it does not shorten it: a fresh cache still pays it once (see
 ``research/bench_compile.py``, which reports both figures). What shortens it: on a cold cache
-``Backtest.run`` starts a second process (``compile_aside``) that compiles the kernels
-of the result (trades, cash and positions, statistics) while the first compiles the simulator,
-on a made-up result with the types of a real one; the first then loads them from the cache.
+``Backtest.run`` starts a second process (``compile_aside``) that compiles the simulator's bar
+loop for the argument types of the run, while the first compiles the strategy's kernels and the
+result's (trades, cash and positions, statistics: on a made-up result with the types of a real
+one, ``compile_results``), then loads the bar loop from the cache.
 ``TRADPAL_COMPILE_ASIDE=0`` turns that off (it is off on a machine with one core).
 
     python -m framework.warmup
@@ -23,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -48,40 +50,65 @@ def _cached(kernel) -> bool:
     return bool(cache._cache_file._load_index())
 
 
-def compile_aside() -> subprocess.Popen | None:
-    """When the simulator and the result's kernels both have to be compiled (a cold cache),
-    start ``python -m framework.warmup --aside`` to compile the simulator's state set-up
-    (``framework.sim_nb.init_state_nb``) and the result's kernels meanwhile, and return
-    it (wait for it before reading the result). None when there is nothing to gain: kernels
-    cached or already compiled here, one core, ``TRADPAL_COMPILE_ASIDE=0``, or this is that
-    second process. Which process compiles a kernel never changes what it computes."""
+def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
+    """On a cold cache, start ``python -m framework.warmup --simulator`` to compile the
+    simulator's bar loop (``framework.drivers_nb._group_bars_nb``, the longest compile) for the
+    arguments ``backtest_nb`` will pass it with these prices, times, parameter and settings rows,
+    and return it: the caller compiles the strategy's kernels and the result's
+    (``compile_results``) meanwhile, then waits for it and loads the bar loop from the cache.
+    None when there is nothing to gain: the bar loop compiled here or cached, one core,
+    ``TRADPAL_COMPILE_ASIDE=0``, or this is that second process. Which process compiles a
+    kernel never changes what it computes; if the second one fails, the first compiles the bar
+    loop itself, as without it."""
     from numba.core import config
 
-    from framework import drivers_nb, trades_nb
+    from framework import drivers_nb
 
     if config.DISABLE_JIT or os.environ.get(_ASIDE_ENV, "1") == "0" or (os.cpu_count() or 1) < 2:
         return None
-    simulator, results = drivers_nb._group_bars_nb, trades_nb.trades_from_fills_nb
-    if simulator.overloads or results.overloads or _cached(simulator) or _cached(results):
+    loop = drivers_nb._group_bars_nb
+    if loop.overloads or _cached(loop):
+        return None
+    try:
+        argument_types = pickle.dumps(drivers_nb.group_bars_types(o, h, l, c, v, ts, sp, simp))
+    except Exception:  # noqa: BLE001 (an argument numba cannot type, or pickle: compile here)
         return None
     env = dict(os.environ, **{_ASIDE_ENV: "0"})
     root = str(Path(__file__).resolve().parents[1])  # framework importable as here
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     try:
-        return subprocess.Popen([sys.executable, "-m", "framework.warmup", "--aside"], env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", "framework.warmup", "--simulator"], env=env,
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
-    except OSError:  # no process to spare: compile here, as without it
+        with proc.stdin:  # type: ignore[union-attr]
+            proc.stdin.write(argument_types)  # type: ignore[union-attr]
+    except OSError:  # no process to spare (or it died at once): compile here, as without it
         return None
+    return proc
 
 
-def compile_aside_work() -> None:
-    """What ``compile_aside``'s second process compiles: the simulator's state set-up, first
-    (the first process needs it soon), then the kernels of a backtest's result: built from a
-    made-up simulator output
-    (a round trip on eight daily bars, arrays of the simulator's types) and read what ``tradpal
-    backtest`` prints and keeps: statistics beside buy-and-hold, orders, fills, trades,
-    positions."""
+def wait(proc: subprocess.Popen, timeout_s: float = 600.0) -> None:
+    """Wait for ``compile_aside``'s process; one that hangs is stopped (the bar loop is then
+    compiled here, as without it)."""
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _compile_bar_loop() -> None:
+    """The second process of ``compile_aside``: the bar loop for the argument types on stdin."""
+    from framework import drivers_nb
+
+    drivers_nb._group_bars_nb.compile(pickle.load(sys.stdin.buffer))
+
+
+def compile_results() -> None:
+    """Compile the simulator's state set-up and the kernels of a backtest's result: build one
+    from a made-up simulator output (a round trip on eight daily bars, arrays of the simulator's
+    types) and read what ``tradpal backtest`` prints and keeps: statistics beside buy-and-hold,
+    orders, fills, trades, positions."""
     import numpy as np
     import pandas as pd
 
@@ -113,10 +140,10 @@ def compile_aside_work() -> None:
 
 
 def main() -> int:
-    """Run the warm-up quietly; one line on stderr says how long it took. With ``--aside``,
-    only ``compile_aside_work`` (the second process of ``compile_aside``)."""
-    if sys.argv[1:] == ["--aside"]:
-        compile_aside_work()
+    """Run the warm-up quietly; one line on stderr says how long it took. With ``--simulator``,
+    the second process of ``compile_aside``."""
+    if sys.argv[1:] == ["--simulator"]:
+        _compile_bar_loop()
         return 0
     from framework import cli
 
