@@ -1,5 +1,5 @@
 """Parameter sweeps: every combination of a grid on every instrument, each its own backtest,
-in parallel (numba threads, or the workers of a Dask cluster).
+in parallel (threads, or the workers of a Dask cluster).
 
     from framework.sweep import sweep
     table = sweep("sma_cross", ["BTC_USDT-1h", "ETH_USDT-1h"],
@@ -7,7 +7,8 @@ in parallel (numba threads, or the workers of a Dask cluster).
     table.sort_values("sharpe", ascending=False).head()
 
 Each combination runs through the very per-bar kernel of ``Backtest`` (``framework.runner``),
-in blocks of ``BLOCK`` combinations advanced bar by bar, numba ``prange`` over blocks. The
+in blocks of ``BLOCK`` combinations advanced bar by bar, the blocks in threads (each block one
+compiled call without the GIL). The
 indicators a strategy declares ``shared`` (``Strategy.shared``) are computed once per distinct
 parameter value by their own streaming kernel and read by ``decide_shared_nb``. Each run folds
 its equity bar by bar into a statistics state
@@ -23,9 +24,11 @@ import itertools
 import logging
 import sys
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -146,9 +149,27 @@ def _shared_values(cls: type[Strategy], columns: list[tuple[int, Any]], prices: 
 def _sweep_chunk(strategy_cls: type[Strategy], prices: tuple[np.ndarray, ...], sp: np.ndarray,
                  simp: np.ndarray, rf_bar: float, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Statistics and trade states of the rows ``sp``/``simp`` over ``prices`` (the shared
-    indicators' values last; rows read their columns ``idx``), on a Dask worker too: the
-    drivers load from the kernel cache, or compile once per process."""
-    return runner.drivers(strategy_cls).sweep_nb(*prices[:-1], sp, simp, rf_bar, prices[-1], idx, BLOCK)
+    indicators' values last; rows read their columns ``idx``), on a Dask worker too: blocks of
+    ``BLOCK`` rows in numba's number of threads (``numba.set_num_threads``), each a compiled
+    call without the GIL. The drivers load from the kernel cache, or compile once per process."""
+    block_nb = runner.drivers(strategy_cls).sweep_block_nb
+    n = len(sp)
+    stats = np.empty((n, metrics_nb.N_STATS_STATE))
+    trades = np.zeros((n, trades_nb.N_TRADE_STATE))
+
+    def run(a: int) -> None:
+        b = min(a + BLOCK, n)
+        block_nb(*prices[:-1], sp[a:b], simp[a:b], rf_bar, prices[-1], idx[a:b], stats[a:b], trades[a:b])
+
+    starts = range(0, n, BLOCK)
+    threads = min(numba.get_num_threads(), len(starts))
+    if threads <= 1:
+        for a in starts:
+            run(a)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(run, starts))  # list: an error in a block is raised here
+    return stats, trades
 
 
 def _check_client(client: Any) -> Any:
@@ -190,7 +211,7 @@ def sweep(
         progress: show a progress bar; default only when stderr is a terminal.
         client: a ``distributed.Client``: the chunks run as tasks on its workers (each
             instrument's prices are scattered to every worker once); the table is equal to the
-            local one, bit for bit. None runs here, in numba threads.
+            local one, bit for bit. None runs here, in threads.
         ann_factor, risk_free: bars per year and the annual risk-free rate, as in ``Backtest``
             (``ann_factor`` None: from each instrument's bar spacing).
         **settings: ``SimSettings`` shared by every combination (the strategy's
