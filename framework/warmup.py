@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -56,8 +57,9 @@ def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
     arguments ``backtest_nb`` will pass it with these prices, times, parameter and settings rows,
     and return it: the caller compiles the strategy's kernels and the result's
     (``compile_results``) meanwhile, then waits for it and loads the bar loop from the cache.
-    None when there is nothing to gain: the bar loop compiled here or cached, one core,
-    ``TRADPAL_COMPILE_ASIDE=0``, or this is that second process. Which process compiles a
+    None when there is nothing to gain: the bar loop compiled here or cached, one core, a
+    worker of a ``multiprocessing`` pool, ``TRADPAL_COMPILE_ASIDE=0``, or this is that second
+    process. Which process compiles a
     kernel never changes what it computes; if the second one fails, the first compiles the bar
     loop itself, as without it."""
     from numba.core import config
@@ -65,6 +67,8 @@ def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
     from framework import drivers_nb
 
     if config.DISABLE_JIT or os.environ.get(_ASIDE_ENV, "1") == "0" or (os.cpu_count() or 1) < 2:
+        return None
+    if multiprocessing.parent_process() is not None:  # a pool's worker: its siblings use the cores
         return None
     loop = drivers_nb._group_bars_nb
     if loop.overloads or _cached(loop):
