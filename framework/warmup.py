@@ -70,6 +70,8 @@ def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
         return None
     if multiprocessing.parent_process() is not None:  # a pool's worker: its siblings use the cores
         return None
+    if getattr(sys, "frozen", False) or not Path(sys.executable or "-").name.lower().startswith("python"):
+        return None  # embedded or frozen: sys.executable is not an interpreter to start
     loop = drivers_nb._group_bars_nb
     if loop.overloads or _cached(loop):
         return None
