@@ -17,6 +17,9 @@ the backtest, exit), measured from here with ``time.perf_counter`` around ``subp
   temporary folder, run as ``tradpal backtest FILE.py:SmaCross``), unchanged, cache warm.
 - ``edit_to_result_s``: the same file after an edit of its ``decide_nb`` (a harmless constant
   that changes every repeat), so the next fresh process recompiles what the edit invalidates.
+- ``first_sweep_s``: ``tradpal sweep sma_cross`` (12 combinations on the demo's data) on the
+  cache the install's warm-up filled: the backtest's kernels are cached, the sweep's block kernel
+  for the strategy is compiled.
 - ``vectorbt_cold_first_s``: ``vbt.Portfolio.from_signals`` once, on the demo's bars, in a fresh
   process with an empty ``NUMBA_CACHE_DIR``.
 
@@ -57,6 +60,8 @@ GOAL_EDIT_TO_RESULT_S = 3.0
 GOAL_COLD_FIRST_S = 10.0
 
 CLI = "import sys; from framework.cli import main; sys.exit(main(sys.argv[1:]))"
+#: a small sweep of the demo's strategy on the demo's data: what its first sweep compiles
+SWEEP_ARGS = ["sweep", "sma_cross", "--data", "BTC_USDT-1d", "--grid", "fast=5:20:5", "--grid", "slow=20:60:20"]
 
 VBT_SNIPPET = """
 import pandas as pd, vectorbt as vbt
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 
     times: dict[str, list[float]] = {"cold_first_backtest_s": [], "install_warm_up_s": [],
                                      "first_demo_after_install_s": [], "warm_first_backtest_s": [],
-                                     "edit_to_result_s": [], "vectorbt_cold_first_s": []}
+                                     "edit_to_result_s": [], "first_sweep_s": [],
+                                     "vectorbt_cold_first_s": []}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="tradpal-bench-compile-") as tmp:
         tmp = Path(tmp)
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     base_env(home), key="install_warm_up_s"))
             times["first_demo_after_install_s"].append(timed(tradpal(DEMO_ARGS), base_env(home),
                                                              key="first_demo_after_install_s"))
+            times["first_sweep_s"].append(timed(tradpal(SWEEP_ARGS), base_env(home), key="first_sweep_s"))
             shutil.rmtree(home)
         env = base_env(kept)
         if args.skip_cold:
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             ("first_demo_after_install_s", "make demo's backtest after the warm-up"),
             ("warm_first_backtest_s", "user strategy file, unchanged, warm cache"),
             ("edit_to_result_s", "user strategy file after an edit of decide_nb"),
+            ("first_sweep_s", "the demo strategy's first sweep, after the warm-up"),
             ("vectorbt_cold_first_s", "vectorbt from_signals, empty numba cache")]
     print(f"Fresh-process wall seconds over {repeats} repeat(s) "
           f"(load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores)")

@@ -36,7 +36,7 @@ def test_bench_compile_reports_fresh_process_timings():
     for key in ("warm_first_backtest_s", "edit_to_result_s"):
         assert positive_number(summary[key]), (key, summary[key])
     # skipped figures are present and null, not missing
-    for key in ("cold_first_backtest_s", "install_warm_up_s", "first_demo_after_install_s"):
+    for key in ("cold_first_backtest_s", "install_warm_up_s", "first_demo_after_install_s", "first_sweep_s"):
         assert summary[key] is None
     assert summary["vectorbt_cold_first_s"] is None
 
