@@ -3,6 +3,7 @@
 import logging
 import re
 
+import numba
 import pandas as pd
 import pytest
 
@@ -190,6 +191,12 @@ def test_shared_averages_once_per_distinct_window_and_block_size_changes_nothing
     for block in (1, 3):  # one combination per block; a last block that is not full
         monkeypatch.setattr(sweep_module, "BLOCK", block)
         pd.testing.assert_frame_equal(sweep(SmaCross, data, grid, chunk=5, **settings), table)
+    threads = numba.get_num_threads()
+    try:  # the blocks one after the other instead of in threads
+        numba.set_num_threads(1)
+        pd.testing.assert_frame_equal(sweep(SmaCross, data, grid, chunk=5, **settings), table)
+    finally:
+        numba.set_num_threads(threads)
 
 
 @pytest.mark.parametrize(
