@@ -436,13 +436,13 @@ class Backtest:
         sp = self.strategy.kernel_params(prices[:5], prices[5])
         # on a cold cache, a second process compiles the simulator's bar loop for these arguments
         # while this one compiles the strategy's kernels and the result's
-        from framework import warmup  # (not at the top: `python -m framework.warmup` runs it)
+        from framework import compile_aside  # (not at the top: `python -m` runs it)
 
-        aside = warmup.compile_aside(*prices, sp, simp) if self.jit else None
+        aside = compile_aside.compile_aside(*prices, sp, simp) if self.jit else None
         kernels = runner.drivers(type(self.strategy), jit=self.jit)
         if aside is not None:
-            warmup.compile_results()
-            warmup.wait(aside)
+            compile_result_kernels()
+            compile_aside.wait(aside)
         equity, fills, events = kernels.backtest_nb(*prices, sp, simp, groups)
         return self.result_of(equity, fills, events, groups)
 
@@ -464,6 +464,34 @@ class Backtest:
             run_id=self.run_id,
             benchmark_curve=self.benchmark,
         )
+
+
+def compile_result_kernels() -> None:
+    """Compile the simulator's state set-up and the kernels of a backtest's result: build one
+    from a made-up simulator output (a round trip on eight daily bars, arrays of the simulator's
+    types) and read what ``tradpal backtest`` prints and keeps: statistics beside buy-and-hold,
+    orders, fills, trades, positions."""
+    sim_nb.init_state_nb(1, SimSettings().vector(365.0))
+    n = 8
+    close = 100.0 + np.arange(n, dtype=np.float64)
+    frame = pd.DataFrame({"open": close, "high": close + 1.0, "low": close - 1.0, "close": close,
+                          "volume": np.full(n, 10.0)},
+                         index=pd.date_range("2024-01-01", periods=n, freq="1D", tz="UTC"))
+    # any strategy: these kernels do not depend on it
+    bt = Backtest(strategy_class("sma_cross")(fast=2, slow=3), frame)
+    fills = np.zeros(2, dtype=enums.fill_dt)
+    fills["order_id"] = [0, 1]
+    fills["bar"] = [2, 5]
+    fills["side"] = [1, -1]
+    fills["qty"] = 1.0
+    fills["price"] = close[[2, 5]]
+    fills["fee_ccy"] = enums.FEE_QUOTE
+    fills["order_type"] = enums.ORDER_MARKET
+    fills["reason"] = enums.REASON_SIGNAL
+    equity = np.full((n, 1), bt.settings.init_cash)
+    result = bt.result_of(equity, fills, np.zeros(0, dtype=enums.event_dt), np.array([0, 1], dtype=np.int64))
+    result.stats_table()
+    result.orders, result.fills, result.trades, result.positions  # noqa: B018 (compiled when read)
 
 
 @dataclass
