@@ -45,7 +45,7 @@ from framework.enums import INTENT_SIZE, G_EQUITY, C_POS, event_dt, fill_dt
 from framework.metrics_nb import N_STATS_STATE, stats_init_nb, stats_update_nb
 from framework.trades_nb import N_TRADE_STATE, trade_end_nb, trade_fill_nb
 from framework.sim_nb import EVENTS_PER_COLUMN_BAR, EVENTS_PER_GROUP_BAR, FILLS_PER_COLUMN_BAR
-from framework.sim_nb import NS_PER_DAY, init_state_nb
+from framework.sim_nb import NS_PER_DAY, copy_nb, init_state_nb
 
 
 @njit(cache=True, _nrt=False)
@@ -142,19 +142,13 @@ def sweep_block_nb(o, h, l, c, v, ts, sp, simp, rf_bar, ind, idx, stats, trades)
     cs = np.empty((k, 1, cs0.shape[1]))
     atr_s = np.empty((k, 1, atr0.shape[1]))
     vol_s = np.empty((k, 1, vol0.shape[1]))
-    for j in range(k):  # element by element: a row assignment compiles numba's broadcasting
+    for j in range(k):
         gj, csj, atrj, volj = init_state_nb(1, simp[j])
-        for i in range(gj.shape[0]):
-            g[j, i] = gj[i]
-        for i in range(csj.shape[1]):
-            cs[j, 0, i] = csj[0, i]
-        for i in range(atrj.shape[1]):
-            atr_s[j, 0, i] = atrj[0, i]
-        for i in range(volj.shape[1]):
-            vol_s[j, 0, i] = volj[0, i]
-        s0 = stats_init_nb(rf_bar)
-        for i in range(s0.shape[0]):
-            stats[j, i] = s0[i]
+        copy_nb(gj, g[j])
+        copy_nb(csj[0], cs[j, 0])
+        copy_nb(atrj[0], atr_s[j, 0])
+        copy_nb(volj[0], vol_s[j, 0])
+        copy_nb(stats_init_nb(rf_bar), stats[j])
     intents = np.empty((k, 1, INTENT_SIZE))
     buf = np.empty((k, FILLS_PER_COLUMN_BAR), dtype=fill_dt)
     ebuf = np.empty((k, EVENTS_PER_COLUMN_BAR + EVENTS_PER_GROUP_BAR), dtype=event_dt)

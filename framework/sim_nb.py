@@ -199,14 +199,20 @@ def init_state_nb(k, p):
 
 
 @njit(cache=True, internal=True)
-def _rows_of(row, k):
-    """A (k, len(row)) array whose rows are copies of ``row``, copied element by element (a row
+def copy_nb(src, dst):
+    """``dst[:] = src`` for 1-D arrays of one length, element by element: a slice or row
     assignment would compile numba's broadcasting and its error message, seconds of a first
-    compile)."""
+    compile."""
+    for i in range(src.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, internal=True)
+def _rows_of(row, k):
+    """A (k, len(row)) array whose rows are copies of ``row`` (``copy_nb``)."""
     out = np.empty((k, row.shape[0]))
     for j in range(k):
-        for i in range(row.shape[0]):
-            out[j, i] = row[i]
+        copy_nb(row, out[j])
     return out
 
 
@@ -1131,8 +1137,6 @@ def replay_fills_nb(fills, n_bars, col_group, n_groups, init_cash):
             f = fills[order[i]]
             _replay_book(c, q, col_group[f["col"]], f["col"], f)
             i += 1
-        for x in range(n_groups):  # element by element: see _rows_of
-            cash[t, x] = c[x]
-        for x in range(q.shape[0]):
-            pos[t, x] = q[x]
+        copy_nb(c, cash[t])
+        copy_nb(q, pos[t])
     return cash, pos
