@@ -275,6 +275,16 @@ class TradPalCache(FunctionCache):
         super().save_overload(sig, data)
 
 
+def is_cached(dispatcher) -> bool:
+    """Whether ``dispatcher`` (a kernel with ``TradPalCache``) has a version on disk compiled
+    from its current code (for any argument types)."""
+    cache = getattr(dispatcher, "_cache", None)
+    if not isinstance(cache, TradPalCache):
+        return False
+    cache._fresh()
+    return bool(cache._cache_file._load_index())
+
+
 def use_tradpal_cache(dispatcher) -> None:
     """Cache ``dispatcher`` (a numba ``@njit`` function) with ``TradPalCache``."""
     try:

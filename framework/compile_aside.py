@@ -24,18 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from framework._kernel_cache import is_cached
+
 #: set in the second process, which must not start another
 _ASIDE_ENV = "TRADPAL_COMPILE_ASIDE"
-
-
-def _cached(kernel) -> bool:
-    """Whether ``kernel`` (a dispatcher with TradPal's cache) has a compiled version on disk
-    for its current code."""
-    cache = getattr(kernel, "_cache", None)
-    if not hasattr(cache, "_fresh"):
-        return False
-    cache._fresh()
-    return bool(cache._cache_file._load_index())
 
 
 def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
@@ -59,7 +51,7 @@ def compile_aside(o, h, l, c, v, ts, sp, simp) -> subprocess.Popen | None:
     if getattr(sys, "frozen", False) or not Path(sys.executable or "-").name.lower().startswith("python"):
         return None  # embedded or frozen: sys.executable is not an interpreter to start
     loop = drivers_nb._group_bars_nb
-    if loop.overloads or _cached(loop):
+    if loop.overloads or is_cached(loop):
         return None
     try:
         argument_types = pickle.dumps(drivers_nb.group_bars_types(o, h, l, c, v, ts, sp, simp))

@@ -170,7 +170,7 @@ def group_bars_types(o, h, l, c, v, ts, sp, simp) -> tuple:
     """The numba types of the arguments ``backtest_nb`` calls ``_group_bars_nb`` with, for these
     prices, times, parameter rows and settings rows (the other arguments' types are fixed), so
     that another process can compile the bar loop ahead of the call
-    (``framework.warmup.compile_aside``). Mirrors the call above: change them together (a test
+    (``framework.compile_aside``). Mirrors the call above: change them together (a test
     checks that the bar loop compiled ahead is the one called)."""
     rows, row = np.empty((1, 1)), np.empty(1)
     fills, events, counts = np.empty(1, dtype=fill_dt), np.empty(1, dtype=event_dt), np.empty(2, dtype=np.int64)
